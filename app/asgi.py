@@ -1,0 +1,47 @@
+"""The ASGI application: ``create_app(settings)`` wires the runtime into Litestar and GraphQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Litestar, Request, get
+from litestar.datastructures import State
+from strawberry.litestar import make_graphql_controller
+
+from app.graphql.context import Context
+from app.graphql.schema import schema
+from app.runtime import Runtime
+from app.settings import Settings
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Litestar:
+    settings = settings or Settings()
+    runtime = runtime or Runtime.build(settings)
+
+    async def context_getter(state: State, request: Request[Any, Any, Any]) -> Context:
+        return Context(runtime=state.runtime, authorization=request.headers.get("authorization"))
+
+    graphql = make_graphql_controller(
+        schema,
+        path="/graphql",
+        graphql_ide="graphiql" if settings.graphiql_enabled else None,
+        context_getter=context_getter,
+    )
+
+    @get("/healthz", sync_to_thread=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    async def close_runtime(app: Litestar) -> None:
+        await app.state.runtime.close()
+
+    return Litestar(
+        route_handlers=[graphql, healthz],
+        state=State({"runtime": runtime}),
+        on_shutdown=[close_runtime],
+    )
+
+
+def create_app_from_environment() -> Litestar:
+    """Factory for ``uvicorn --factory``: settings come from the environment."""
+    return create_app(Settings())

@@ -1,0 +1,81 @@
+"""Bearer tokens: minting development tokens and verifying the ones clients send.
+
+A token is an HS256 JWT signed with ``LIVEGIFTS_JWT_SECRET``: ``sub`` names the
+user, ``roles`` lists viewer, creator and/or admin, ``aud`` is the configured audience.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+
+import jwt
+
+from app.settings import Settings
+
+USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class Role(StrEnum):
+    VIEWER = "viewer"
+    CREATOR = "creator"
+    ADMIN = "admin"
+
+
+class AuthError(Exception):
+    """The bearer token is missing, malformed, expired or not signed by us."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling, as the verified token says."""
+
+    name: str
+    roles: frozenset[Role]
+
+    def has(self, role: Role) -> bool:
+        return role in self.roles
+
+
+def mint_token(settings: Settings, name: str, roles: list[Role],
+               ttl_seconds: int | None = None) -> str:
+    if not USER_NAME.match(name):
+        raise ValueError("user name must be 1-64 letters, digits, '.', '_' or '-'")
+    now = int(time.time())
+    claims = {
+        "sub": name,
+        "roles": sorted({Role(r).value for r in roles}),
+        "aud": settings.jwt_audience,
+        "iat": now,
+        "exp": now + (ttl_seconds or settings.token_ttl_seconds),
+    }
+    return jwt.encode(claims, settings.jwt_secret, algorithm="HS256")
+
+
+def verify_token(settings: Settings, token: str) -> Principal:
+    try:
+        claims = jwt.decode(token, settings.jwt_secret, algorithms=["HS256"],
+                            audience=settings.jwt_audience,
+                            options={"require": ["sub", "exp", "aud"]})
+    except jwt.PyJWTError as exc:
+        raise AuthError(f"Invalid bearer token: {exc}.") from exc
+    name, roles = claims.get("sub"), claims.get("roles", [])
+    if not isinstance(name, str) or not USER_NAME.match(name):
+        raise AuthError("Invalid bearer token: the subject is not a valid user name.")
+    try:
+        parsed = frozenset(Role(role) for role in roles)
+    except (TypeError, ValueError) as exc:
+        raise AuthError("Invalid bearer token: unknown role in 'roles'.") from exc
+    return Principal(name=name, roles=parsed or frozenset({Role.VIEWER}))
+
+
+def principal_from_header(settings: Settings, authorization: str | None) -> Principal | None:
+    """Parse an ``Authorization`` header; ``None`` means an anonymous caller."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError("Invalid Authorization header: expected 'Bearer <token>'.")
+    return verify_token(settings, token.strip())

@@ -1,0 +1,55 @@
+"""Errors a user can cause: one code per failure, shown to API clients as ``userErrors``.
+
+Services raise :class:`DomainError`; the GraphQL layer turns it into
+``{code, field, message}``. ``recorded`` says whether an idempotency key keeps
+the failure (a business refusal) or forgets it (input that never reached the ledger).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, ClassVar
+
+
+class ErrorCode(StrEnum):
+    INVALID_INPUT = "INVALID_INPUT"
+    INVALID_ID = "INVALID_ID"
+    NOT_FOUND = "NOT_FOUND"
+    INVALID_AMOUNT = "INVALID_AMOUNT"
+    INVALID_IDEMPOTENCY_KEY = "INVALID_IDEMPOTENCY_KEY"
+    IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
+    PACKAGE_UNAVAILABLE = "PACKAGE_UNAVAILABLE"
+    UNKNOWN_PROVIDER = "UNKNOWN_PROVIDER"
+    INVALID_RECEIPT = "INVALID_RECEIPT"
+    RECEIPT_MISMATCH = "RECEIPT_MISMATCH"
+    RECEIPT_ALREADY_REDEEMED = "RECEIPT_ALREADY_REDEEMED"
+    INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
+    INSUFFICIENT_COINS = "INSUFFICIENT_COINS"
+
+
+class DomainError(Exception):
+    """A refusal the caller can understand and act on; nothing was changed."""
+
+    recorded: ClassVar[bool] = False
+
+    def __init__(self, code: ErrorCode, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"code": self.code.value, "message": self.message, "field": self.field}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DomainError:
+        return cls(ErrorCode(data["code"]), data["message"], data.get("field"))
+
+
+class BusinessRefusal(DomainError):
+    """A refusal reached after the request was accepted (e.g. not enough coins).
+
+    An idempotency key keeps it: retrying the same key fails the same way.
+    """
+
+    recorded = True

@@ -1,0 +1,74 @@
+"""Per-request context: who is calling, database sessions and DataLoaders.
+
+Authentication and authorization failures are GraphQL errors with
+``extensions.code`` ``UNAUTHENTICATED`` or ``FORBIDDEN``; they are never masked.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from graphql import GraphQLError
+from strawberry.dataloader import DataLoader
+from strawberry.litestar import BaseContext
+
+from app.auth import AuthError, Principal, Role, principal_from_header
+from app.runtime import Runtime
+from app.services import wallets
+from app.services.users import ensure_user
+
+
+class ClientError(GraphQLError):
+    """An error meant for the client, shown as is (everything else is masked)."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message, extensions={"code": code})
+
+
+class Context(BaseContext, kw_only=True):
+    runtime: Runtime
+    authorization: str | None = None
+    cache: dict[str, Any] = msgspec.field(default_factory=dict)
+
+    def principal(self) -> Principal | None:
+        """The verified caller, or None when anonymous; a bad token is an error."""
+        if "principal" not in self.cache:
+            try:
+                self.cache["principal"] = principal_from_header(self.runtime.settings,
+                                                                self.authorization)
+            except AuthError as exc:
+                raise ClientError(str(exc), "UNAUTHENTICATED") from exc
+        return self.cache["principal"]
+
+    def require(self, role: Role | None = None) -> Principal:
+        principal = self.principal()
+        if principal is None:
+            raise ClientError("Authentication required: send 'Authorization: Bearer <token>' "
+                              "(mint one with 'livegifts token').", "UNAUTHENTICATED")
+        if role is not None and not principal.has(role) and not principal.has(Role.ADMIN):
+            raise ClientError(f"Forbidden: this needs the {role.value} role.", "FORBIDDEN")
+        return principal
+
+    async def user_id(self) -> int:
+        """The caller's user id, creating the user on first sight."""
+        principal = self.require()
+        if "user_id" not in self.cache:
+            async with self.runtime.sessions() as session, session.begin():
+                self.cache["user_id"] = (await ensure_user(session, principal.name)).id
+        return self.cache["user_id"]
+
+    def is_admin(self) -> bool:
+        principal = self.principal()
+        return principal is not None and principal.has(Role.ADMIN)
+
+    @property
+    def entries_loader(self) -> DataLoader[int, list]:
+        if "entries" not in self.cache:
+            async def load(ids: list[int]) -> list[list]:
+                async with self.runtime.sessions() as session:
+                    grouped = await wallets.entries_of(session, ids)
+                return [grouped[i] for i in ids]
+
+            self.cache["entries"] = DataLoader(load_fn=load)
+        return self.cache["entries"]

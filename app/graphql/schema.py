@@ -1,0 +1,197 @@
+"""The schema: queries and mutations, each a thin call into a service."""
+
+from __future__ import annotations
+
+import strawberry
+from graphql import GraphQLError
+from strawberry import relay
+from strawberry.extensions import MaskErrors, ParserCache, ValidationCache
+from strawberry.schema.config import StrawberryConfig
+from strawberry.types import Info
+
+from app.auth import Role
+from app.errors import DomainError
+from app.graphql.common import (
+    LONG_SCALAR,
+    Long,
+    UserError,
+    connection,
+    cursor_id,
+    decode_id,
+    page_size,
+)
+from app.graphql.context import ClientError
+from app.graphql.types import CoinPackage, LedgerTransaction, Purchase, User, Wallet, ctx
+from app.services import coins, wallets
+
+
+@strawberry.type(description="The authenticated caller: identity, wallet and history.")
+class Viewer:
+    id: relay.GlobalID = strawberry.field(description="The caller's User ID.")
+    name: str
+    roles: list[str] = strawberry.field(description="Roles granted by the bearer token.")
+    user_id: strawberry.Private[int]
+
+    @strawberry.field
+    async def wallet(self, info: Info) -> Wallet:
+        async with ctx(info).runtime.sessions() as session:
+            held = await wallets.wallet(session, self.user_id)
+        return Wallet(coins=held.coins, diamonds=held.diamonds)
+
+    @strawberry.field(description="Transactions that moved the caller's money, newest first.")
+    async def transactions(self, info: Info, first: int | None = None,
+                           after: str | None = None) -> relay.Connection[LedgerTransaction]:
+        limit = page_size(first)
+        async with ctx(info).runtime.sessions() as session:
+            rows = await wallets.transactions_of(session, self.user_id, limit=limit + 1,
+                                                 before_id=cursor_id(after))
+        return connection(rows, limit, LedgerTransaction.of, key=lambda row: row.id)
+
+
+@strawberry.type
+class Query:
+    node: relay.Node | None = relay.node(
+        description="Fetch any object by its global ID. Returns null when it does not exist "
+                    "or the caller may not see it.")
+
+    @strawberry.field(description="The authenticated caller. Requires a bearer token.")
+    async def viewer(self, info: Info) -> Viewer:
+        context = ctx(info)
+        principal = context.require()
+        user_id = await context.user_id()
+        return Viewer(id=relay.GlobalID("User", str(user_id)), name=principal.name,
+                      roles=sorted(role.value for role in principal.roles), user_id=user_id)
+
+    @strawberry.field(description="Coin packages on sale, cheapest first. Public. Admins may "
+                                  "include packages taken off sale.")
+    async def coin_packages(self, info: Info, include_inactive: bool = False
+                            ) -> list[CoinPackage]:
+        context = ctx(info)
+        if include_inactive:
+            context.require(Role.ADMIN)
+        async with context.runtime.sessions() as session:
+            rows = await coins.list_packages(session, include_inactive=include_inactive)
+        return [CoinPackage.of(row) for row in rows]
+
+
+@strawberry.input(description="Redeem a store receipt for the coins of a package.")
+class PurchaseCoinsInput:
+    package_id: strawberry.ID = strawberry.field(description="The CoinPackage bought.")
+    provider: str = strawberry.field(description="Payment provider that issued the receipt, "
+                                                 "e.g. sandbox.")
+    receipt: str = strawberry.field(description="The receipt exactly as the store returned it.")
+    idempotency_key: str = strawberry.field(
+        description="Unique per purchase attempt; resending the same key and input returns "
+                    "the first result without charging again.")
+
+
+@strawberry.type
+class PurchaseCoinsPayload:
+    purchase: Purchase | None = strawberry.field(description="Null when refused.")
+    wallet: Wallet | None = strawberry.field(description="The wallet after the purchase.")
+    replayed: bool = strawberry.field(
+        description="True when this answers an earlier request with the same idempotency key.")
+    user_errors: list[UserError]
+
+
+@strawberry.input(description="A new coin package. Amounts in minor units.")
+class CreateCoinPackageInput:
+    sku: str
+    name: str
+    coins: Long
+    price_minor: Long
+    currency: str = "USD"
+    sort_order: int = 0
+
+
+@strawberry.input(description="Change a coin package; omitted fields stay as they are.")
+class UpdateCoinPackageInput:
+    id: strawberry.ID
+    name: str | None = None
+    coins: Long | None = None
+    price_minor: Long | None = None
+    active: bool | None = None
+    sort_order: int | None = None
+
+
+@strawberry.type
+class CoinPackagePayload:
+    coin_package: CoinPackage | None
+    user_errors: list[UserError]
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(description="Buy coins: verify a store receipt and credit the "
+                                     "package's coins exactly once per store transaction.")
+    async def purchase_coins(self, info: Info, input: PurchaseCoinsInput) -> PurchaseCoinsPayload:
+        context = ctx(info)
+        context.require()
+        user_id = await context.user_id()
+        try:
+            result = await coins.purchase_coins(
+                context.runtime.sessions, context.runtime.payment_providers, user_id=user_id,
+                package_id=decode_id(input.package_id, "CoinPackage", "packageId"),
+                provider=input.provider, receipt=input.receipt,
+                idempotency_key=input.idempotency_key)
+        except DomainError as error:
+            return PurchaseCoinsPayload(purchase=None, wallet=None, replayed=False,
+                                        user_errors=[UserError.of(error)])
+        async with context.runtime.sessions() as session:
+            held = await wallets.wallet(session, user_id)
+        return PurchaseCoinsPayload(purchase=Purchase.of(result.purchase),
+                                    wallet=Wallet(coins=held.coins, diamonds=held.diamonds),
+                                    replayed=result.replayed, user_errors=[])
+
+    @strawberry.mutation(description="Admin: put a new coin package on sale.")
+    async def create_coin_package(self, info: Info, input: CreateCoinPackageInput
+                                  ) -> CoinPackagePayload:
+        context = ctx(info)
+        context.require(Role.ADMIN)
+        try:
+            async with context.runtime.sessions() as session, session.begin():
+                row = await coins.create_package(
+                    session, sku=input.sku, name=input.name, coins=input.coins,
+                    price_minor=input.price_minor, currency=input.currency,
+                    sort_order=input.sort_order)
+        except DomainError as error:
+            return CoinPackagePayload(coin_package=None, user_errors=[UserError.of(error)])
+        return CoinPackagePayload(coin_package=CoinPackage.of(row), user_errors=[])
+
+    @strawberry.mutation(description="Admin: change a coin package or take it off sale.")
+    async def update_coin_package(self, info: Info, input: UpdateCoinPackageInput
+                                  ) -> CoinPackagePayload:
+        context = ctx(info)
+        context.require(Role.ADMIN)
+        try:
+            async with context.runtime.sessions() as session, session.begin():
+                row = await coins.update_package(
+                    session, decode_id(input.id, "CoinPackage", "id"), name=input.name,
+                    coins=input.coins, price_minor=input.price_minor, active=input.active,
+                    sort_order=input.sort_order)
+        except DomainError as error:
+            return CoinPackagePayload(coin_package=None, user_errors=[UserError.of(error)])
+        return CoinPackagePayload(coin_package=CoinPackage.of(row), user_errors=[])
+
+
+def _should_mask(error: GraphQLError) -> bool:
+    original = error.original_error
+    return original is not None and not isinstance(original, (ClientError, relay.GlobalIDValueError))
+
+
+def create_schema() -> strawberry.Schema:
+    return strawberry.Schema(
+        query=Query,
+        mutation=Mutation,
+        types=[User, Purchase, LedgerTransaction, CoinPackage],
+        config=StrawberryConfig(scalar_map={Long: LONG_SCALAR}),
+        extensions=[
+            ParserCache(maxsize=1000),
+            ValidationCache(maxsize=1000),
+            MaskErrors(should_mask_error=_should_mask,
+                       error_message="Unexpected error. It was logged; please try again."),
+        ],
+    )
+
+
+schema = create_schema()

@@ -1,0 +1,97 @@
+"""Posting balanced transactions atomically."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import BusinessRefusal, ErrorCode
+from app.ledger.accounts import AccountRef
+from app.models import Account, Entry, LedgerTransaction
+
+# Far above any real movement and far below where sums could overflow BIGINT.
+MAX_LEG_AMOUNT = 10**15
+
+
+class UnbalancedTransaction(ValueError):
+    """The legs do not form a valid double-entry transaction (a programming error)."""
+
+
+class InsufficientFunds(BusinessRefusal):
+    """A limited account would go below zero; nothing was posted."""
+
+    def __init__(self, account: AccountRef, needed: int, available: int) -> None:
+        noun = "coins" if account.currency == "COIN" else account.currency.lower() + "s"
+        code = ErrorCode.INSUFFICIENT_COINS if account.currency == "COIN" \
+            else ErrorCode.INSUFFICIENT_FUNDS
+        super().__init__(code, f"Not enough {noun}: this needs {needed} and the balance is "
+                               f"{available}.")
+        self.account = account
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    account: AccountRef
+    amount: int
+
+
+def _check_legs(legs: Sequence[Leg]) -> None:
+    if len(legs) < 2:
+        raise UnbalancedTransaction("a transaction needs at least two legs")
+    totals: dict[str, int] = defaultdict(int)
+    for leg in legs:
+        if type(leg.amount) is not int:
+            raise UnbalancedTransaction(f"amount {leg.amount!r} is not an integer")
+        if leg.amount == 0 or abs(leg.amount) > MAX_LEG_AMOUNT:
+            raise UnbalancedTransaction(f"amount {leg.amount} is zero or out of range")
+        totals[leg.account.currency] += leg.amount
+    unbalanced = {currency: total for currency, total in totals.items() if total != 0}
+    if unbalanced:
+        raise UnbalancedTransaction(f"legs do not sum to zero: {unbalanced}")
+
+
+async def post_transaction(session: AsyncSession, *, kind: str, legs: Sequence[Leg],
+                           memo: str = "", reverses_id: int | None = None) -> int:
+    """Post one balanced transaction in the caller's database transaction; return its id.
+
+    Raises :class:`UnbalancedTransaction` for malformed legs and
+    :class:`InsufficientFunds` when a limited account would go negative. On either,
+    nothing of this transaction is written (the caller's transaction rolls back).
+    """
+    _check_legs(legs)
+    net: dict[int, int] = defaultdict(int)
+    accounts = {leg.account.id: leg.account for leg in legs}
+    for leg in legs:
+        if leg.account.cached:
+            net[leg.account.id] += leg.amount
+    # Sorted ids give every writer the same lock order: no deadlock between two posts.
+    for account_id in sorted(net):
+        delta = net[account_id]
+        if delta == 0:
+            continue
+        account = accounts[account_id]
+        statement = update(Account).where(Account.id == account_id)
+        if account.limited and delta < 0:
+            statement = statement.where(Account.balance >= -delta)
+        result = await session.execute(
+            statement.values(balance=Account.balance + delta)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:
+            available = await session.scalar(select(Account.balance).where(Account.id == account_id))
+            raise InsufficientFunds(account, needed=-delta, available=available or 0)
+    transaction_id = await session.scalar(
+        insert(LedgerTransaction)
+        .values(kind=kind, memo=memo, reverses_id=reverses_id)
+        .returning(LedgerTransaction.id)
+    )
+    await session.execute(insert(Entry), [
+        dict(transaction_id=transaction_id, account_id=leg.account.id,
+             currency=leg.account.currency, amount=leg.amount)
+        for leg in legs
+    ])
+    return transaction_id

@@ -1,0 +1,34 @@
+"""Demo data for a first start: the coin package ladder and a few users with coins."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from app.services.coins import list_packages, purchase_coins, seed_default_packages
+from app.services.users import ensure_user
+
+if TYPE_CHECKING:
+    from app.runtime import Runtime
+
+DEMO_VIEWERS = {"demo-viewer": 2, "demo-fan": 1}  # name -> packages of 700 coins bought
+DEMO_CREATOR = "demo-creator"
+DEMO_ADMIN = "demo-admin"
+
+
+async def seed_demo_data(runtime: Runtime) -> None:
+    """Idempotent: running it twice changes nothing the second time."""
+    async with runtime.sessions() as session, session.begin():
+        await seed_default_packages(session)
+        users = {name: await ensure_user(session, name)
+                 for name in [*DEMO_VIEWERS, DEMO_CREATOR, DEMO_ADMIN]}
+        package = next(p for p in await list_packages(session) if p.sku == "coins-700")
+    sandbox = runtime.payment_providers["sandbox"]
+    for name, count in DEMO_VIEWERS.items():
+        for n in range(count):
+            receipt = sandbox.make_receipt(package.sku, package.price_minor, package.currency,
+                                           transaction_id=f"demo-{name}-{n}")
+            # Same key and receipt each time: a second seed replays instead of buying again.
+            await purchase_coins(runtime.sessions, runtime.payment_providers,
+                                 user_id=users[name].id, package_id=package.id,
+                                 provider="sandbox", receipt=receipt,
+                                 idempotency_key=f"demo-seed-{n}")

@@ -1,0 +1,1 @@
+"""Domain services: the business rules, independent of GraphQL and HTTP."""

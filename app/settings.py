@@ -1,0 +1,63 @@
+"""One typed settings object, read once from the environment.
+
+Variables: ``DATABASE_URL``, ``REDIS_URL`` and everything prefixed ``LIVEGIFTS_``
+(for example ``LIVEGIFTS_JWT_SECRET``). Tests and the app factory build a
+``Settings`` explicitly instead of reading globals.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEVELOPMENT_SECRET = "livegifts-development-secret-change-me"
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LIVEGIFTS_", extra="ignore")
+
+    environment: Environment = Environment.DEVELOPMENT
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///./livegifts.db",
+        validation_alias=AliasChoices("DATABASE_URL", "LIVEGIFTS_DATABASE_URL"),
+    )
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("REDIS_URL", "LIVEGIFTS_REDIS_URL")
+    )
+    jwt_secret: str = DEVELOPMENT_SECRET
+    jwt_audience: str = "livegifts"
+    token_ttl_seconds: int = 7 * 24 * 3600
+    sandbox_secret: str = DEVELOPMENT_SECRET
+    seed_demo_data: bool = True
+    graphiql: bool | None = None
+    database_pool_size: int = 10
+
+    @model_validator(mode="after")
+    def _production_needs_real_secrets(self) -> Settings:
+        if self.environment is Environment.PRODUCTION:
+            weak = [
+                name
+                for name in ("jwt_secret", "sandbox_secret")
+                if getattr(self, name) == DEVELOPMENT_SECRET or len(getattr(self, name)) < 32
+            ]
+            if weak:
+                names = ", ".join(f"LIVEGIFTS_{n.upper()}" for n in weak)
+                raise ValueError(f"production mode needs {names} set to a secret of 32+ characters")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def graphiql_enabled(self) -> bool:
+        if self.graphiql is not None:
+            return self.graphiql
+        return self.environment is Environment.DEVELOPMENT

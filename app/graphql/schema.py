@@ -175,8 +175,11 @@ class Mutation:
 
 
 def _should_mask(error: GraphQLError) -> bool:
+    """Mask what a resolver raised unexpectedly; keep client errors and request validation."""
     original = error.original_error
-    return original is not None and not isinstance(original, (ClientError, relay.GlobalIDValueError))
+    if original is None or error.path is None:  # parse, validation or variable coercion
+        return False
+    return not isinstance(original, (ClientError, relay.GlobalIDValueError))
 
 
 def create_schema() -> strawberry.Schema:
@@ -186,10 +189,11 @@ def create_schema() -> strawberry.Schema:
         types=[User, Purchase, LedgerTransaction, CoinPackage],
         config=StrawberryConfig(scalar_map={Long: LONG_SCALAR}),
         extensions=[
-            ParserCache(maxsize=1000),
-            ValidationCache(maxsize=1000),
-            MaskErrors(should_mask_error=_should_mask,
-                       error_message="Unexpected error. It was logged; please try again."),
+            # Factories: a fresh extension per request; the LRU caches are module-level.
+            lambda: ParserCache(maxsize=1000),
+            lambda: ValidationCache(maxsize=1000),
+            lambda: MaskErrors(should_mask_error=_should_mask,
+                               error_message="Unexpected error; please try again."),
         ],
     )
 

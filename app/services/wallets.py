@@ -61,6 +61,6 @@ async def entries_of(session: AsyncSession, transaction_ids: Sequence[int]
         .where(Entry.transaction_id.in_(transaction_ids)).order_by(Entry.id)
     )
     grouped: dict[int, list[tuple[Entry, Account]]] = {tid: [] for tid in transaction_ids}
-    for entry, account in rows.tuples():
+    for entry, account in rows:
         grouped[entry.transaction_id].append((entry, account))
     return grouped

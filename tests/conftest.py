@@ -1,0 +1,141 @@
+"""Test fixtures: every database test runs on SQLite and on PostgreSQL.
+
+PostgreSQL comes from ``LIVEGIFTS_TEST_POSTGRES_URL`` (default: the local server,
+database ``test``). When it cannot be reached the PostgreSQL half is skipped and
+the run says so at the end, unless ``CI`` or ``LIVEGIFTS_REQUIRE_POSTGRES`` is
+set: then those tests fail instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from app.migrate import upgrade
+from app.models import metadata
+from app.runtime import Runtime
+from tests.support import ServerProcess, settings_for
+
+POSTGRES_URL = os.environ.get("LIVEGIFTS_TEST_POSTGRES_URL",
+                              "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+REQUIRE_POSTGRES = bool(os.environ.get("CI") or os.environ.get("LIVEGIFTS_REQUIRE_POSTGRES"))
+BACKENDS = ["sqlite", "postgresql"]
+
+_postgres_problem: list[str] = []  # filled once: why PostgreSQL is unusable, if it is
+
+
+async def _reset_postgres(url: str) -> None:
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+            await connection.execute(text("CREATE SCHEMA public"))
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+async def _truncate_postgres(url: str) -> None:
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as connection:
+            tables = ", ".join(f'"{name}"' for name in metadata.tables)
+            await connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The migrated PostgreSQL test database, or a skip (a failure in CI)."""
+    if not _postgres_problem:
+        try:
+            asyncio.run(asyncio.wait_for(_reset_postgres(POSTGRES_URL), timeout=60))
+            _postgres_problem.append("")
+        except Exception as exc:  # unreachable, refused, no such database...
+            _postgres_problem.append(f"{type(exc).__name__}: {exc}".strip())
+    if _postgres_problem[0]:
+        message = f"PostgreSQL at {POSTGRES_URL} is unreachable ({_postgres_problem[0]})"
+        if REQUIRE_POSTGRES:
+            pytest.fail(message + "; CI requires it", pytrace=False)
+        pytest.skip(message)
+    return POSTGRES_URL
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file; each test gets a copy."""
+    path = tmp_path_factory.mktemp("template") / "livegifts.db"
+    from app.db import create_engine
+
+    async def migrate() -> None:
+        engine = create_engine(settings_for(f"sqlite+aiosqlite:///{path}"))
+        await upgrade(engine)
+        await engine.dispose()
+
+    asyncio.run(migrate())
+    return path
+
+
+def fresh_database(backend: str, request: pytest.FixtureRequest, directory: Path) -> str:
+    """An empty, migrated database on the backend; returns its URL."""
+    if backend == "sqlite":
+        target = directory / "livegifts.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), target)
+        return f"sqlite+aiosqlite:///{target}"
+    url = request.getfixturevalue("postgres_url")
+    asyncio.run(_truncate_postgres(url))
+    return url
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return fresh_database(request.param, request, tmp_path)
+
+
+@pytest.fixture
+def postgres_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """For claims that need real concurrency: PostgreSQL only."""
+    return fresh_database("postgresql", request, tmp_path)
+
+
+@pytest.fixture
+async def runtime(database_url: str) -> AsyncIterator[Runtime]:
+    built = Runtime.build(settings_for(database_url))
+    yield built
+    await built.close()
+
+
+@pytest.fixture
+async def pg_runtime(postgres_database_url: str) -> AsyncIterator[Runtime]:
+    built = Runtime.build(settings_for(postgres_database_url).model_copy(
+        update={"database_pool_size": 30}))
+    yield built
+    await built.close()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[ServerProcess]:
+    """A real ``livegifts serve`` process on loopback with its own fresh database."""
+    url = fresh_database(request.param, request, tmp_path_factory.mktemp("server"))
+    process = ServerProcess(url)
+    process.start()
+    yield process
+    process.stop()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _postgres_problem and _postgres_problem[0] and not REQUIRE_POSTGRES:
+        terminalreporter.write_line(
+            f"NOTE: the PostgreSQL half of the suite was SKIPPED: {POSTGRES_URL} is unreachable "
+            f"({_postgres_problem[0]}). Only SQLite was tested. Set LIVEGIFTS_TEST_POSTGRES_URL "
+            "to a reachable PostgreSQL to run both.", yellow=True, bold=True)
+

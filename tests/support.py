@@ -1,0 +1,126 @@
+"""Helpers for tests: settings, tokens, a real server process, a GraphQL client and
+database snapshots that prove a refused request changed nothing."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from app.auth import Role, mint_token
+from app.models import Account, metadata
+from app.sandbox import SandboxPaymentProvider
+from app.settings import Settings
+
+JWT_SECRET = "test-jwt-secret-0123456789abcdef0123456789"
+SANDBOX_SECRET = "test-sandbox-secret-0123456789abcdef01234"
+
+
+def settings_for(database_url: str) -> Settings:
+    return Settings(database_url=database_url, jwt_secret=JWT_SECRET,
+                    sandbox_secret=SANDBOX_SECRET, seed_demo_data=False)
+
+
+def token(name: str, *roles: str, ttl: int | None = None, secret: str = JWT_SECRET) -> str:
+    settings = Settings(jwt_secret=secret)
+    return mint_token(settings, name, [Role(r) for r in roles or ("viewer",)], ttl)
+
+
+def sandbox() -> SandboxPaymentProvider:
+    return SandboxPaymentProvider(SANDBOX_SECRET)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    """``python -m app serve`` on a free loopback port, stopped by :meth:`stop`."""
+
+    def __init__(self, database_url: str, **environment: str) -> None:
+        self.database_url = database_url
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/graphql"
+        self.environment = environment
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "DATABASE_URL": self.database_url,
+               "LIVEGIFTS_JWT_SECRET": JWT_SECRET, "LIVEGIFTS_SANDBOX_SECRET": SANDBOX_SECRET,
+               "LIVEGIFTS_SEED_DEMO_DATA": "false", **self.environment}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve", "--port", str(self.port)], env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("server exited: " + self.process.stderr.read().decode())
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("server did not answer /healthz within 60 s")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+class GraphQLClient:
+    """Posts GraphQL over real HTTP; returns the decoded JSON body."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.http = httpx.AsyncClient(timeout=60)
+
+    async def __call__(self, query: str, variables: dict[str, Any] | None = None, *,
+                       token: str | None = None, expect_errors: bool = False) -> dict[str, Any]:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        response = await self.http.post(self.url, json={"query": query, "variables": variables},
+                                        headers=headers)
+        body = response.json()
+        if not expect_errors:
+            assert "errors" not in body, body
+        return body
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+
+async def snapshot(database_url: str) -> dict[str, Any]:
+    """Row counts of every table and every account balance: equal snapshots, nothing moved."""
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            counts = {name: await connection.scalar(select(func.count()).select_from(table))
+                      for name, table in metadata.tables.items()}
+            balances = dict((await connection.execute(
+                select(Account.code, Account.balance).order_by(Account.code))).all())
+        return {"rows": counts, "balances": balances}
+    finally:
+        await engine.dispose()
+
+
+async def execute_sql(database_url: str, statement: str) -> None:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text(statement))
+    finally:
+        await engine.dispose()

@@ -57,8 +57,8 @@ async def test_seed_receipt_and_audit(database_url):
 
 async def test_audit_fails_naming_the_account(database_url):
     assert livegifts(database_url, "seed").returncode == 0
-    await execute_sql(database_url,
-                      "UPDATE ledger_account SET balance = balance + 1 WHERE code = 'user:2:wallet'")
+    await execute_sql(database_url, "UPDATE ledger_account SET balance = balance + 1 "
+                                    "WHERE code = 'user:2:wallet'")
     failed = livegifts(database_url, "audit")
     assert failed.returncode == 1
     assert "FAIL cached balance: user:2:wallet: balance 701 but entries sum to 700" in failed.stderr

@@ -84,8 +84,8 @@ async def test_unbalanced_or_malformed_transactions_are_rejected(runtime, amount
         async with runtime.sessions() as session, session.begin():
             accounts = [await user_account(session, alice, "wallet", Currency.COIN),
                         await user_account(session, bob, "wallet", Currency.COIN)]
-            await post_transaction(session, kind="bad",
-                                   legs=[Leg(acc, amt) for acc, amt in zip(accounts, amounts)])
+            legs = [Leg(acc, amt) for acc, amt in zip(accounts, amounts, strict=False)]
+            await post_transaction(session, kind="bad", legs=legs)
     assert await snapshot(runtime.settings.database_url) == before
 
 
@@ -121,8 +121,8 @@ async def test_database_refuses_a_negative_limited_balance_even_when_code_is_byp
     alice = await make_user(runtime, "alice")
     await fund(runtime, alice, 5)
     with pytest.raises(Exception, match="(?i)check"):
-        await execute_sql(runtime.settings.database_url,
-                          f"UPDATE ledger_account SET balance = -1 WHERE code = 'user:{alice}:wallet'")
+        await execute_sql(runtime.settings.database_url, "UPDATE ledger_account SET balance = -1 "
+                                                         f"WHERE code = 'user:{alice}:wallet'")
 
 
 def debit(runtime, user_id: int, amount: int):

@@ -32,7 +32,8 @@ LONG_SCALAR = strawberry.scalar(
     parse_value=_parse_long,
 )
 
-UserErrorCode = strawberry.enum(ErrorCode, name="UserErrorCode", description="What went wrong, for programs to branch on.")
+UserErrorCode = strawberry.enum(ErrorCode, name="UserErrorCode",
+                                description="What went wrong, for programs to branch on.")
 
 
 @strawberry.type(description="A refusal the caller can act on. Nothing was changed.")

@@ -82,7 +82,8 @@ async def post_transaction(session: AsyncSession, *, kind: str, legs: Sequence[L
             .execution_options(synchronize_session=False)
         )
         if result.rowcount != 1:
-            available = await session.scalar(select(Account.balance).where(Account.id == account_id))
+            available = await session.scalar(
+                select(Account.balance).where(Account.id == account_id))
             raise InsufficientFunds(account, needed=-delta, available=available or 0)
     transaction_id = await session.scalar(
         insert(LedgerTransaction)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from litestar import Litestar, Request, get
-from litestar.datastructures import State
+from litestar import Litestar, get
+from litestar.datastructures import Headers, State
+from litestar.types import Scope
 from strawberry.litestar import make_graphql_controller
 
 from app.graphql.context import Context
@@ -18,8 +17,11 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     settings = settings or Settings()
     runtime = runtime or Runtime.build(settings)
 
-    async def context_getter(state: State, request: Request[Any, Any, Any]) -> Context:
-        return Context(runtime=state.runtime, authorization=request.headers.get("authorization"))
+    async def context_getter(state: State, scope: Scope) -> Context:
+        # HTTP sends the token in a header; WebSocket clients may instead put
+        # {"Authorization": "Bearer ..."} in the connection_init payload.
+        return Context(runtime=state.runtime,
+                       authorization=Headers.from_scope(scope).get("authorization"))
 
     graphql = make_graphql_controller(
         schema,
@@ -32,12 +34,16 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    async def start_runtime(app: Litestar) -> None:
+        await app.state.runtime.start()
+
     async def close_runtime(app: Litestar) -> None:
         await app.state.runtime.close()
 
     return Litestar(
         route_handlers=[graphql, healthz],
         state=State({"runtime": runtime}),
+        on_startup=[start_runtime],
         on_shutdown=[close_runtime],
     )
 

@@ -64,3 +64,16 @@ def insert_ignoring_conflict(session: AsyncSession, table: Any, values: dict[str
     return module.insert(table).values(**values).on_conflict_do_nothing(
         index_elements=conflict_columns
     )
+
+
+def upsert_adding(session: AsyncSession, table: Any, keys: dict[str, Any],
+                  increments: dict[str, int]) -> Any:
+    """INSERT a counter row, or add ``increments`` to the existing row with the same key."""
+    dialect = session.get_bind().dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    statement = module.insert(table).values(**keys, **increments)
+    columns = table.__table__.c
+    return statement.on_conflict_do_update(
+        index_elements=list(keys),
+        set_={name: columns[name] + statement.excluded[name] for name in increments},
+    )

@@ -1,10 +1,16 @@
-"""Demo data for a first start: the coin package ladder and a few users with coins."""
+"""Demo data for a first start: coin packages, the gift catalogue, a few users with coins
+and a live session by ``demo-creator`` to send gifts into."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from sqlalchemy import select
+
+from app.models import LiveSession
+from app.services.catalogue import seed_default_gifts
 from app.services.coins import list_packages, purchase_coins, seed_default_packages
+from app.services.live import start_session
 from app.services.users import ensure_user
 
 if TYPE_CHECKING:
@@ -19,8 +25,11 @@ async def seed_demo_data(runtime: Runtime) -> None:
     """Idempotent: running it twice changes nothing the second time."""
     async with runtime.sessions() as session, session.begin():
         await seed_default_packages(session)
+        await seed_default_gifts(session)
         users = {name: await ensure_user(session, name)
                  for name in [*DEMO_VIEWERS, DEMO_CREATOR, DEMO_ADMIN]}
+        if await session.scalar(select(LiveSession.id).limit(1)) is None:
+            await start_session(session, users[DEMO_CREATOR].id, "Demo stream: say hi!")
         package = next(p for p in await list_packages(session) if p.sku == "coins-700")
     sandbox = runtime.payment_providers["sandbox"]
     for name, count in DEMO_VIEWERS.items():

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     seed_demo_data: bool = True
     graphiql: bool | None = None
     database_pool_size: int = 10
+    # Sends of the same gift by the same viewer within this many seconds form a combo.
+    combo_window_seconds: float = 5.0
 
     @model_validator(mode="after")
     def _production_needs_real_secrets(self) -> Settings:

@@ -46,8 +46,10 @@ async def _truncate_postgres(url: str) -> None:
     engine = create_async_engine(url)
     try:
         async with engine.begin() as connection:
-            tables = ", ".join(f'"{name}"' for name in metadata.tables)
+            # The launch rate card comes with the schema (migration 0002): keep it.
+            tables = ", ".join(f'"{name}"' for name in metadata.tables if name != "rate_card")
             await connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+            await connection.execute(text("DELETE FROM rate_card WHERE version > 1"))
     finally:
         await engine.dispose()
 

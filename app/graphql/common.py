@@ -70,17 +70,29 @@ def page_size(first: int | None) -> int:
     return first
 
 
-def cursor_id(after: str | None) -> int | None:
+def bad_cursor() -> ClientError:
+    return ClientError("after is not a cursor returned by this connection.", "BAD_USER_INPUT")
+
+
+def cursor_value(after: str | None) -> str | None:
     if after is None:
         return None
     try:
         prefix, value = relay.from_base64(after)
-        if prefix != "cursor":
-            raise ValueError
-        return int(value)
     except ValueError:
-        raise ClientError("after is not a cursor returned by this connection.",
-                          "BAD_USER_INPUT") from None
+        raise bad_cursor() from None
+    if prefix != "cursor":
+        raise bad_cursor()
+    return value
+
+
+def cursor_id(after: str | None) -> int | None:
+    value = cursor_value(after)
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise bad_cursor()
+    return int(value)
 
 
 N = TypeVar("N")
@@ -88,7 +100,7 @@ R = TypeVar("R")
 
 
 def connection(rows: Sequence[R], limit: int, to_node: Callable[[R], N],
-               key: Callable[[R], int]) -> relay.Connection[N]:
+               key: Callable[[R], int | str]) -> relay.Connection[N]:
     """Build a connection from ``limit + 1`` rows fetched by keyset pagination."""
     page = rows[:limit]
     edges = [relay.Edge(cursor=relay.to_base64("cursor", key(row)), node=to_node(row))

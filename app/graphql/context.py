@@ -29,14 +29,18 @@ class ClientError(GraphQLError):
 class Context(BaseContext, kw_only=True):
     runtime: Runtime
     authorization: str | None = None
+    connection_params: dict[str, Any] | None = None  # set by graphql-transport-ws
     cache: dict[str, Any] = msgspec.field(default_factory=dict)
 
     def principal(self) -> Principal | None:
         """The verified caller, or None when anonymous; a bad token is an error."""
         if "principal" not in self.cache:
+            header = self.authorization
+            if header is None and isinstance(self.connection_params, dict):
+                header = self.connection_params.get("Authorization") or \
+                    self.connection_params.get("authorization")
             try:
-                self.cache["principal"] = principal_from_header(self.runtime.settings,
-                                                                self.authorization)
+                self.cache["principal"] = principal_from_header(self.runtime.settings, header)
             except AuthError as exc:
                 raise ClientError(str(exc), "UNAUTHENTICATED") from exc
         return self.cache["principal"]

@@ -21,6 +21,14 @@ from app.graphql.common import (
     page_size,
 )
 from app.graphql.context import ClientError
+from app.graphql.gifting import (
+    GiftingMutation,
+    GiftingQuery,
+    GiftReceipt,
+    LiveSession,
+    Subscription,
+)
+from app.graphql.gifting import Gift as GiftType
 from app.graphql.types import CoinPackage, LedgerTransaction, Purchase, User, Wallet, ctx
 from app.services import coins, wallets
 
@@ -49,7 +57,7 @@ class Viewer:
 
 
 @strawberry.type
-class Query:
+class Query(GiftingQuery):
     node: relay.Node | None = relay.node(
         description="Fetch any object by its global ID. Returns null when it does not exist "
                     "or the caller may not see it.")
@@ -121,7 +129,7 @@ class CoinPackagePayload:
 
 
 @strawberry.type
-class Mutation:
+class Mutation(GiftingMutation):
     @strawberry.mutation(description="Buy coins: verify a store receipt and credit the "
                                      "package's coins exactly once per store transaction.")
     async def purchase_coins(self, info: Info, input: PurchaseCoinsInput) -> PurchaseCoinsPayload:
@@ -186,7 +194,8 @@ def create_schema() -> strawberry.Schema:
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
-        types=[User, Purchase, LedgerTransaction, CoinPackage],
+        subscription=Subscription,
+        types=[User, Purchase, LedgerTransaction, CoinPackage, GiftType, LiveSession, GiftReceipt],
         config=StrawberryConfig(scalar_map={Long: LONG_SCALAR}),
         extensions=[
             # Factories: a fresh extension per request; the LRU caches are module-level.

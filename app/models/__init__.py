@@ -2,7 +2,10 @@
 
 from sqlmodel import SQLModel
 
+from app.models.catalogue import Gift, RateCard
 from app.models.ledger import Account, Entry, IdempotencyRecord, LedgerTransaction
+from app.models.live import GiftCombo, GiftSend, LiveSession, SessionViewer
+from app.models.recognition import CreatorTotal, SessionGifterTotal, SupporterTotal
 from app.models.users import User
 from app.models.wallets import CoinPackage, Purchase
 
@@ -10,6 +13,15 @@ metadata = SQLModel.metadata
 
 __all__ = [
     "Account",
+    "CreatorTotal",
+    "Gift",
+    "GiftCombo",
+    "GiftSend",
+    "LiveSession",
+    "RateCard",
+    "SessionGifterTotal",
+    "SessionViewer",
+    "SupporterTotal",
     "CoinPackage",
     "Entry",
     "IdempotencyRecord",

@@ -1,0 +1,118 @@
+"""The event bus: live-session events, published after commit, fanned out to subscribers.
+
+In one process the bus is in memory. With ``REDIS_URL`` set, events go through
+Redis pub/sub: each process keeps one pattern subscription and fans events out
+to its own subscribers, so a gift sent through any process reaches every watcher.
+Delivery is at most once: a subscriber that falls more than ``QUEUE_SIZE`` events
+behind loses the oldest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+QUEUE_SIZE = 1000
+PREFIX = "livegifts:events:"
+
+Event = dict[str, Any]
+
+
+def session_channel(session_id: int) -> str:
+    return f"live-session:{session_id}"
+
+
+class LocalFanout:
+    def __init__(self) -> None:
+        self._queues: dict[str, set[asyncio.Queue[Event]]] = defaultdict(set)
+
+    def deliver(self, channel: str, event: Event) -> None:
+        for queue in list(self._queues.get(channel, ())):
+            if queue.full():
+                queue.get_nowait()  # drop the oldest for a subscriber that fell behind
+            queue.put_nowait(event)
+
+    @contextlib.asynccontextmanager
+    async def subscription(self, channel: str) -> AsyncIterator[AsyncIterator[Event]]:
+        """Listen on ``channel``: events published from the moment this is entered arrive."""
+        queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=QUEUE_SIZE)
+        self._queues[channel].add(queue)
+
+        async def events() -> AsyncIterator[Event]:
+            while True:
+                yield await queue.get()
+
+        try:
+            yield events()
+        finally:
+            self._queues[channel].discard(queue)
+            if not self._queues[channel]:
+                del self._queues[channel]
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+class MemoryEventBus(LocalFanout):
+    async def publish(self, channel: str, event: Event) -> None:
+        self.deliver(channel, event)
+
+
+class RedisEventBus(LocalFanout):
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        import redis.asyncio as redis
+
+        self._redis = redis.from_url(url)
+        self._listener: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    async def publish(self, channel: str, event: Event) -> None:
+        await self._redis.publish(PREFIX + channel, json.dumps(event))
+
+    async def start(self) -> None:
+        self._listener = asyncio.create_task(self._listen())
+        await asyncio.wait_for(self._ready.wait(), timeout=10)
+
+    async def _listen(self) -> None:
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.psubscribe(PREFIX + "*")
+                self._ready.set()
+                async for message in pubsub.listen():
+                    if message["type"] == "pmessage":
+                        channel = message["channel"].decode()[len(PREFIX):]
+                        self.deliver(channel, json.loads(message["data"]))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("Redis event listener failed; reconnecting in 1 s")
+                await asyncio.sleep(1)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    async def close(self) -> None:
+        if self._listener:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        await self._redis.aclose()
+
+
+EventBus = MemoryEventBus | RedisEventBus
+
+
+def create_event_bus(redis_url: str | None) -> EventBus:
+    return RedisEventBus(redis_url) if redis_url else MemoryEventBus()

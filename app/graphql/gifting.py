@@ -1,0 +1,638 @@
+"""GraphQL for gifting: catalogue, rate card, live sessions, sendGift, leaderboards, live events."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Iterable
+from datetime import datetime
+from enum import Enum
+from typing import Annotated, Any
+
+import strawberry
+from strawberry import relay
+from strawberry.types import Info
+
+from app import models
+from app.auth import Role
+from app.errors import DomainError
+from app.events import session_channel
+from app.graphql.common import (
+    Long,
+    UserError,
+    bad_cursor,
+    connection,
+    cursor_id,
+    cursor_value,
+    decode_id,
+    page_size,
+)
+from app.graphql.context import ClientError
+from app.graphql.types import LedgerTransaction, Money, User, _rows_by_id, ctx
+from app.services import catalogue, gifting, live, rates, recognition
+from app.services.recognition import Period
+
+strawberry.enum(Period, name="LeaderboardPeriod", description="A leaderboard period, in UTC.")
+
+
+@strawberry.type(description="A virtual gift a viewer can send to a creator.")
+class Gift(relay.Node):
+    id: relay.NodeID[int]
+    sku: str
+    name: str
+    coin_price: Long = strawberry.field(description="What one gift costs the viewer, in coins.")
+    image_url: str
+    animation_url: str | None
+    category: str
+    available_from: datetime | None
+    available_until: datetime | None
+    sort_order: int
+    active: bool
+
+    @classmethod
+    def of(cls, row: models.Gift) -> Gift:
+        return cls(id=row.id, sku=row.sku, name=row.name, coin_price=row.coin_price,
+                   image_url=row.image_url, animation_url=row.animation_url,
+                   category=row.category, available_from=row.available_from,
+                   available_until=row.available_until, sort_order=row.sort_order,
+                   active=row.active)
+
+    @strawberry.field(description="Whether it can be sent right now (active and in its window).")
+    def available(self) -> bool:
+        from datetime import UTC
+
+        now = datetime.now(UTC)
+        return self.active and (self.available_from is None or self.available_from <= now) and (
+            self.available_until is None or now < self.available_until)
+
+    @classmethod
+    async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str],
+                            required: bool = False) -> list[Gift | None]:
+        rows = await _rows_by_id(info, models.Gift, node_ids)
+        return [cls.of(r) if r and (r.active or ctx(info).is_admin()) else None for r in rows]
+
+
+@strawberry.type(description="How gift coins are shared and what diamonds are worth. Every gift "
+                             "records the version it used.")
+class RateCard:
+    version: int
+    creator_share_bps: int = strawberry.field(
+        description="The creator's share of a gift's coins, in hundredths of a percent.")
+    platform_share_bps: int = strawberry.field(
+        description="The platform's share (the rest, before any brand share). Remainders of "
+                    "integer division go to the platform.")
+    diamonds_per_coin: int = strawberry.field(
+        description="Diamonds a creator earns per coin of their share.")
+    cash_per_100_diamonds: Money = strawberry.field(description="Cash value of 100 diamonds.")
+    effective_from: datetime
+    note: str
+
+    @classmethod
+    def of(cls, row: models.RateCard) -> RateCard:
+        return cls(version=row.version, creator_share_bps=row.creator_share_bps,
+                   platform_share_bps=10_000 - row.creator_share_bps,
+                   diamonds_per_coin=row.diamonds_per_coin,
+                   cash_per_100_diamonds=Money(amount=row.cash_minor_per_100_diamonds,
+                                               currency=row.cash_currency),
+                   effective_from=row.effective_from, note=row.note)
+
+
+@strawberry.enum(description="Whether a live session is on air.")
+class LiveSessionStatus(Enum):
+    LIVE = "live"
+    ENDED = "ended"
+
+
+@strawberry.type(description="A place on a leaderboard.")
+class LeaderboardEntry:
+    rank: int
+    user: User
+    coins: Long = strawberry.field(description="Coins sent (gift value).")
+    diamonds: Long = strawberry.field(description="Diamonds those gifts earned the creator.")
+    gifts: Long = strawberry.field(description="Number of gifts (quantity).")
+
+
+def _leaderboard(rows: list[recognition.Ranked], limit: int) -> relay.Connection[LeaderboardEntry]:
+    return connection(rows, limit, lambda r: LeaderboardEntry(
+        rank=r.rank, user=User(id=r.user_id, name=r.name), coins=r.coins, diamonds=r.diamonds,
+        gifts=r.gifts), key=lambda r: r.rank)
+
+
+def _rank_window(first: int | None, after: str | None) -> tuple[int, int]:
+    return page_size(first), cursor_id(after) or 0
+
+
+@strawberry.type(description="Running totals of a live session.")
+class LiveSessionTotals:
+    gifts: Long
+    coins: Long
+    diamonds: Long
+    viewers: int = strawberry.field(description="Watching now.")
+    peak_viewers: int = strawberry.field(description="Distinct viewers who joined.")
+
+
+@strawberry.type(description="A creator's live broadcast, during which viewers send gifts.")
+class LiveSession(relay.Node):
+    id: relay.NodeID[int]
+    title: str
+    status: LiveSessionStatus
+    started_at: datetime
+    ended_at: datetime | None
+    creator_id: strawberry.Private[int]
+
+    @classmethod
+    def of(cls, row: models.LiveSession) -> LiveSession:
+        return cls(id=row.id, title=row.title, status=LiveSessionStatus(row.status),
+                   started_at=row.started_at, ended_at=row.ended_at, creator_id=row.creator_id)
+
+    @strawberry.field
+    async def creator(self, info: Info) -> User:
+        [row] = await _rows_by_id(info, models.User, [str(self.creator_id)])
+        return User(id=row.id, name=row.name)
+
+    @strawberry.field
+    async def totals(self, info: Info) -> LiveSessionTotals:
+        async with ctx(info).runtime.sessions() as session:
+            t = await live.totals(session, self.id)
+        return LiveSessionTotals(gifts=t.gifts, coins=t.coins, diamonds=t.diamonds,
+                                 viewers=t.viewers, peak_viewers=t.peak_viewers)
+
+    @strawberry.field(description="The session's gifters ranked by coins sent.")
+    async def top_gifters(self, info: Info, first: int | None = None, after: str | None = None
+                          ) -> relay.Connection[LeaderboardEntry]:
+        limit, offset = _rank_window(first, after)
+        async with ctx(info).runtime.sessions() as session:
+            rows = await recognition.top_gifters(session, self.id, limit=limit + 1, offset=offset)
+        return _leaderboard(rows, limit)
+
+    @classmethod
+    async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str],
+                            required: bool = False) -> list[LiveSession | None]:
+        ctx(info).require()
+        return [cls.of(r) if r else None
+                for r in await _rows_by_id(info, models.LiveSession, node_ids)]
+
+
+@strawberry.type(description="Where every coin of a sent gift went. coinsPaid + brandSubsidy = "
+                             "creatorCoins + platformCoins + brandCoins.")
+class GiftReceipt(relay.Node):
+    id: relay.NodeID[int]
+    quantity: int
+    unit_price: Long = strawberry.field(description="Coins per gift at the time of sending.")
+    coins_paid: Long = strawberry.field(description="Coins taken from the viewer's wallet.")
+    brand_subsidy: Long = strawberry.field(description="Coins paid by a brand's budget.")
+    creator_coins: Long = strawberry.field(description="Coins of the gift's value earned by "
+                                                       "the creator (as diamonds).")
+    creator_diamonds: Long
+    platform_coins: Long = strawberry.field(description="The platform's share, remainders "
+                                                        "included.")
+    brand_coins: Long = strawberry.field(description="A sponsoring brand's revenue share.")
+    rate_card_version: int
+    combo_count: Long = strawberry.field(description="Running count of the combo this send is "
+                                                     "part of, this send included.")
+    created_at: datetime
+    row: strawberry.Private[models.GiftSend]
+
+    @classmethod
+    def of(cls, row: models.GiftSend) -> GiftReceipt:
+        return cls(id=row.id, quantity=row.quantity, unit_price=row.unit_price,
+                   coins_paid=row.coins_paid, brand_subsidy=row.brand_subsidy,
+                   creator_coins=row.creator_coins, creator_diamonds=row.creator_diamonds,
+                   platform_coins=row.platform_coins, brand_coins=row.brand_coins,
+                   rate_card_version=row.rate_card_version, combo_count=row.combo_count,
+                   created_at=row.created_at, row=row)
+
+    @strawberry.field
+    async def gift(self, info: Info) -> Gift:
+        [row] = await _rows_by_id(info, models.Gift, [str(self.row.gift_id)])
+        return Gift.of(row)
+
+    @strawberry.field
+    async def session(self, info: Info) -> LiveSession:
+        [row] = await _rows_by_id(info, models.LiveSession, [str(self.row.session_id)])
+        return LiveSession.of(row)
+
+    @strawberry.field
+    async def sender(self, info: Info) -> User:
+        [row] = await _rows_by_id(info, models.User, [str(self.row.sender_id)])
+        return User(id=row.id, name=row.name)
+
+    @strawberry.field
+    async def transaction(self, info: Info) -> LedgerTransaction:
+        [row] = await _rows_by_id(info, models.LedgerTransaction, [str(self.row.transaction_id)])
+        return LedgerTransaction.of(row)
+
+    @classmethod
+    async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str],
+                            required: bool = False) -> list[GiftReceipt | None]:
+        context = ctx(info)
+        user_id = await context.user_id()
+        return [cls.of(r) if r and (user_id in (r.sender_id, r.creator_id) or context.is_admin())
+                else None for r in await _rows_by_id(info, models.GiftSend, node_ids)]
+
+
+# Live events -----------------------------------------------------------------------------
+
+
+@strawberry.type(description="A gift was sent in the session.")
+class GiftSent:
+    receipt_id: relay.GlobalID
+    sender: User
+    gift: Gift
+    quantity: int
+    coins: Long
+    diamonds: Long
+    combo_id: relay.GlobalID = strawberry.field(description="Same for every send of one combo.")
+    combo_count: Long = strawberry.field(description="Running total of the combo so far. "
+                                                     "Display it; do not add it up.")
+
+
+@strawberry.type(description="A combo ended. Sent exactly once per combo, with its total.")
+class ComboEnded:
+    combo_id: relay.GlobalID
+    sender: User
+    gift: Gift
+    total_count: Long
+    sends: int
+    total_coins: Long
+
+
+@strawberry.type(description="Someone joined or left.")
+class ViewerCountChanged:
+    viewers: int
+
+
+@strawberry.type(description="The top gifters of the session changed.")
+class TopGiftersChanged:
+    top: list[LeaderboardEntry]
+
+
+@strawberry.type(description="The creator ended the session. No more events follow.")
+class SessionEnded:
+    ended_at: datetime
+    totals: LiveSessionTotals
+
+
+LiveSessionEvent = Annotated[
+    GiftSent | ComboEnded | ViewerCountChanged | TopGiftersChanged | SessionEnded,
+    strawberry.union("LiveSessionEvent", description="Something that happened in a live session.")]
+
+
+async def _event(info: Info, event: dict[str, Any]) -> Any:
+    kind = event["type"]
+    if kind in ("GiftSent", "ComboEnded"):
+        [gift_row] = await _rows_by_id(info, models.Gift, [str(event["gift_id"])])
+        [sender_row] = await _rows_by_id(info, models.User, [str(event["sender_id"])])
+        gift, sender = Gift.of(gift_row), User(id=sender_row.id, name=sender_row.name)
+        combo_id = relay.GlobalID("GiftCombo", str(event["combo_id"]))
+        if kind == "GiftSent":
+            return GiftSent(receipt_id=relay.GlobalID("GiftReceipt", str(event["send_id"])),
+                            sender=sender, gift=gift, quantity=event["quantity"],
+                            coins=event["coins"], diamonds=event["diamonds"], combo_id=combo_id,
+                            combo_count=event["combo_count"])
+        return ComboEnded(combo_id=combo_id, sender=sender, gift=gift,
+                          total_count=event["total_count"], sends=event["sends"],
+                          total_coins=event["total_coins"])
+    if kind == "ViewerCountChanged":
+        return ViewerCountChanged(viewers=event["viewers"])
+    if kind == "TopGiftersChanged":
+        return TopGiftersChanged(top=[
+            LeaderboardEntry(rank=n + 1, user=User(id=e["user_id"], name=e["name"]),
+                             coins=e["coins"], diamonds=e.get("diamonds", 0),
+                             gifts=e.get("gifts", 0)) for n, e in enumerate(event["top"])])
+    totals = event["totals"]
+    return SessionEnded(ended_at=datetime.fromisoformat(event["ended_at"]),
+                        totals=LiveSessionTotals(**totals))
+
+
+# Inputs and payloads ---------------------------------------------------------------------
+
+
+@strawberry.input(description="Send a gift in a live session.")
+class SendGiftInput:
+    session_id: strawberry.ID
+    gift_id: strawberry.ID
+    quantity: int = strawberry.field(default=1, description="1 to 1000 of the same gift.")
+    idempotency_key: str = strawberry.field(
+        description="Unique per send; resending the same key and input returns the first "
+                    "receipt and moves nothing again.")
+
+
+@strawberry.type
+class SendGiftPayload:
+    receipt: GiftReceipt | None
+    wallet_coins: Long | None = strawberry.field(description="The sender's coins afterwards.")
+    replayed: bool
+    user_errors: list[UserError]
+
+
+@strawberry.input
+class StartLiveSessionInput:
+    title: str
+
+
+@strawberry.input
+class LiveSessionInput:
+    session_id: strawberry.ID
+
+
+@strawberry.type
+class LiveSessionPayload:
+    live_session: LiveSession | None
+    user_errors: list[UserError]
+
+
+@strawberry.input(description="A gift for the catalogue. Prices in coins.")
+class CreateGiftInput:
+    sku: str
+    name: str
+    coin_price: Long
+    image_url: str
+    category: str
+    animation_url: str | None = None
+    available_from: datetime | None = None
+    available_until: datetime | None = None
+    sort_order: int = 0
+
+
+@strawberry.input(description="Change a gift; omitted fields stay as they are.")
+class UpdateGiftInput:
+    id: strawberry.ID
+    name: str | None = None
+    coin_price: Long | None = None
+    image_url: str | None = None
+    animation_url: str | None = None
+    category: str | None = None
+    available_from: datetime | None = None
+    available_until: datetime | None = None
+    sort_order: int | None = None
+    active: bool | None = None
+
+
+@strawberry.type
+class GiftPayload:
+    gift: Gift | None
+    user_errors: list[UserError]
+
+
+@strawberry.input(description="Publish the next rate card version.")
+class PublishRateCardInput:
+    creator_share_bps: int
+    diamonds_per_coin: int
+    cash_minor_per_100_diamonds: int
+    effective_from: datetime
+    note: str = ""
+
+
+@strawberry.type
+class RateCardPayload:
+    rate_card: RateCard | None
+    user_errors: list[UserError]
+
+
+def _fields(data: Any) -> catalogue.GiftFields:
+    return catalogue.GiftFields(**{name: getattr(data, name, None)
+                                   for name in catalogue.GiftFields.__slots__})
+
+
+@strawberry.type
+class GiftingQuery:
+    @strawberry.field(description="The gift catalogue in display order. Public.")
+    async def gifts(self, info: Info, category: str | None = None, first: int | None = None,
+                    after: str | None = None, include_unavailable: bool = False
+                    ) -> relay.Connection[Gift]:
+        context = ctx(info)
+        if include_unavailable:
+            context.require(Role.ADMIN)
+        limit, position = page_size(first), cursor_value(after)
+        if position is not None:
+            try:
+                order, gift_id = (int(part) for part in position.split("/"))
+            except ValueError:
+                raise bad_cursor() from None
+        async with context.runtime.sessions() as session:
+            rows = await catalogue.list_gifts(
+                session, category=category, limit=limit + 1,
+                after=None if position is None else (order, gift_id),
+                include_unavailable=include_unavailable)
+        return connection(rows, limit, Gift.of, key=lambda r: f"{r.sort_order}/{r.id}")
+
+    @strawberry.field(description="The rate card in force now. Public.")
+    async def rate_card(self, info: Info) -> RateCard:
+        async with ctx(info).runtime.sessions() as session:
+            return RateCard.of(await rates.current_rate_card(session))
+
+    @strawberry.field(description="Every published rate card, newest first. Public.")
+    async def rate_cards(self, info: Info) -> list[RateCard]:
+        async with ctx(info).runtime.sessions() as session:
+            return [RateCard.of(row) for row in await rates.rate_cards(session)]
+
+    @strawberry.field(description="Live sessions, newest first.")
+    async def live_sessions(self, info: Info, status: LiveSessionStatus | None = None,
+                            first: int | None = None, after: str | None = None
+                            ) -> relay.Connection[LiveSession]:
+        context = ctx(info)
+        context.require()
+        limit = page_size(first)
+        async with context.runtime.sessions() as session:
+            rows = await live.list_sessions(session, status=status.value if status else None,
+                                            limit=limit + 1, before_id=cursor_id(after))
+        return connection(rows, limit, LiveSession.of, key=lambda r: r.id)
+
+    @strawberry.field(description="One live session, or null.")
+    async def live_session(self, info: Info, id: strawberry.ID) -> LiveSession | None:
+        context = ctx(info)
+        context.require()
+        try:
+            session_id = decode_id(id, "LiveSession", "id")
+        except DomainError as error:
+            raise ClientError(error.message, "BAD_USER_INPUT") from None
+        [row] = await _rows_by_id(info, models.LiveSession, [str(session_id)])
+        return LiveSession.of(row) if row else None
+
+    @strawberry.field(description="A creator's top supporters by coins sent in the current "
+                                  "day, week, month (UTC) or of all time.")
+    async def top_supporters(self, info: Info, creator_id: strawberry.ID, period: Period,
+                             first: int | None = None, after: str | None = None
+                             ) -> relay.Connection[LeaderboardEntry]:
+        context = ctx(info)
+        context.require()
+        try:
+            creator = decode_id(creator_id, "User", "creatorId")
+        except DomainError as error:
+            raise ClientError(error.message, "BAD_USER_INPUT") from None
+        limit, offset = _rank_window(first, after)
+        async with context.runtime.sessions() as session:
+            rows = await recognition.top_supporters(session, creator, period, limit=limit + 1,
+                                                    offset=offset)
+        return _leaderboard(rows, limit)
+
+    @strawberry.field(description="Creators ranked by diamonds earned in the current day, "
+                                  "week, month (UTC) or of all time.")
+    async def top_creators(self, info: Info, period: Period, first: int | None = None,
+                           after: str | None = None) -> relay.Connection[LeaderboardEntry]:
+        context = ctx(info)
+        context.require()
+        limit, offset = _rank_window(first, after)
+        async with context.runtime.sessions() as session:
+            rows = await recognition.top_creators(session, period, limit=limit + 1,
+                                                  offset=offset)
+        return _leaderboard(rows, limit)
+
+
+async def _publish(info: Info, session_id: int, event: dict[str, Any]) -> None:
+    await ctx(info).runtime.bus.publish(session_channel(session_id), event)
+
+
+async def _viewer_count_changed(info: Info, session_id: int) -> None:
+    async with ctx(info).runtime.sessions() as session:
+        count = await live.viewer_count(session, session_id)
+    await _publish(info, session_id, {"type": "ViewerCountChanged", "viewers": count})
+
+
+@strawberry.type
+class GiftingMutation:
+    @strawberry.mutation(description="Send a gift: the viewer's coins pay for it, the creator "
+                                     "earns diamonds and the platform its share, in one ledger "
+                                     "transaction. Returns a receipt of where every coin went.")
+    async def send_gift(self, info: Info, input: SendGiftInput) -> SendGiftPayload:
+        context = ctx(info)
+        user_id = await context.user_id()
+        try:
+            result = await gifting.send_gift(
+                context.runtime.sessions, context.runtime.bus, sender_id=user_id,
+                session_id=decode_id(input.session_id, "LiveSession", "sessionId"),
+                gift_id=decode_id(input.gift_id, "Gift", "giftId"), quantity=input.quantity,
+                idempotency_key=input.idempotency_key, combo_window=context.runtime.combo_window)
+        except DomainError as error:
+            return SendGiftPayload(receipt=None, wallet_coins=None, replayed=False,
+                                   user_errors=[UserError.of(error)])
+        from app.services import wallets
+
+        async with context.runtime.sessions() as session:
+            held = await wallets.wallet(session, user_id)
+        return SendGiftPayload(receipt=GiftReceipt.of(result.receipt), wallet_coins=held.coins,
+                               replayed=result.replayed, user_errors=[])
+
+    @strawberry.mutation(description="Creator: go live.")
+    async def start_live_session(self, info: Info, input: StartLiveSessionInput
+                                 ) -> LiveSessionPayload:
+        context = ctx(info)
+        context.require(Role.CREATOR)
+        user_id = await context.user_id()
+        try:
+            async with context.runtime.sessions() as session, session.begin():
+                row = await live.start_session(session, user_id, input.title)
+        except DomainError as error:
+            return LiveSessionPayload(live_session=None, user_errors=[UserError.of(error)])
+        return LiveSessionPayload(live_session=LiveSession.of(row), user_errors=[])
+
+    @strawberry.mutation(description="Creator: end your live session. Open combos end first.")
+    async def end_live_session(self, info: Info, input: LiveSessionInput) -> LiveSessionPayload:
+        context = ctx(info)
+        context.require(Role.CREATOR)
+        user_id = await context.user_id()
+        try:
+            session_id = decode_id(input.session_id, "LiveSession", "sessionId")
+            async with context.runtime.sessions() as session, session.begin():
+                row = await live.end_session(session, session_id, user_id)
+        except DomainError as error:
+            return LiveSessionPayload(live_session=None, user_errors=[UserError.of(error)])
+        runtime = context.runtime
+        await gifting.end_stale_combos(runtime.sessions, runtime.bus, runtime.combo_window,
+                                       session_id=session_id)
+        async with runtime.sessions() as session:
+            t = await live.totals(session, session_id)
+        await _publish(info, session_id, {
+            "type": "SessionEnded", "ended_at": row.ended_at.isoformat(),
+            "totals": {"gifts": t.gifts, "coins": t.coins, "diamonds": t.diamonds,
+                       "viewers": t.viewers, "peak_viewers": t.peak_viewers}})
+        return LiveSessionPayload(live_session=LiveSession.of(row), user_errors=[])
+
+    @strawberry.mutation(description="Start watching a live session (counts as a viewer).")
+    async def join_live_session(self, info: Info, input: LiveSessionInput) -> LiveSessionPayload:
+        return await _watch(info, input, live.join)
+
+    @strawberry.mutation(description="Stop watching a live session.")
+    async def leave_live_session(self, info: Info, input: LiveSessionInput) -> LiveSessionPayload:
+        return await _watch(info, input, live.leave)
+
+    @strawberry.mutation(description="Admin: add a gift to the catalogue.")
+    async def create_gift(self, info: Info, input: CreateGiftInput) -> GiftPayload:
+        context = ctx(info)
+        context.require(Role.ADMIN)
+        try:
+            async with context.runtime.sessions() as session, session.begin():
+                row = await catalogue.create_gift(session, input.sku, _fields(input))
+        except DomainError as error:
+            return GiftPayload(gift=None, user_errors=[UserError.of(error)])
+        return GiftPayload(gift=Gift.of(row), user_errors=[])
+
+    @strawberry.mutation(description="Admin: change a gift, its window, or take it off sale.")
+    async def update_gift(self, info: Info, input: UpdateGiftInput) -> GiftPayload:
+        context = ctx(info)
+        context.require(Role.ADMIN)
+        try:
+            async with context.runtime.sessions() as session, session.begin():
+                row = await catalogue.update_gift(session, decode_id(input.id, "Gift", "id"),
+                                                  _fields(input))
+        except DomainError as error:
+            return GiftPayload(gift=None, user_errors=[UserError.of(error)])
+        return GiftPayload(gift=Gift.of(row), user_errors=[])
+
+    @strawberry.mutation(description="Admin: publish a new rate card version from a given time.")
+    async def publish_rate_card(self, info: Info, input: PublishRateCardInput
+                                ) -> RateCardPayload:
+        context = ctx(info)
+        context.require(Role.ADMIN)
+        try:
+            async with context.runtime.sessions() as session, session.begin():
+                row = await rates.publish_rate_card(
+                    session, creator_share_bps=input.creator_share_bps,
+                    diamonds_per_coin=input.diamonds_per_coin,
+                    cash_minor_per_100_diamonds=input.cash_minor_per_100_diamonds,
+                    effective_from=input.effective_from, note=input.note)
+        except DomainError as error:
+            return RateCardPayload(rate_card=None, user_errors=[UserError.of(error)])
+        return RateCardPayload(rate_card=RateCard.of(row), user_errors=[])
+
+
+async def _watch(info: Info, input: LiveSessionInput, action: Any) -> LiveSessionPayload:
+    context = ctx(info)
+    user_id = await context.user_id()
+    try:
+        session_id = decode_id(input.session_id, "LiveSession", "sessionId")
+        async with context.runtime.sessions() as session, session.begin():
+            changed = await action(session, session_id, user_id)
+            row = await session.get(models.LiveSession, session_id)
+    except DomainError as error:
+        return LiveSessionPayload(live_session=None, user_errors=[UserError.of(error)])
+    if changed:
+        await _viewer_count_changed(info, session_id)
+    return LiveSessionPayload(live_session=LiveSession.of(row), user_errors=[])
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(description="Everything that happens in a live session, as it "
+                                         "happens: gifts, combos, viewers, top gifters, the end. "
+                                         "Starts with the current viewer count.")
+    async def live_session_events(self, info: Info, session_id: strawberry.ID
+                                  ) -> AsyncGenerator[LiveSessionEvent, None]:
+        context = ctx(info)
+        context.require()
+        try:
+            sid = decode_id(session_id, "LiveSession", "sessionId")
+        except DomainError as error:
+            raise ClientError(error.message, "BAD_USER_INPUT") from None
+        async with context.runtime.sessions() as session:
+            row = await session.get(models.LiveSession, sid)
+            if row is None:
+                raise ClientError("No live session has this ID.", "NOT_FOUND")
+            viewers = await live.viewer_count(session, sid)
+        async with context.runtime.bus.subscription(session_channel(sid)) as events:
+            yield ViewerCountChanged(viewers=viewers)
+            if row.status != live.LIVE:
+                return
+            async for event in events:
+                yield await _event(info, event)
+                if event["type"] == "SessionEnded":
+                    return

@@ -1,0 +1,52 @@
+"""The gift catalogue and the published, versioned rate card."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import CheckConstraint
+from sqlmodel import Field, SQLModel
+
+from app.models.base import Amount, BigId, UTCDateTime, created_at_field
+
+
+class Gift(SQLModel, table=True):
+    __tablename__ = "gift"
+    __table_args__ = (
+        CheckConstraint("coin_price > 0", name="price_positive"),
+        CheckConstraint("available_until IS NULL OR available_from IS NULL "
+                        "OR available_until > available_from", name="window_ordered"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    sku: str = Field(max_length=64, unique=True)
+    name: str = Field(max_length=80)
+    coin_price: int = Field(sa_type=Amount)
+    image_url: str = Field(max_length=500)
+    animation_url: str | None = Field(default=None, max_length=500)
+    category: str = Field(max_length=40, index=True)
+    available_from: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    available_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    sort_order: int = 0
+    active: bool = True
+    created_at: datetime = created_at_field()
+
+
+class RateCard(SQLModel, table=True):
+    """How a gift's coins are shared and what diamonds are worth, from ``effective_from`` on."""
+
+    __tablename__ = "rate_card"
+    __table_args__ = (
+        CheckConstraint("creator_share_bps BETWEEN 0 AND 10000", name="share_in_range"),
+        CheckConstraint("diamonds_per_coin > 0", name="diamond_rate_positive"),
+        CheckConstraint("cash_minor_per_100_diamonds > 0", name="cash_value_positive"),
+    )
+
+    version: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    creator_share_bps: int
+    diamonds_per_coin: int
+    cash_minor_per_100_diamonds: int
+    cash_currency: str = Field(max_length=3)
+    effective_from: datetime = Field(sa_type=UTCDateTime, index=True)
+    note: str = Field(default="", max_length=300)
+    created_at: datetime = created_at_field()

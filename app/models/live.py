@@ -1,0 +1,94 @@
+"""Live sessions, who is watching them, the gifts sent in them and their combos."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import CheckConstraint, Index, UniqueConstraint, text
+from sqlmodel import Field, SQLModel
+
+from app.models.base import Amount, BigId, UTCDateTime, created_at_field
+
+
+class LiveSession(SQLModel, table=True):
+    __tablename__ = "live_session"
+    __table_args__ = (
+        # A creator is live in at most one session at a time.
+        Index("uq_live_session_one_live_per_creator", "creator_id", unique=True,
+              postgresql_where=text("status = 'live'"), sqlite_where=text("status = 'live'")),
+        Index("ix_live_session_status_id", "status", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    creator_id: int = Field(foreign_key="app_user.id", sa_type=BigId)
+    title: str = Field(max_length=120)
+    status: str = Field(max_length=10)  # live | ended
+    started_at: datetime = created_at_field()
+    ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class SessionViewer(SQLModel, table=True):
+    __tablename__ = "live_session_viewer"
+    __table_args__ = (UniqueConstraint("session_id", "user_id"),)
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    session_id: int = Field(foreign_key="live_session.id", sa_type=BigId)
+    user_id: int = Field(foreign_key="app_user.id", sa_type=BigId)
+    joined_at: datetime = created_at_field()
+    left_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class GiftCombo(SQLModel, table=True):
+    """Consecutive sends of one gift by one viewer in one session, within the combo window."""
+
+    __tablename__ = "gift_combo"
+    __table_args__ = (
+        Index("uq_gift_combo_open", "session_id", "sender_id", "gift_id", unique=True,
+              postgresql_where=text("ended_at IS NULL"), sqlite_where=text("ended_at IS NULL")),
+        Index("ix_gift_combo_open_last", "last_at", postgresql_where=text("ended_at IS NULL"),
+              sqlite_where=text("ended_at IS NULL")),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    session_id: int = Field(foreign_key="live_session.id", sa_type=BigId)
+    sender_id: int = Field(foreign_key="app_user.id", sa_type=BigId)
+    gift_id: int = Field(foreign_key="gift.id", sa_type=BigId)
+    count: int = Field(sa_type=Amount)
+    sends: int
+    coins: int = Field(sa_type=Amount)
+    started_at: datetime = Field(sa_type=UTCDateTime)
+    last_at: datetime = Field(sa_type=UTCDateTime)
+    ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class GiftSend(SQLModel, table=True):
+    """One sendGift: the receipt of where every coin went, and the rate card it used."""
+
+    __tablename__ = "gift_send"
+    __table_args__ = (
+        CheckConstraint("quantity > 0", name="quantity_positive"),
+        CheckConstraint("coins_paid + brand_subsidy = creator_coins + platform_coins "
+                        "+ brand_coins", name="receipt_balanced"),
+        Index("ix_gift_send_session_id", "session_id", "id"),
+        Index("ix_gift_send_creator_created", "creator_id", "created_at"),
+        Index("ix_gift_send_sender_created", "sender_id", "created_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    session_id: int = Field(foreign_key="live_session.id", sa_type=BigId)
+    gift_id: int = Field(foreign_key="gift.id", sa_type=BigId)
+    sender_id: int = Field(foreign_key="app_user.id", sa_type=BigId)
+    creator_id: int = Field(foreign_key="app_user.id", sa_type=BigId)
+    quantity: int
+    unit_price: int = Field(sa_type=Amount)
+    coins_paid: int = Field(sa_type=Amount)
+    brand_subsidy: int = Field(default=0, sa_type=Amount)
+    creator_coins: int = Field(sa_type=Amount)
+    platform_coins: int = Field(sa_type=Amount)
+    brand_coins: int = Field(default=0, sa_type=Amount)
+    creator_diamonds: int = Field(sa_type=Amount)
+    rate_card_version: int = Field(foreign_key="rate_card.version")
+    transaction_id: int = Field(foreign_key="ledger_transaction.id", sa_type=BigId)
+    combo_id: int = Field(foreign_key="gift_combo.id", sa_type=BigId)
+    combo_count: int = Field(sa_type=Amount)
+    created_at: datetime = created_at_field()

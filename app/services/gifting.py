@@ -1,0 +1,225 @@
+"""Sending gifts: one ledger transaction per gift, combos, leaderboard totals, live events.
+
+``send_gift`` checks the session, the gift and the quantity, prices the gift with
+the rate card in force, and posts one balanced transaction: the viewer's coins
+out; the creator's share converted to diamonds; the platform's share (and the
+remainder of every division) to platform revenue. Events are published only
+after the transaction commits, and never for a replayed request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.db import upsert_adding
+from app.errors import DomainError, ErrorCode
+from app.events import EventBus, session_channel
+from app.ledger import Currency, Leg, post_transaction, run_idempotent, system_account
+from app.ledger.idempotency import check_key
+from app.models import (
+    CreatorTotal,
+    Gift,
+    GiftCombo,
+    GiftSend,
+    LiveSession,
+    SessionGifterTotal,
+    SupporterTotal,
+    User,
+)
+from app.services.catalogue import is_available
+from app.services.live import LIVE, live_session_for_update
+from app.services.rates import GiftSplit, current_rate_card, split_gift
+from app.services.users import coin_account, diamond_account
+
+MAX_QUANTITY = 1000
+TOP_GIFTERS_IN_EVENTS = 3
+ALL_TIME = date(1970, 1, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    receipt: GiftSend
+    replayed: bool
+
+
+def period_starts(day: date) -> dict[str, date]:
+    """The first day of each leaderboard period containing ``day`` (UTC, ISO weeks)."""
+    return {"day": day, "week": day - timedelta(days=day.weekday()),
+            "month": day.replace(day=1), "all": ALL_TIME}
+
+
+async def _post_gift_transaction(session: AsyncSession, *, sender_id: int, creator_id: int,
+                                 split: GiftSplit, memo: str) -> int:
+    legs = [
+        Leg(await coin_account(session, sender_id), -split.coins_paid),
+        Leg(await system_account(session, "platform_revenue", Currency.COIN),
+            split.platform_coins),
+        Leg(await system_account(session, "creator_earnings", Currency.COIN),
+            split.creator_coins),
+        Leg(await system_account(session, "diamond_issuance", Currency.DIAMOND),
+            -split.creator_diamonds),
+        Leg(await diamond_account(session, creator_id), split.creator_diamonds),
+    ]
+    return await post_transaction(session, kind="gift", memo=memo,
+                                  legs=[leg for leg in legs if leg.amount != 0])
+
+
+async def _continue_combo(session: AsyncSession, *, live: LiveSession, sender_id: int,
+                          gift: Gift, quantity: int, value: int, now: datetime,
+                          window: timedelta) -> tuple[GiftCombo, dict[str, Any] | None]:
+    """Extend the sender's open combo for this gift, or start one (ending a stale one).
+
+    The sender's wallet row is already locked by the debit, so one sender's sends
+    are serialised here and the combo cannot fork.
+    """
+    open_combo = await session.scalar(
+        select(GiftCombo).where(GiftCombo.session_id == live.id,
+                                GiftCombo.sender_id == sender_id, GiftCombo.gift_id == gift.id,
+                                GiftCombo.ended_at.is_(None)).with_for_update())
+    if open_combo is not None and open_combo.last_at >= now - window:
+        open_combo.count += quantity
+        open_combo.sends += 1
+        open_combo.coins += value
+        open_combo.last_at = now
+        await session.flush()
+        return open_combo, None
+    ended = None
+    if open_combo is not None:
+        ended = await _end_combos(session, [GiftCombo.id == open_combo.id], now)
+    combo = GiftCombo(session_id=live.id, sender_id=sender_id, gift_id=gift.id, count=quantity,
+                      sends=1, coins=value, started_at=now, last_at=now)
+    session.add(combo)
+    await session.flush()
+    return combo, (ended[0] if ended else None)
+
+
+async def _end_combos(session: AsyncSession, conditions: list[Any], now: datetime
+                      ) -> list[dict[str, Any]]:
+    """End open combos matching ``conditions``; only the caller that ends one reports it."""
+    rows = await session.execute(
+        update(GiftCombo).where(GiftCombo.ended_at.is_(None), *conditions)
+        .values(ended_at=now)
+        .returning(GiftCombo.id, GiftCombo.session_id, GiftCombo.sender_id, GiftCombo.gift_id,
+                   GiftCombo.count, GiftCombo.sends, GiftCombo.coins)
+        .execution_options(synchronize_session=False))
+    return [{"type": "ComboEnded", "combo_id": r.id, "session_id": r.session_id,
+             "sender_id": r.sender_id, "gift_id": r.gift_id, "total_count": r.count,
+             "sends": r.sends, "total_coins": r.coins} for r in rows]
+
+
+async def _add_to_totals(session: AsyncSession, send: GiftSend, value: int, now: datetime
+                         ) -> None:
+    for period, start in period_starts(now.date()).items():
+        await session.execute(upsert_adding(
+            session, SupporterTotal,
+            {"creator_id": send.creator_id, "period": period, "period_start": start,
+             "sender_id": send.sender_id},
+            {"coins": value, "diamonds": send.creator_diamonds, "gifts": send.quantity}))
+        await session.execute(upsert_adding(
+            session, CreatorTotal,
+            {"period": period, "period_start": start, "creator_id": send.creator_id},
+            {"diamonds": send.creator_diamonds, "coins": value, "gifts": send.quantity}))
+    await session.execute(upsert_adding(
+        session, SessionGifterTotal, {"session_id": send.session_id, "sender_id": send.sender_id},
+        {"coins": value, "diamonds": send.creator_diamonds, "gifts": send.quantity}))
+
+
+async def top_gifters_event(session: AsyncSession, session_id: int) -> dict[str, Any]:
+    rows = await session.execute(
+        select(SessionGifterTotal.sender_id, User.name, SessionGifterTotal.coins)
+        .join(User, User.id == SessionGifterTotal.sender_id)
+        .where(SessionGifterTotal.session_id == session_id)
+        .order_by(SessionGifterTotal.coins.desc(), SessionGifterTotal.sender_id)
+        .limit(TOP_GIFTERS_IN_EVENTS))
+    return {"type": "TopGiftersChanged", "session_id": session_id,
+            "top": [{"user_id": r.sender_id, "name": r.name, "coins": r.coins} for r in rows]}
+
+
+async def send_gift(sessions: async_sessionmaker[AsyncSession], bus: EventBus, *,
+                    sender_id: int, session_id: int, gift_id: int, quantity: int,
+                    idempotency_key: str, combo_window: timedelta) -> SendResult:
+    check_key(idempotency_key)
+    if type(quantity) is not int or not 1 <= quantity <= MAX_QUANTITY:
+        raise DomainError(ErrorCode.INVALID_QUANTITY,
+                          f"quantity must be between 1 and {MAX_QUANTITY}.", "quantity")
+
+    async def send(session: AsyncSession) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        live = await live_session_for_update(session, session_id)
+        if live.status != LIVE:
+            raise DomainError(ErrorCode.SESSION_NOT_LIVE, "This session is not live; gifts "
+                              "can only be sent during a live session.", "sessionId")
+        if live.creator_id == sender_id:
+            raise DomainError(ErrorCode.CANNOT_GIFT_SELF, "You cannot send gifts to your own "
+                              "live session.", "sessionId")
+        gift = await session.get(Gift, gift_id)
+        if gift is None:
+            raise DomainError(ErrorCode.NOT_FOUND, "No gift has this ID.", "giftId")
+        if not is_available(gift, now):
+            raise DomainError(ErrorCode.GIFT_UNAVAILABLE,
+                              f"The gift {gift.name!r} is not available right now.", "giftId")
+        card = await current_rate_card(session, now)
+        value = gift.coin_price * quantity
+        split = split_gift(value, card)
+        transaction_id = await _post_gift_transaction(
+            session, sender_id=sender_id, creator_id=live.creator_id, split=split,
+            memo=f"{gift.sku} x{quantity}")
+        combo, ended = await _continue_combo(session, live=live, sender_id=sender_id, gift=gift,
+                                             quantity=quantity, value=value, now=now,
+                                             window=combo_window)
+        receipt = GiftSend(
+            session_id=live.id, gift_id=gift.id, sender_id=sender_id, creator_id=live.creator_id,
+            quantity=quantity, unit_price=gift.coin_price, coins_paid=split.coins_paid,
+            brand_subsidy=split.brand_subsidy, creator_coins=split.creator_coins,
+            platform_coins=split.platform_coins, brand_coins=split.brand_coins,
+            creator_diamonds=split.creator_diamonds, rate_card_version=card.version,
+            transaction_id=transaction_id, combo_id=combo.id, combo_count=combo.count,
+            created_at=now)
+        session.add(receipt)
+        await session.flush()
+        await _add_to_totals(session, receipt, value, now)
+        top = await top_gifters_event(session, live.id)
+        sender_name = await session.scalar(select(User.name).where(User.id == sender_id))
+        events = [ended] if ended else []
+        events.append({"type": "GiftSent", "session_id": live.id, "send_id": receipt.id,
+                       "sender_id": sender_id, "sender_name": sender_name,
+                       "gift_id": gift.id, "gift_name": gift.name, "quantity": quantity,
+                       "coins": value, "diamonds": split.creator_diamonds,
+                       "combo_id": combo.id, "combo_count": combo.count})
+        if any(entry["user_id"] == sender_id for entry in top["top"]):
+            events.append(top)
+        return {"send_id": receipt.id, "events": events}
+
+    outcome = await run_idempotent(
+        sessions, scope=f"user:{sender_id}", key=idempotency_key, operation="send_gift",
+        request={"session_id": session_id, "gift_id": gift_id, "quantity": quantity},
+        action=send)
+    if not outcome["replayed"]:
+        for event in outcome["events"]:
+            await bus.publish(session_channel(session_id), event)
+    async with sessions() as session:
+        receipt = await session.get(GiftSend, outcome["send_id"])
+    assert receipt is not None
+    return SendResult(receipt=receipt, replayed=outcome["replayed"])
+
+
+async def end_stale_combos(sessions: async_sessionmaker[AsyncSession], bus: EventBus,
+                           window: timedelta, *, session_id: int | None = None) -> int:
+    """End combos idle for longer than the window (or all of a session's); publish each once.
+
+    Safe to run in every server process at once: the conditional UPDATE hands each
+    combo to exactly one of them.
+    """
+    now = datetime.now(UTC)
+    conditions = [GiftCombo.session_id == session_id] if session_id is not None else \
+        [GiftCombo.last_at < now - window]
+    async with sessions() as session, session.begin():
+        ended = await _end_combos(session, conditions, now)
+    for event in ended:
+        await bus.publish(session_channel(event["session_id"]), event)
+    return len(ended)

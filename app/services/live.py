@@ -1,0 +1,129 @@
+"""Live sessions: a creator goes live and ends; viewers join and leave."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import insert_ignoring_conflict
+from app.errors import DomainError, ErrorCode
+from app.models import LiveSession, SessionGifterTotal, SessionViewer
+
+LIVE, ENDED = "live", "ended"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionTotals:
+    gifts: int
+    coins: int
+    diamonds: int
+    viewers: int
+    peak_viewers: int
+
+
+def session_not_found() -> DomainError:
+    return DomainError(ErrorCode.NOT_FOUND, "No live session has this ID.", "sessionId")
+
+
+async def start_session(session: AsyncSession, creator_id: int, title: str) -> LiveSession:
+    title = title.strip()
+    if not 1 <= len(title) <= 120:
+        raise DomainError(ErrorCode.INVALID_INPUT, "title must be 1 to 120 characters.", "title")
+    live = LiveSession(creator_id=creator_id, title=title, status=LIVE)
+    try:
+        async with session.begin_nested():
+            session.add(live)
+    except IntegrityError:
+        raise DomainError(ErrorCode.ALREADY_LIVE, "You are already live; end that session "
+                          "before starting another.", None) from None
+    return live
+
+
+async def end_session(session: AsyncSession, session_id: int, creator_id: int) -> LiveSession:
+    live = await session.get(LiveSession, session_id, with_for_update=True)
+    if live is None:
+        raise session_not_found()
+    if live.creator_id != creator_id:
+        raise DomainError(ErrorCode.NOT_SESSION_CREATOR, "Only the creator of a session can "
+                          "end it.", "sessionId")
+    if live.status != LIVE:
+        raise DomainError(ErrorCode.SESSION_NOT_LIVE, "This session has already ended.",
+                          "sessionId")
+    now = datetime.now(UTC)
+    live.status, live.ended_at = ENDED, now
+    await session.execute(update(SessionViewer).where(SessionViewer.session_id == session_id,
+                                                      SessionViewer.left_at.is_(None))
+                          .values(left_at=now))
+    await session.flush()
+    return live
+
+
+async def live_session_for_update(session: AsyncSession, session_id: int) -> LiveSession:
+    """The session, share-locked so it cannot end while a gift is being sent into it."""
+    live = await session.get(LiveSession, session_id,
+                             with_for_update={"read": True, "key_share": True})
+    if live is None:
+        raise session_not_found()
+    return live
+
+
+async def join(session: AsyncSession, session_id: int, user_id: int) -> bool:
+    """Mark the viewer as watching; return whether the viewer count changed."""
+    live = await session.get(LiveSession, session_id)
+    if live is None:
+        raise session_not_found()
+    if live.status != LIVE:
+        raise DomainError(ErrorCode.SESSION_NOT_LIVE, "This session has ended.", "sessionId")
+    inserted = await session.execute(insert_ignoring_conflict(
+        session, SessionViewer, {"session_id": session_id, "user_id": user_id},
+        ["session_id", "user_id"]))
+    if inserted.rowcount:
+        return True
+    rejoined = await session.execute(
+        update(SessionViewer).where(SessionViewer.session_id == session_id,
+                                    SessionViewer.user_id == user_id,
+                                    SessionViewer.left_at.is_not(None))
+        .values(left_at=None))
+    return bool(rejoined.rowcount)
+
+
+async def leave(session: AsyncSession, session_id: int, user_id: int) -> bool:
+    if await session.get(LiveSession, session_id) is None:
+        raise session_not_found()
+    left = await session.execute(
+        update(SessionViewer).where(SessionViewer.session_id == session_id,
+                                    SessionViewer.user_id == user_id,
+                                    SessionViewer.left_at.is_(None))
+        .values(left_at=datetime.now(UTC)))
+    return bool(left.rowcount)
+
+
+async def viewer_count(session: AsyncSession, session_id: int) -> int:
+    return await session.scalar(select(func.count()).select_from(SessionViewer).where(
+        SessionViewer.session_id == session_id, SessionViewer.left_at.is_(None)))
+
+
+async def totals(session: AsyncSession, session_id: int) -> SessionTotals:
+    gifts, coins, diamonds = (await session.execute(
+        select(func.coalesce(func.sum(SessionGifterTotal.gifts), 0),
+               func.coalesce(func.sum(SessionGifterTotal.coins), 0),
+               func.coalesce(func.sum(SessionGifterTotal.diamonds), 0))
+        .where(SessionGifterTotal.session_id == session_id))).one()
+    peak = await session.scalar(select(func.count()).select_from(SessionViewer)
+                                .where(SessionViewer.session_id == session_id))
+    return SessionTotals(gifts=gifts, coins=coins, diamonds=diamonds,
+                         viewers=await viewer_count(session, session_id), peak_viewers=peak)
+
+
+async def list_sessions(session: AsyncSession, *, status: str | None, limit: int,
+                        before_id: int | None) -> list[LiveSession]:
+    query = select(LiveSession).order_by(LiveSession.id.desc()).limit(limit)
+    if status is not None:
+        query = query.where(LiveSession.status == status)
+    if before_id is not None:
+        query = query.where(LiveSession.id < before_id)
+    return list((await session.scalars(query)).all())

@@ -1,4 +1,5 @@
-"""Real concurrency on PostgreSQL: debits racing on one wallet, receipts and keys racing."""
+"""Real concurrency on PostgreSQL: debits and gifts racing on one wallet, receipts and keys
+racing."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from sqlalchemy import func, select
 
 from app.errors import BusinessRefusal, DomainError, ErrorCode
 from app.ledger import audit, run_idempotent
-from app.models import CoinPackage, LedgerTransaction, Purchase
+from app.models import Account, CoinPackage, LedgerTransaction, Purchase
+from app.services import live, wallets
 from app.services.coins import purchase_coins, seed_default_packages
 from app.services.users import ensure_user
+from tests.gifting_support import new_viewer, send, stage
 from tests.support import sandbox
 from tests.test_ledger import balance, debit, fund, make_user
 
@@ -76,3 +79,27 @@ async def test_one_receipt_sent_concurrently_under_many_keys_and_users_credits_o
         assert await session.scalar(select(func.count()).select_from(Purchase)) == 1
         assert await session.scalar(select(func.count()).select_from(LedgerTransaction)) == 1
         assert await audit(session) == []
+
+
+async def test_two_hundred_concurrent_gifts_from_a_wallet_that_affords_37(pg_runtime):
+    where = await stage(pg_runtime)
+    fan = await new_viewer(pg_runtime, "fan", 37 * 30 + 29)  # 37 Doughnuts of 30 coins, +29
+
+    async def attempt(n: int) -> str:
+        try:
+            await send(pg_runtime, fan, where, "doughnut", key=f"race-{n}")
+            return "sent"
+        except DomainError as error:
+            return error.code.value
+
+    outcomes = await asyncio.gather(*(attempt(n) for n in range(200)))
+    assert outcomes.count("sent") == 37
+    assert outcomes.count("INSUFFICIENT_COINS") == 163
+    async with pg_runtime.sessions() as session:
+        assert (await wallets.wallet(session, fan)).coins == 29
+        assert (await wallets.wallet(session, where.creator_id)).diamonds == 37 * 15
+        assert (await live.totals(session, where.session_id)).gifts == 37
+        assert await audit(session) == []
+        negative = await session.scalar(select(func.count()).select_from(Account)
+                                        .where(Account.balance < 0))
+        assert negative == 0

@@ -3,6 +3,8 @@ database snapshots that prove a refused request changed nothing."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -124,3 +126,42 @@ async def execute_sql(database_url: str, statement: str) -> None:
             await connection.execute(text(statement))
     finally:
         await engine.dispose()
+
+
+class Subscription:
+    """A real graphql-transport-ws client for one subscription."""
+
+    def __init__(self, url: str, token: str | None, query: str,
+                 variables: dict[str, Any] | None = None) -> None:
+        self.url = url.replace("http://", "ws://")
+        self.token, self.query, self.variables = token, query, variables
+        self.socket: Any = None
+
+    async def __aenter__(self) -> Subscription:
+        import websockets
+
+        self.socket = await websockets.connect(self.url, subprotocols=["graphql-transport-ws"])
+        payload = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        await self.socket.send(json.dumps({"type": "connection_init", "payload": payload}))
+        assert json.loads(await self.socket.recv())["type"] == "connection_ack"
+        await self.socket.send(json.dumps({"id": "1", "type": "subscribe", "payload": {
+            "query": self.query, "variables": self.variables or {}}}))
+        return self
+
+    async def receive(self, timeout: float = 15) -> dict[str, Any]:
+        """The next message for the subscription: ``next`` payload, ``error`` or ``complete``."""
+        while True:
+            message = json.loads(await asyncio.wait_for(self.socket.recv(), timeout))
+            if message["type"] == "ping":
+                await self.socket.send(json.dumps({"type": "pong"}))
+                continue
+            return message
+
+    async def next_data(self, timeout: float = 15) -> dict[str, Any]:
+        message = await self.receive(timeout)
+        assert message["type"] == "next", message
+        assert "errors" not in message["payload"], message
+        return message["payload"]["data"]
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.socket.close()

@@ -21,6 +21,7 @@ from app.graphql.common import (
     page_size,
 )
 from app.graphql.context import ClientError
+from app.graphql.gifting import Gift as GiftType
 from app.graphql.gifting import (
     GiftingMutation,
     GiftingQuery,
@@ -28,7 +29,6 @@ from app.graphql.gifting import (
     LiveSession,
     Subscription,
 )
-from app.graphql.gifting import Gift as GiftType
 from app.graphql.types import CoinPackage, LedgerTransaction, Purchase, User, Wallet, ctx
 from app.services import coins, wallets
 

@@ -1,4 +1,4 @@
-"""Leaderboards read from the totals that every gift maintains (see :mod:`app.models.recognition`)."""
+"""Leaderboards, read from the totals every gift maintains (:mod:`app.models.recognition`)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,84 @@
+"""Several server processes share live events through Redis pub/sub.
+
+The test starts its own ``redis-server`` on a free loopback port and stops it.
+Without a ``redis-server`` binary the test is skipped (it fails under CI).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+
+import pytest
+import redis
+
+from tests.conftest import REQUIRE_POSTGRES, fresh_database
+from tests.support import GraphQLClient, ServerProcess, Subscription, _free_port, token
+from tests.test_http_gifting import EVENTS, SEND, buy_coins, gift_ids, go_live, send_input
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    binary = shutil.which("redis-server")
+    if binary is None:
+        message = "redis-server is not installed; the multi-process test needs it"
+        if REQUIRE_POSTGRES:  # CI: every real-component test must run
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    port = _free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path_factory.mktemp("redis"))], stdout=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            redis.Redis.from_url(url).ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                process.kill()
+                raise
+            time.sleep(0.05)
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def two_servers(request, tmp_path_factory, redis_url):
+    url = fresh_database(request.param, request, tmp_path_factory.mktemp("pair"))
+    servers = [ServerProcess(url, REDIS_URL=redis_url, LIVEGIFTS_SEED_DEMO_DATA="true",
+                             LIVEGIFTS_COMBO_WINDOW_SECONDS="0.6") for _ in range(2)]
+    servers[0].start()  # the first one migrates and seeds; then the second
+    servers[1].start()
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+async def test_a_gift_sent_through_one_process_reaches_a_subscriber_on_another(two_servers):
+    a = GraphQLClient(two_servers[0].url)
+    try:
+        gifts = await gift_ids(a)
+        creator = token("pair-creator", "creator")
+        session_id = await go_live(a, creator)
+        fan = token("pair-fan")
+        await buy_coins(a, fan)
+        async with Subscription(two_servers[1].url, token("pair-overlay"), EVENTS,
+                                {"id": session_id}) as events:
+            assert (await events.next_data())["liveSessionEvents"]["viewers"] == 0
+            sent = await a(SEND, send_input(session_id, gifts["hand-hearts"]), token=fan)
+            assert sent["data"]["sendGift"]["userErrors"] == []
+            event = (await events.next_data())["liveSessionEvents"]
+            assert event["__typename"] == "GiftSent"
+            assert (event["gift"]["sku"], event["coins"], event["sender"]["name"]) == \
+                ("hand-hearts", 100, "pair-fan")
+            # Both processes run a combo reaper; the combo still ends exactly once.
+            later = [(await events.next_data())["liveSessionEvents"] for _ in range(2)]
+            assert [e["__typename"] for e in later] == ["TopGiftersChanged", "ComboEnded"]
+            with pytest.raises(TimeoutError):
+                await events.receive(timeout=2.5)
+    finally:
+        await a.close()

@@ -7,6 +7,7 @@ keeps readers out of the writers' way.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from sqlalchemy import event
@@ -66,14 +67,21 @@ def insert_ignoring_conflict(session: AsyncSession, table: Any, values: dict[str
     )
 
 
-def upsert_adding(session: AsyncSession, table: Any, keys: dict[str, Any],
-                  increments: dict[str, int]) -> Any:
-    """INSERT a counter row, or add ``increments`` to the existing row with the same key."""
+async def add_to_counters(session: AsyncSession, table: Any, keys: tuple[str, ...],
+                          rows: list[dict[str, Any]]) -> None:
+    """Upsert counter rows: insert each row, or add its other columns to the existing row."""
     dialect = session.get_bind().dialect.name
+    await session.execute(_counter_upsert(dialect, table, keys, tuple(sorted(rows[0]))), rows)
+
+
+@functools.cache
+def _counter_upsert(dialect: str, table: Any, keys: tuple[str, ...], columns: tuple[str, ...]
+                    ) -> Any:
+    # Built once per shape: constructing ON CONFLICT clauses is costly on a hot path.
     module = postgresql if dialect == "postgresql" else sqlite
-    statement = module.insert(table).values(**keys, **increments)
-    columns = table.__table__.c
+    statement = module.insert(table)
     return statement.on_conflict_do_update(
         index_elements=list(keys),
-        set_={name: columns[name] + statement.excluded[name] for name in increments},
+        set_={name: table.__table__.c[name] + statement.excluded[name]
+              for name in columns if name not in keys},
     )

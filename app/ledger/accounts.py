@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,11 +34,23 @@ def _ref(account: Account) -> AccountRef:
     return AccountRef(account.id, account.code, account.currency, account.cached, account.limited)
 
 
+# Accounts are never deleted or renumbered, so once a row is known to be committed its
+# reference can be reused by every later transaction on the same engine.
+_known: weakref.WeakKeyDictionary[Any, dict[str, AccountRef]] = weakref.WeakKeyDictionary()
+
+
 async def open_account(session: AsyncSession, code: str, currency: str, *, cached: bool,
                        limited: bool, owner_user_id: int | None = None) -> AccountRef:
     """Return the account with this code, creating it on first use (safe under races)."""
+    known = _known.setdefault(session.get_bind(), {})
+    if code in known:
+        return _same_currency(known[code], currency)
+    opened_here: set[str] = session.info.setdefault("opened_accounts", set())
     found = await session.scalar(select(Account).where(Account.code == code))
+    if found is not None and code not in opened_here:
+        known[code] = _ref(found)  # it existed before this session: committed
     if found is None:
+        opened_here.add(code)
         await session.execute(insert_ignoring_conflict(
             session, Account,
             dict(code=code, currency=currency, cached=cached, limited=limited,
@@ -45,9 +59,13 @@ async def open_account(session: AsyncSession, code: str, currency: str, *, cache
         ))
         found = await session.scalar(select(Account).where(Account.code == code))
     assert found is not None
-    if found.currency != currency:
-        raise ValueError(f"account {code} holds {found.currency}, not {currency}")
-    return _ref(found)
+    return _same_currency(_ref(found), currency)
+
+
+def _same_currency(account: AccountRef, currency: str) -> AccountRef:
+    if account.currency != currency:
+        raise ValueError(f"account {account.code} holds {account.currency}, not {currency}")
+    return account
 
 
 async def system_account(session: AsyncSession, name: str, currency: str) -> AccountRef:

@@ -1,7 +1,9 @@
 """Leaderboard totals maintained with every gift, so rankings stay fast at any volume.
 
 Periods are ``day``, ``week`` (ISO, from Monday), ``month`` and ``all``, in UTC;
-``period_start`` is the period's first day (1970-01-01 for ``all``).
+``period_start`` is the period's first day (1970-01-01 for ``all``). Rankings
+order by the total, then by user id, both descending, so each index serves its
+leaderboard by a backward scan that stops after one page.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from app.models.base import Amount, BigId
 class SupporterTotal(SQLModel, table=True):
     __tablename__ = "supporter_total"
     __table_args__ = (
-        Index("ix_supporter_total_rank", "creator_id", "period", "period_start", "coins"),
+        Index("ix_supporter_total_rank", "creator_id", "period", "period_start", "coins",
+              "sender_id"),
     )
 
     creator_id: int = Field(primary_key=True, foreign_key="app_user.id", sa_type=BigId)
@@ -31,7 +34,7 @@ class SupporterTotal(SQLModel, table=True):
 
 class CreatorTotal(SQLModel, table=True):
     __tablename__ = "creator_total"
-    __table_args__ = (Index("ix_creator_total_rank", "period", "period_start", "diamonds"),)
+    __table_args__ = (Index("ix_creator_total_rank", "period", "period_start", "diamonds", "creator_id"),)
 
     period: str = Field(primary_key=True, max_length=5)
     period_start: date = Field(primary_key=True)
@@ -43,7 +46,7 @@ class CreatorTotal(SQLModel, table=True):
 
 class SessionGifterTotal(SQLModel, table=True):
     __tablename__ = "session_gifter_total"
-    __table_args__ = (Index("ix_session_gifter_total_rank", "session_id", "coins"),)
+    __table_args__ = (Index("ix_session_gifter_total_rank", "session_id", "coins", "sender_id"),)
 
     session_id: int = Field(primary_key=True, foreign_key="live_session.id", sa_type=BigId)
     sender_id: int = Field(primary_key=True, foreign_key="app_user.id", sa_type=BigId)

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db import upsert_adding
+from app.db import add_to_counters
 from app.errors import DomainError, ErrorCode
 from app.events import EventBus, session_channel
 from app.ledger import Currency, Leg, post_transaction, run_idempotent, system_account
@@ -114,19 +114,20 @@ async def _end_combos(session: AsyncSession, conditions: list[Any], now: datetim
 
 async def _add_to_totals(session: AsyncSession, send: GiftSend, value: int, now: datetime
                          ) -> None:
-    for period, start in period_starts(now.date()).items():
-        await session.execute(upsert_adding(
-            session, SupporterTotal,
-            {"creator_id": send.creator_id, "period": period, "period_start": start,
-             "sender_id": send.sender_id},
-            {"coins": value, "diamonds": send.creator_diamonds, "gifts": send.quantity}))
-        await session.execute(upsert_adding(
-            session, CreatorTotal,
-            {"period": period, "period_start": start, "creator_id": send.creator_id},
-            {"diamonds": send.creator_diamonds, "coins": value, "gifts": send.quantity}))
-    await session.execute(upsert_adding(
-        session, SessionGifterTotal, {"session_id": send.session_id, "sender_id": send.sender_id},
-        {"coins": value, "diamonds": send.creator_diamonds, "gifts": send.quantity}))
+    amounts = {"coins": value, "diamonds": send.creator_diamonds, "gifts": send.quantity}
+    periods = period_starts(now.date()).items()
+    await add_to_counters(session, SupporterTotal,
+                          ("creator_id", "period", "period_start", "sender_id"),
+                          [{"creator_id": send.creator_id, "period": period,
+                            "period_start": start, "sender_id": send.sender_id, **amounts}
+                           for period, start in periods])
+    await add_to_counters(session, CreatorTotal, ("period", "period_start", "creator_id"),
+                          [{"period": period, "period_start": start,
+                            "creator_id": send.creator_id, **amounts}
+                           for period, start in periods])
+    await add_to_counters(session, SessionGifterTotal, ("session_id", "sender_id"),
+                          [{"session_id": send.session_id, "sender_id": send.sender_id,
+                            **amounts}])
 
 
 async def top_gifters_event(session: AsyncSession, session_id: int) -> dict[str, Any]:
@@ -134,7 +135,7 @@ async def top_gifters_event(session: AsyncSession, session_id: int) -> dict[str,
         select(SessionGifterTotal.sender_id, User.name, SessionGifterTotal.coins)
         .join(User, User.id == SessionGifterTotal.sender_id)
         .where(SessionGifterTotal.session_id == session_id)
-        .order_by(SessionGifterTotal.coins.desc(), SessionGifterTotal.sender_id)
+        .order_by(SessionGifterTotal.coins.desc(), SessionGifterTotal.sender_id.desc())
         .limit(TOP_GIFTERS_IN_EVENTS))
     return {"type": "TopGiftersChanged", "session_id": session_id,
             "top": [{"user_id": r.sender_id, "name": r.name, "coins": r.coins} for r in rows]}
@@ -184,11 +185,9 @@ async def send_gift(sessions: async_sessionmaker[AsyncSession], bus: EventBus, *
         await session.flush()
         await _add_to_totals(session, receipt, value, now)
         top = await top_gifters_event(session, live.id)
-        sender_name = await session.scalar(select(User.name).where(User.id == sender_id))
         events = [ended] if ended else []
         events.append({"type": "GiftSent", "session_id": live.id, "send_id": receipt.id,
-                       "sender_id": sender_id, "sender_name": sender_name,
-                       "gift_id": gift.id, "gift_name": gift.name, "quantity": quantity,
+                       "sender_id": sender_id, "gift_id": gift.id, "quantity": quantity,
                        "coins": value, "diamonds": split.creator_diamonds,
                        "combo_id": combo.id, "combo_count": combo.count})
         if any(entry["user_id"] == sender_id for entry in top["top"]):

@@ -45,7 +45,7 @@ async def top_gifters(session: AsyncSession, session_id: int, *, limit: int, off
     rows = (await session.execute(
         select(t.sender_id.label("user_id"), User.name, t.coins, t.diamonds, t.gifts)
         .join(User, User.id == t.sender_id).where(t.session_id == session_id)
-        .order_by(t.coins.desc(), t.sender_id).limit(limit).offset(offset))).all()
+        .order_by(t.coins.desc(), t.sender_id.desc()).limit(limit).offset(offset))).all()
     return _ranked(rows, offset)
 
 
@@ -57,7 +57,7 @@ async def top_supporters(session: AsyncSession, creator_id: int, period: Period,
         .join(User, User.id == t.sender_id)
         .where(t.creator_id == creator_id, t.period == period.value,
                t.period_start == current_period_start(period))
-        .order_by(t.coins.desc(), t.sender_id).limit(limit).offset(offset))).all()
+        .order_by(t.coins.desc(), t.sender_id.desc()).limit(limit).offset(offset))).all()
     return _ranked(rows, offset)
 
 
@@ -68,5 +68,5 @@ async def top_creators(session: AsyncSession, period: Period, *, limit: int, off
         select(t.creator_id.label("user_id"), User.name, t.coins, t.diamonds, t.gifts)
         .join(User, User.id == t.creator_id)
         .where(t.period == period.value, t.period_start == current_period_start(period))
-        .order_by(t.diamonds.desc(), t.creator_id).limit(limit).offset(offset))).all()
+        .order_by(t.diamonds.desc(), t.creator_id.desc()).limit(limit).offset(offset))).all()
     return _ranked(rows, offset)

@@ -77,7 +77,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('period', 'period_start', 'creator_id', name=op.f('pk_creator_total'))
     )
     with op.batch_alter_table('creator_total', schema=None) as batch_op:
-        batch_op.create_index('ix_creator_total_rank', ['period', 'period_start', 'diamonds'], unique=False)
+        batch_op.create_index('ix_creator_total_rank', ['period', 'period_start', 'diamonds', 'creator_id'], unique=False)
 
     op.create_table('live_session',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -106,7 +106,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('creator_id', 'period', 'period_start', 'sender_id', name=op.f('pk_supporter_total'))
     )
     with op.batch_alter_table('supporter_total', schema=None) as batch_op:
-        batch_op.create_index('ix_supporter_total_rank', ['creator_id', 'period', 'period_start', 'coins'], unique=False)
+        batch_op.create_index('ix_supporter_total_rank', ['creator_id', 'period', 'period_start', 'coins', 'sender_id'], unique=False)
 
     op.create_table('gift_combo',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -150,7 +150,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('session_id', 'sender_id', name=op.f('pk_session_gifter_total'))
     )
     with op.batch_alter_table('session_gifter_total', schema=None) as batch_op:
-        batch_op.create_index('ix_session_gifter_total_rank', ['session_id', 'coins'], unique=False)
+        batch_op.create_index('ix_session_gifter_total_rank', ['session_id', 'coins', 'sender_id'], unique=False)
 
     op.create_table('gift_send',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),

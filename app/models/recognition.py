@@ -34,7 +34,9 @@ class SupporterTotal(SQLModel, table=True):
 
 class CreatorTotal(SQLModel, table=True):
     __tablename__ = "creator_total"
-    __table_args__ = (Index("ix_creator_total_rank", "period", "period_start", "diamonds", "creator_id"),)
+    __table_args__ = (
+        Index("ix_creator_total_rank", "period", "period_start", "diamonds", "creator_id"),
+    )
 
     period: str = Field(primary_key=True, max_length=5)
     period_start: date = Field(primary_key=True)

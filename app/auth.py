@@ -1,7 +1,8 @@
 """Bearer tokens: minting development tokens and verifying the ones clients send.
 
 A token is an HS256 JWT signed with ``LIVEGIFTS_JWT_SECRET``: ``sub`` names the
-user, ``roles`` lists viewer, creator and/or admin, ``aud`` is the configured audience.
+user, ``roles`` lists viewer, creator, admin and/or brand, ``aud`` is the configured
+audience; a brand partner's token also carries ``brand``, the one brand it may see.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class Role(StrEnum):
     VIEWER = "viewer"
     CREATOR = "creator"
     ADMIN = "admin"
+    BRAND = "brand"  # a brand partner; the token's "brand" claim names the one brand
 
 
 class AuthError(Exception):
@@ -34,15 +36,18 @@ class Principal:
 
     name: str
     roles: frozenset[Role]
+    brand: str | None = None
 
     def has(self, role: Role) -> bool:
         return role in self.roles
 
 
 def mint_token(settings: Settings, name: str, roles: list[Role],
-               ttl_seconds: int | None = None) -> str:
+               ttl_seconds: int | None = None, brand: str | None = None) -> str:
     if not USER_NAME.match(name):
         raise ValueError("user name must be 1-64 letters, digits, '.', '_' or '-'")
+    if (Role.BRAND in roles) != (brand is not None):
+        raise ValueError("a brand partner token needs --brand, and only brand tokens take it")
     now = int(time.time())
     claims = {
         "sub": name,
@@ -51,6 +56,8 @@ def mint_token(settings: Settings, name: str, roles: list[Role],
         "iat": now,
         "exp": now + (ttl_seconds or settings.token_ttl_seconds),
     }
+    if brand is not None:
+        claims["brand"] = brand
     return jwt.encode(claims, settings.jwt_secret, algorithm="HS256")
 
 
@@ -68,7 +75,10 @@ def verify_token(settings: Settings, token: str) -> Principal:
         parsed = frozenset(Role(role) for role in roles)
     except (TypeError, ValueError) as exc:
         raise AuthError("Invalid bearer token: unknown role in 'roles'.") from exc
-    return Principal(name=name, roles=parsed or frozenset({Role.VIEWER}))
+    brand = claims.get("brand")
+    if (Role.BRAND in parsed) != isinstance(brand, str):
+        raise AuthError("Invalid bearer token: a brand partner token names exactly one brand.")
+    return Principal(name=name, roles=parsed or frozenset({Role.VIEWER}), brand=brand)
 
 
 def principal_from_header(settings: Settings, authorization: str | None) -> Principal | None:

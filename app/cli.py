@@ -1,4 +1,5 @@
-"""The ``livegifts`` command: serve, migrate, export-schema, token, receipt, audit, seed."""
+"""The ``livegifts`` command: serve, migrate, export-schema, token, receipt, plugins, audit,
+seed."""
 
 from __future__ import annotations
 
@@ -70,15 +71,16 @@ def export_schema() -> None:
 @main.command(help="Mint a development bearer token signed with LIVEGIFTS_JWT_SECRET.")
 @click.option("--user", "name", required=True, help="User name (the token subject).")
 @click.option("--role", "roles", multiple=True, default=["viewer"], show_default=True,
-              type=click.Choice(["viewer", "creator", "admin"]))
+              type=click.Choice(["viewer", "creator", "admin", "brand"]))
+@click.option("--brand", default=None, help="For --role brand: the brand slug it may see.")
 @click.option("--ttl", type=int, default=None, help="Lifetime in seconds.")
-def token(name: str, roles: tuple[str, ...], ttl: int | None) -> None:
+def token(name: str, roles: tuple[str, ...], brand: str | None, ttl: int | None) -> None:
     from app.auth import Role, mint_token
 
     try:
-        click.echo(mint_token(Settings(), name, [Role(r) for r in roles], ttl))
+        click.echo(mint_token(Settings(), name, [Role(r) for r in roles], ttl, brand))
     except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--user") from exc
+        raise click.BadParameter(str(exc), param_hint="--user/--brand") from exc
 
 
 @main.command(help="Make a sandbox store receipt for a coin package (development only).")
@@ -97,6 +99,28 @@ def receipt(sku: str, transaction_id: str | None) -> None:
                                     transaction_id)
 
     click.echo(_with_runtime(make))
+
+
+@main.command(help="List installed plugins: version, hooks, gifts, status and error.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def plugins(as_json: bool) -> None:
+    import dataclasses
+    import json
+
+    from app.plugins import PluginHost
+
+    host = PluginHost(Settings())
+    records = [dataclasses.asdict(record) for record in host.records.values()]
+    host.close()
+    if as_json:
+        click.echo(json.dumps(records, indent=2))
+        return
+    columns = ["name", "version", "status", "hooks", "gifts", "error"]
+    rows = [[str(r["name"]), str(r["version"]), str(r["status"]), ", ".join(r["hooks"]),
+             ", ".join(r["gifts"]), r["error"] or ""] for r in records]
+    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(columns)]
+    for row in [columns, ["-" * w for w in widths], *rows]:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 @main.command(help="Check the ledger: conservation, cached balances, no negative balances.")

@@ -1,7 +1,11 @@
 """Every plugin hook livegifts calls, typed and documented.
 
-Plugins implement these with ``from app import hookimpl``. The core registers
-its own defaults (the sandbox payment provider) through the same hooks.
+Plugins implement these with ``from app import hookimpl``; the core registers its
+own defaults (the sandbox providers) through the same hooks. Hooks about one
+sponsored gift (``quote_gift``, ``split_revenue``, ``check_send``) are called only
+on the plugin that declared the gift, in a worker thread with a time limit; the
+core validates every answer and refuses the send (moving nothing) when a plugin
+raises, runs out of time or answers nonsense.
 """
 
 from __future__ import annotations
@@ -13,11 +17,41 @@ import pluggy
 if TYPE_CHECKING:
     from app.payments import PaymentProvider
     from app.settings import Settings
+    from app.sponsorship import (
+        Brand,
+        Quote,
+        RateCardTerms,
+        RevenueSplit,
+        SendContext,
+        SentGift,
+        SponsoredGift,
+        Veto,
+    )
 
 PROJECT = "livegifts"
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# Declarations: called once at start; every plugin's results are collected. ----------------
+
+@hookspec
+def register_brands() -> list[Brand]:
+    """Declare the brands this plugin sponsors gifts for.
+
+    :returns: a list of :class:`app.sponsorship.Brand`. A slug declared by two plugins is
+        an error for the second one, which is then reported as failed.
+    """
+
+
+@hookspec
+def register_sponsored_gifts() -> list[SponsoredGift]:
+    """Declare sponsored gifts; they join the catalogue marked as sponsored, with their brand.
+
+    :returns: a list of :class:`app.sponsorship.SponsoredGift`, each naming a brand this
+        plugin declared. The plugin that declares a gift owns its pricing and rules.
+    """
 
 
 @hookspec
@@ -27,6 +61,54 @@ def register_payment_providers(settings: Settings) -> list[PaymentProvider]:
     :param settings: the running server's settings (secrets, environment).
     :returns: a list of objects with a unique ``name`` and ``async verify_receipt(receipt)``
         returning :class:`app.payments.VerifiedReceipt` or raising
-        :class:`app.payments.ReceiptRejected`. All results are collected; a
-        provider name registered twice is an error at start.
+        :class:`app.payments.ReceiptRejected`. All results are collected; a provider name
+        registered twice is an error at start.
+    """
+
+
+# One sponsored send: called on the owning plugin only, in a worker thread with a time
+# limit; the first non-None result wins. ----------------------------------------------------
+
+@hookspec(firstresult=True)
+def quote_gift(send: SendContext) -> Quote | None:
+    """Price a send of one of this plugin's gifts for this viewer, session, quantity and time.
+
+    :param send: the attempted send (:class:`app.sponsorship.SendContext`).
+    :returns: a :class:`app.sponsorship.Quote`: ``viewer_pays`` (an integer >= 1, for the
+        whole quantity) and ``brand_subsidy`` (an integer >= 0, drawn from the brand's
+        budget in the gift's own transaction). ``None`` means the list price, unsubsidised.
+    """
+
+
+@hookspec(firstresult=True)
+def split_revenue(send: SendContext, quote: Quote, rate_card: RateCardTerms
+                  ) -> RevenueSplit | None:
+    """Split a quoted send's value among creator, platform and brand.
+
+    :param send: the attempted send.
+    :param quote: the validated quote; its ``value`` is what gets split.
+    :param rate_card: the published rate card in force.
+    :returns: a :class:`app.sponsorship.RevenueSplit` of non-negative integers summing
+        exactly to ``quote.value``; ``None`` means the rate card's split with no brand share.
+    """
+
+
+@hookspec(firstresult=True)
+def check_send(send: SendContext) -> Veto | None:
+    """Apply campaign rules (windows, caps) before a send of one of this plugin's gifts.
+
+    :param send: the attempted send; ``send.viewer_sent_today`` counts the viewer's sends
+        of this gift so far today (UTC).
+    :returns: ``None`` to allow, or a :class:`app.sponsorship.Veto` whose reason the viewer
+        sees with the code ``SEND_VETOED``.
+    """
+
+
+@hookspec
+def gift_sent(gift: SentGift) -> None:
+    """Be told, after commit, that one of this plugin's sponsored gifts was sent.
+
+    :param gift: the committed send (:class:`app.sponsorship.SentGift`). Called on the
+        owning plugin only, once per send, never for a refused or replayed one. Errors and
+        time-outs are logged and counted, never undo the send. The return value is ignored.
     """

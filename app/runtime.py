@@ -9,7 +9,6 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-import pluggy
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -18,7 +17,7 @@ from app.events import EventBus, create_event_bus
 from app.migrate import upgrade
 from app.models import CoinPackage
 from app.payments import PaymentProvider
-from app.plugins import create_plugin_manager, payment_providers
+from app.plugins import PluginHost
 from app.settings import Settings
 
 
@@ -27,24 +26,32 @@ class Runtime:
     settings: Settings
     engine: AsyncEngine
     sessions: SessionFactory
-    plugins: pluggy.PluginManager
+    plugins: PluginHost
     payment_providers: dict[str, PaymentProvider]
     bus: EventBus
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
-    def build(cls, settings: Settings) -> Runtime:
+    def build(cls, settings: Settings, plugins: PluginHost | None = None) -> Runtime:
         engine = create_engine(settings)
-        plugins = create_plugin_manager()
+        plugins = plugins or PluginHost(settings)
         return cls(settings, engine, create_session_factory(engine), plugins,
-                   payment_providers(plugins, settings), create_event_bus(settings.redis_url))
+                   plugins.payment_providers(), create_event_bus(settings.redis_url))
 
     @property
     def combo_window(self) -> timedelta:
         return timedelta(seconds=self.settings.combo_window_seconds)
 
+    async def sync_catalogue(self) -> None:
+        """Bring the plugins' brands and sponsored gifts into the catalogue."""
+        from app.services.brands import sync_sponsored_catalogue
+
+        async with self.sessions() as session, session.begin():
+            await sync_sponsored_catalogue(session, self.plugins)
+
     async def start(self) -> None:
         """Start what a serving process runs beside requests: the event bus, the combo reaper."""
+        await self.sync_catalogue()
         await self.bus.start()
         self._tasks.append(asyncio.create_task(self._reap_combos()))
 
@@ -62,6 +69,7 @@ class Runtime:
     async def prepare_database(self) -> None:
         """Migrate to the latest schema; seed demo data into an empty database if enabled."""
         await upgrade(self.engine)
+        await self.sync_catalogue()
         if self.settings.seed_demo_data:
             async with self.sessions() as session:
                 empty = await session.scalar(select(CoinPackage.id).limit(1)) is None
@@ -76,4 +84,5 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.bus.close()
+        self.plugins.close()
         await self.engine.dispose()

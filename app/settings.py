@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     database_pool_size: int = 10
     # Sends of the same gift by the same viewer within this many seconds form a combo.
     combo_window_seconds: float = 5.0
+    # Installed plugins (entry-point group "livegifts"): "all", "none", or a comma-separated
+    # allow-list of entry-point names; a block-list always wins; strict makes failures fatal.
+    plugins: str = "all"
+    plugins_block: str = ""
+    plugins_strict: bool = False
+    plugin_timeout_seconds: float = 1.0
 
     @model_validator(mode="after")
     def _production_needs_real_secrets(self) -> Settings:

@@ -26,8 +26,9 @@ SANDBOX_SECRET = "test-sandbox-secret-0123456789abcdef01234"
 
 
 def settings_for(database_url: str) -> Settings:
+    # The core's own tests load no installed plugins: they pass without plugins/.
     return Settings(database_url=database_url, jwt_secret=JWT_SECRET,
-                    sandbox_secret=SANDBOX_SECRET, seed_demo_data=False)
+                    sandbox_secret=SANDBOX_SECRET, seed_demo_data=False, plugins="none")
 
 
 def token(name: str, *roles: str, ttl: int | None = None, secret: str = JWT_SECRET) -> str:
@@ -58,7 +59,8 @@ class ServerProcess:
     def start(self) -> None:
         env = {**os.environ, "DATABASE_URL": self.database_url,
                "LIVEGIFTS_JWT_SECRET": JWT_SECRET, "LIVEGIFTS_SANDBOX_SECRET": SANDBOX_SECRET,
-               "LIVEGIFTS_SEED_DEMO_DATA": "false", **self.environment}
+               "LIVEGIFTS_SEED_DEMO_DATA": "false", "LIVEGIFTS_PLUGINS": "none",
+               **self.environment}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "app", "serve", "--port", str(self.port)], env=env,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

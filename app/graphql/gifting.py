@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Annotated, Any
 
@@ -15,6 +15,7 @@ from app import models
 from app.auth import Role
 from app.errors import DomainError
 from app.events import session_channel
+from app.graphql.brands import Brand
 from app.graphql.common import (
     Long,
     UserError,
@@ -46,6 +47,9 @@ class Gift(relay.Node):
     available_until: datetime | None
     sort_order: int
     active: bool
+    sponsored: bool = strawberry.field(description="Added by a brand; priced by its plugin.")
+    brand_id: strawberry.Private[int | None]
+    plugin: strawberry.Private[str | None]
 
     @classmethod
     def of(cls, row: models.Gift) -> Gift:
@@ -53,15 +57,24 @@ class Gift(relay.Node):
                    image_url=row.image_url, animation_url=row.animation_url,
                    category=row.category, available_from=row.available_from,
                    available_until=row.available_until, sort_order=row.sort_order,
-                   active=row.active)
+                   active=row.active, sponsored=row.plugin is not None, brand_id=row.brand_id,
+                   plugin=row.plugin)
 
-    @strawberry.field(description="Whether it can be sent right now (active and in its window).")
-    def available(self) -> bool:
-        from datetime import UTC
+    @strawberry.field(description="Whether it can be sent right now: on sale, inside its "
+                                  "window, and for a sponsored gift, its plugin is running.")
+    def available(self, info: Info) -> bool:
+        row = models.Gift(coin_price=self.coin_price, active=self.active,
+                          available_from=self.available_from,
+                          available_until=self.available_until)
+        running = self.plugin is None or ctx(info).runtime.plugins.is_active(self.plugin)
+        return running and catalogue.is_available(row, datetime.now(UTC))
 
-        now = datetime.now(UTC)
-        return self.active and (self.available_from is None or self.available_from <= now) and (
-            self.available_until is None or now < self.available_until)
+    @strawberry.field(description="The sponsoring brand, for a sponsored gift.")
+    async def brand(self, info: Info) -> Brand | None:
+        if self.brand_id is None:
+            return None
+        [row] = await _rows_by_id(info, models.Brand, [str(self.brand_id)])
+        return Brand.of(row) if row else None
 
     @classmethod
     async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str],
@@ -501,7 +514,8 @@ class GiftingMutation:
                 context.runtime.sessions, context.runtime.bus, sender_id=user_id,
                 session_id=decode_id(input.session_id, "LiveSession", "sessionId"),
                 gift_id=decode_id(input.gift_id, "Gift", "giftId"), quantity=input.quantity,
-                idempotency_key=input.idempotency_key, combo_window=context.runtime.combo_window)
+                idempotency_key=input.idempotency_key, combo_window=context.runtime.combo_window,
+                plugins=context.runtime.plugins)
         except DomainError as error:
             return SendGiftPayload(receipt=None, wallet_coins=None, replayed=False,
                                    user_errors=[UserError.of(error)])

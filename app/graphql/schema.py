@@ -11,6 +11,7 @@ from strawberry.types import Info
 
 from app.auth import Role
 from app.errors import DomainError
+from app.graphql.brands import Brand, BrandMutation, BrandQuery
 from app.graphql.common import (
     LONG_SCALAR,
     Long,
@@ -57,7 +58,7 @@ class Viewer:
 
 
 @strawberry.type
-class Query(GiftingQuery):
+class Query(GiftingQuery, BrandQuery):
     node: relay.Node | None = relay.node(
         description="Fetch any object by its global ID. Returns null when it does not exist "
                     "or the caller may not see it.")
@@ -129,7 +130,7 @@ class CoinPackagePayload:
 
 
 @strawberry.type
-class Mutation(GiftingMutation):
+class Mutation(GiftingMutation, BrandMutation):
     @strawberry.mutation(description="Buy coins: verify a store receipt and credit the "
                                      "package's coins exactly once per store transaction.")
     async def purchase_coins(self, info: Info, input: PurchaseCoinsInput) -> PurchaseCoinsPayload:
@@ -195,7 +196,8 @@ def create_schema() -> strawberry.Schema:
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        types=[User, Purchase, LedgerTransaction, CoinPackage, GiftType, LiveSession, GiftReceipt],
+        types=[User, Purchase, LedgerTransaction, CoinPackage, GiftType, LiveSession, GiftReceipt,
+               Brand],
         config=StrawberryConfig(scalar_map={Long: LONG_SCALAR}),
         extensions=[
             # Factories: a fresh extension per request; the LRU caches are module-level.

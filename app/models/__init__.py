@@ -2,7 +2,7 @@
 
 from sqlmodel import SQLModel
 
-from app.models.catalogue import Gift, RateCard
+from app.models.catalogue import Brand, Gift, RateCard
 from app.models.ledger import Account, Entry, IdempotencyRecord, LedgerTransaction
 from app.models.live import GiftCombo, GiftSend, LiveSession, SessionViewer
 from app.models.recognition import CreatorTotal, SessionGifterTotal, SupporterTotal
@@ -13,6 +13,7 @@ metadata = SQLModel.metadata
 
 __all__ = [
     "Account",
+    "Brand",
     "CreatorTotal",
     "Gift",
     "GiftCombo",

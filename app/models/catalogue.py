@@ -10,6 +10,18 @@ from sqlmodel import Field, SQLModel
 from app.models.base import Amount, BigId, UTCDateTime, created_at_field
 
 
+class Brand(SQLModel, table=True):
+    """A sponsoring brand, declared by the plugin named in ``plugin``."""
+
+    __tablename__ = "brand"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    slug: str = Field(max_length=40, unique=True)
+    name: str = Field(max_length=80)
+    plugin: str = Field(max_length=100)
+    created_at: datetime = created_at_field()
+
+
 class Gift(SQLModel, table=True):
     __tablename__ = "gift"
     __table_args__ = (
@@ -29,6 +41,9 @@ class Gift(SQLModel, table=True):
     available_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
     sort_order: int = 0
     active: bool = True
+    # Sponsored gifts belong to a brand and are priced by the plugin that declared them.
+    brand_id: int | None = Field(default=None, foreign_key="brand.id", index=True, sa_type=BigId)
+    plugin: str | None = Field(default=None, max_length=100)
     created_at: datetime = created_at_field()
 
 

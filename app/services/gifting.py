@@ -13,30 +13,53 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import add_to_counters
-from app.errors import DomainError, ErrorCode
+from app.errors import BusinessRefusal, DomainError, ErrorCode
 from app.events import EventBus, session_channel
-from app.ledger import Currency, Leg, post_transaction, run_idempotent, system_account
+from app.ledger import (
+    Currency,
+    InsufficientFunds,
+    Leg,
+    post_transaction,
+    run_idempotent,
+    system_account,
+)
 from app.ledger.idempotency import check_key
 from app.models import (
+    Account,
+    Brand,
     CreatorTotal,
     Gift,
     GiftCombo,
     GiftSend,
     LiveSession,
+    RateCard,
     SessionGifterTotal,
     SupporterTotal,
     User,
 )
+from app.plugins import PluginCallFailed, PluginHost
+from app.services.brands import budget_account, revenue_account
 from app.services.catalogue import is_available
 from app.services.live import LIVE, live_session_for_update
 from app.services.rates import GiftSplit, current_rate_card, split_gift
 from app.services.users import coin_account, diamond_account
+from app.sponsorship import (
+    PluginAnswerInvalid,
+    Quote,
+    RateCardTerms,
+    SendContext,
+    SentGift,
+    check_quote,
+    check_split,
+    check_veto,
+)
 
 MAX_QUANTITY = 1000
+MAX_SPONSORED_VALUE = 10**9
 TOP_GIFTERS_IN_EVENTS = 3
 ALL_TIME = date(1970, 1, 1)
 
@@ -54,9 +77,13 @@ def period_starts(day: date) -> dict[str, date]:
 
 
 async def _post_gift_transaction(session: AsyncSession, *, sender_id: int, creator_id: int,
-                                 split: GiftSplit, memo: str) -> int:
+                                 split: GiftSplit, memo: str, brand: str | None) -> int:
+    brand_legs = [] if brand is None else [
+        Leg(await budget_account(session, brand), -split.brand_subsidy),
+        Leg(await revenue_account(session, brand), split.brand_coins)]
     legs = [
         Leg(await coin_account(session, sender_id), -split.coins_paid),
+        *brand_legs,
         Leg(await system_account(session, "platform_revenue", Currency.COIN),
             split.platform_coins),
         Leg(await system_account(session, "creator_earnings", Currency.COIN),
@@ -65,8 +92,67 @@ async def _post_gift_transaction(session: AsyncSession, *, sender_id: int, creat
             -split.creator_diamonds),
         Leg(await diamond_account(session, creator_id), split.creator_diamonds),
     ]
-    return await post_transaction(session, kind="gift", memo=memo,
-                                  legs=[leg for leg in legs if leg.amount != 0])
+    try:
+        return await post_transaction(session, kind="gift", memo=memo,
+                                      legs=[leg for leg in legs if leg.amount != 0])
+    except InsufficientFunds as refusal:
+        if brand is not None and refusal.account.code.startswith("brand:"):
+            raise BusinessRefusal(
+                ErrorCode.SPONSOR_BUDGET_EXHAUSTED, f"The sponsor's budget for this gift is "
+                f"spent (it needs {split.brand_subsidy} coins); the gift is unavailable until "
+                "the brand adds more.", "giftId") from None
+        raise
+
+
+def _unavailable(gift: Gift, why: str) -> DomainError:
+    return DomainError(ErrorCode.GIFT_UNAVAILABLE, f"The gift {gift.name!r} is unavailable: "
+                       f"{why}.", "giftId")
+
+
+async def _sponsored_split(session: AsyncSession, plugins: PluginHost | None, *, gift: Gift,
+                           live: LiveSession, sender_id: int, quantity: int, now: datetime,
+                           card: RateCard) -> tuple[GiftSplit, str]:
+    """Ask the plugin that owns the gift for its veto, quote and split; check every answer."""
+    if plugins is None or gift.plugin is None or not plugins.is_active(gift.plugin):
+        raise _unavailable(gift, "its sponsor's plugin is not installed")
+    brand = await session.scalar(select(Brand.slug).where(Brand.id == gift.brand_id))
+    # Serialise this viewer's sends so campaign caps count exactly.
+    wallet = await coin_account(session, sender_id)
+    await session.execute(select(Account.id).where(Account.id == wallet.id).with_for_update())
+    midnight = datetime.combine(now.date(), datetime.min.time(), tzinfo=UTC)
+    sent_today = await session.scalar(select(func.coalesce(func.sum(GiftSend.quantity), 0)).where(
+        GiftSend.sender_id == sender_id, GiftSend.gift_id == gift.id,
+        GiftSend.created_at >= midnight))
+    send = SendContext(gift_sku=gift.sku, brand=brand, list_price=gift.coin_price,
+                       quantity=quantity, viewer_id=sender_id, creator_id=live.creator_id,
+                       session_id=live.id, at=now, viewer_sent_today=sent_today)
+    owner = gift.plugin
+    try:
+        veto = check_veto(await plugins.call_owner(owner, "check_send", send=send))
+        if veto is not None:
+            raise DomainError(ErrorCode.SEND_VETOED, veto.reason.strip(), "giftId")
+        quote = await plugins.call_owner(owner, "quote_gift", send=send)
+        quote = Quote(gift.coin_price * quantity) if quote is None \
+            else check_quote(quote, MAX_SPONSORED_VALUE)
+        terms = RateCardTerms(card.version, card.creator_share_bps, card.diamonds_per_coin)
+        split = await plugins.call_owner(owner, "split_revenue", send=send, quote=quote,
+                                         rate_card=terms)
+    except PluginCallFailed:
+        raise _unavailable(gift, "its sponsor's plugin failed") from None
+    except PluginAnswerInvalid as invalid:
+        plugins.record_failure(owner, f"invalid answer: {invalid}")
+        raise _unavailable(gift, "its sponsor's plugin gave an invalid answer") from None
+    if split is None:
+        return split_gift(quote.value, card, brand_subsidy=quote.brand_subsidy), brand
+    try:
+        split = check_split(split, quote.value)
+    except PluginAnswerInvalid as invalid:
+        plugins.record_failure(owner, f"invalid answer: {invalid}")
+        raise _unavailable(gift, "its sponsor's plugin gave an invalid answer") from None
+    return GiftSplit(value=quote.value, coins_paid=quote.viewer_pays,
+                     brand_subsidy=quote.brand_subsidy, creator_coins=split.creator_coins,
+                     platform_coins=split.platform_coins, brand_coins=split.brand_coins,
+                     creator_diamonds=split.creator_coins * card.diamonds_per_coin), brand
 
 
 async def _continue_combo(session: AsyncSession, *, live: LiveSession, sender_id: int,
@@ -143,7 +229,8 @@ async def top_gifters_event(session: AsyncSession, session_id: int) -> dict[str,
 
 async def send_gift(sessions: async_sessionmaker[AsyncSession], bus: EventBus, *,
                     sender_id: int, session_id: int, gift_id: int, quantity: int,
-                    idempotency_key: str, combo_window: timedelta) -> SendResult:
+                    idempotency_key: str, combo_window: timedelta,
+                    plugins: PluginHost | None = None) -> SendResult:
     check_key(idempotency_key)
     if type(quantity) is not int or not 1 <= quantity <= MAX_QUANTITY:
         raise DomainError(ErrorCode.INVALID_QUANTITY,
@@ -165,11 +252,17 @@ async def send_gift(sessions: async_sessionmaker[AsyncSession], bus: EventBus, *
             raise DomainError(ErrorCode.GIFT_UNAVAILABLE,
                               f"The gift {gift.name!r} is not available right now.", "giftId")
         card = await current_rate_card(session, now)
-        value = gift.coin_price * quantity
-        split = split_gift(value, card)
+        brand = None
+        if gift.plugin is not None:
+            split, brand = await _sponsored_split(session, plugins, gift=gift, live=live,
+                                                  sender_id=sender_id, quantity=quantity,
+                                                  now=now, card=card)
+        else:
+            split = split_gift(gift.coin_price * quantity, card)
+        value = split.value
         transaction_id = await _post_gift_transaction(
             session, sender_id=sender_id, creator_id=live.creator_id, split=split,
-            memo=f"{gift.sku} x{quantity}")
+            memo=f"{gift.sku} x{quantity}", brand=brand)
         combo, ended = await _continue_combo(session, live=live, sender_id=sender_id, gift=gift,
                                              quantity=quantity, value=value, now=now,
                                              window=combo_window)
@@ -192,7 +285,9 @@ async def send_gift(sessions: async_sessionmaker[AsyncSession], bus: EventBus, *
                        "combo_id": combo.id, "combo_count": combo.count})
         if any(entry["user_id"] == sender_id for entry in top["top"]):
             events.append(top)
-        return {"send_id": receipt.id, "events": events}
+        sponsor = None if brand is None else {"plugin": gift.plugin, "brand": brand,
+                                              "sku": gift.sku}
+        return {"send_id": receipt.id, "events": events, "sponsor": sponsor}
 
     outcome = await run_idempotent(
         sessions, scope=f"user:{sender_id}", key=idempotency_key, operation="send_gift",
@@ -204,7 +299,22 @@ async def send_gift(sessions: async_sessionmaker[AsyncSession], bus: EventBus, *
     async with sessions() as session:
         receipt = await session.get(GiftSend, outcome["send_id"])
     assert receipt is not None
+    sponsor = outcome.get("sponsor")
+    if sponsor and plugins is not None and not outcome["replayed"]:
+        await _tell_sponsor(plugins, sponsor, receipt)
     return SendResult(receipt=receipt, replayed=outcome["replayed"])
+
+
+async def _tell_sponsor(plugins: PluginHost, sponsor: dict[str, str], receipt: GiftSend) -> None:
+    sent = SentGift(receipt_id=receipt.id, gift_sku=sponsor["sku"], brand=sponsor["brand"],
+                    quantity=receipt.quantity, viewer_id=receipt.sender_id,
+                    creator_id=receipt.creator_id, session_id=receipt.session_id,
+                    viewer_paid=receipt.coins_paid, brand_subsidy=receipt.brand_subsidy,
+                    brand_coins=receipt.brand_coins, at=receipt.created_at)
+    try:
+        await plugins.call_owner(sponsor["plugin"], "gift_sent", gift=sent)
+    except PluginCallFailed:
+        pass  # logged and counted by the host; the gift stands
 
 
 async def end_stale_combos(sessions: async_sessionmaker[AsyncSession], bus: EventBus,

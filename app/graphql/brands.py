@@ -1,0 +1,157 @@
+"""GraphQL for brand partners and plugin operators: brands, budgets, reports, plugins."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import strawberry
+from strawberry import relay
+from strawberry.types import Info
+
+from app import models
+from app.auth import Role
+from app.errors import DomainError
+from app.graphql.common import Long, UserError
+from app.graphql.context import ClientError, Context
+from app.graphql.types import _rows_by_id, ctx
+from app.services import brands
+
+
+def _may_see_brand(context: Context, slug: str) -> None:
+    principal = context.require(Role.BRAND)
+    if not context.is_admin() and principal.brand != slug:
+        raise ClientError("Forbidden: a brand partner token sees only its own brand.",
+                          "FORBIDDEN")
+
+
+@strawberry.type(description="A brand that sponsors gifts through its plugin.")
+class Brand(relay.Node):
+    id: relay.NodeID[int]
+    slug: str
+    name: str
+
+    @classmethod
+    def of(cls, row: models.Brand) -> Brand:
+        return cls(id=row.id, slug=row.slug, name=row.name)
+
+    @strawberry.field(description="Coins left in the sponsorship budget. The brand's partners "
+                                  "and admins only.")
+    async def budget(self, info: Info) -> Long:
+        _may_see_brand(ctx(info), self.slug)
+        async with ctx(info).runtime.sessions() as session:
+            return await brands.budget_balance(session, self.slug)
+
+    @classmethod
+    async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str],
+                            required: bool = False) -> list[Brand | None]:
+        return [cls.of(r) if r else None for r in await _rows_by_id(info, models.Brand, node_ids)]
+
+
+@strawberry.type(description="An installed plugin and how it is doing.")
+class PluginInfo:
+    name: str
+    version: str
+    status: str = strawberry.field(description="active, failed, blocked or not allowed.")
+    hooks: list[str]
+    gifts: list[str] = strawberry.field(description="Skus of the sponsored gifts it declares.")
+    brands: list[str]
+    error: str | None
+    failures: int = strawberry.field(description="Calls that raised, timed out or answered "
+                                                 "nonsense since this server process started.")
+
+
+@strawberry.type(description="Sends of a brand's gifts, summed.")
+class CampaignLine:
+    key: str = strawberry.field(description="The creator's name or the day (UTC), or 'total'.")
+    sends: Long
+    quantity: Long
+    coins: Long = strawberry.field(description="Value of the gifts, in coins.")
+    viewer_coins: Long = strawberry.field(description="Coins the viewers paid.")
+    subsidy_spent: Long = strawberry.field(description="Coins drawn from the brand's budget.")
+    brand_coins: Long = strawberry.field(description="The brand's revenue share.")
+
+    @classmethod
+    def of(cls, line: brands.ReportLine) -> CampaignLine:
+        return cls(key=line.key, sends=line.sends, quantity=line.quantity, coins=line.coins,
+                   viewer_coins=line.viewer_coins, subsidy_spent=line.subsidy,
+                   brand_coins=line.brand_coins)
+
+
+@strawberry.type(description="What was sent of a brand's sponsored gifts.")
+class CampaignReport:
+    brand: Brand
+    budget_left: Long
+    total: CampaignLine
+    by_creator: list[CampaignLine]
+    by_day: list[CampaignLine]
+
+
+@strawberry.input(description="Add coins to a brand's sponsorship budget.")
+class FundBrandBudgetInput:
+    brand: str = strawberry.field(description="The brand's slug.")
+    coins: Long
+    idempotency_key: str
+
+
+@strawberry.type
+class FundBrandBudgetPayload:
+    budget: Long | None = strawberry.field(description="The budget afterwards.")
+    user_errors: list[UserError]
+
+
+@strawberry.type
+class BrandQuery:
+    @strawberry.field(description="Brands that sponsor gifts. Public.")
+    async def brands(self, info: Info) -> list[Brand]:
+        from sqlalchemy import select
+
+        async with ctx(info).runtime.sessions() as session:
+            rows = (await session.scalars(select(models.Brand).order_by(models.Brand.slug))).all()
+        return [Brand.of(row) for row in rows]
+
+    @strawberry.field(description="Admin: installed plugins, their hooks, gifts and health.")
+    def plugins(self, info: Info) -> list[PluginInfo]:
+        context = ctx(info)
+        context.require(Role.ADMIN)
+        return [PluginInfo(name=r.name, version=r.version, status=r.status, hooks=r.hooks,
+                           gifts=r.gifts, brands=r.brands, error=r.error, failures=r.failures)
+                for r in context.runtime.plugins.records.values()]
+
+    @strawberry.field(description="A brand's campaign report: sends, coins and subsidy spent, "
+                                  "by creator and by day. A brand partner sees only its own "
+                                  "brand (the argument may be omitted); admins name one.")
+    async def campaign_report(self, info: Info, brand: str | None = None) -> CampaignReport:
+        context = ctx(info)
+        principal = context.require(Role.BRAND)
+        slug = brand or principal.brand
+        if slug is None:
+            raise ClientError('Name the brand: campaignReport(brand: "slug").',
+                              "BAD_USER_INPUT")
+        _may_see_brand(context, slug)
+        try:
+            async with context.runtime.sessions() as session:
+                report = await brands.campaign_report(session, slug)
+        except DomainError as error:
+            raise ClientError(error.message, "NOT_FOUND") from None
+        return CampaignReport(brand=Brand.of(report.brand), budget_left=report.budget_left,
+                              total=CampaignLine.of(report.total),
+                              by_creator=[CampaignLine.of(line) for line in report.by_creator],
+                              by_day=[CampaignLine.of(line) for line in report.by_day])
+
+
+@strawberry.type
+class BrandMutation:
+    @strawberry.mutation(description="Admin: add coins to a brand's sponsorship budget, from "
+                                     "which its gifts' subsidies are drawn.")
+    async def fund_brand_budget(self, info: Info, input: FundBrandBudgetInput
+                                ) -> FundBrandBudgetPayload:
+        context = ctx(info)
+        context.require(Role.ADMIN)
+        try:
+            budget = await brands.fund_budget(context.runtime.sessions,
+                                              admin_id=await context.user_id(),
+                                              slug=input.brand, coins=input.coins,
+                                              idempotency_key=input.idempotency_key)
+        except DomainError as error:
+            return FundBrandBudgetPayload(budget=None, user_errors=[UserError.of(error)])
+        return FundBrandBudgetPayload(budget=budget, user_errors=[])

@@ -1,0 +1,146 @@
+"""What brand plugins and the core exchange: brands, sponsored gifts, quotes, splits, vetoes.
+
+Plugins build these values; the core validates every answer before any coin
+moves (:func:`check_quote`, :func:`check_split`) and refuses the send when an
+answer is not an exact, non-negative integer account of the gift's value.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+
+
+class PluginAnswerInvalid(ValueError):
+    """A plugin answered something the core cannot accept; the message says what."""
+
+
+@dataclass(frozen=True, slots=True)
+class Brand:
+    """A sponsoring brand. ``slug`` names its budget and its partner tokens."""
+
+    slug: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class SponsoredGift:
+    """A gift a brand adds to the catalogue; ``coin_price`` is the list price of one."""
+
+    sku: str
+    name: str
+    brand: str
+    coin_price: int
+    image_url: str
+    category: str = "sponsored"
+    animation_url: str | None = None
+    available_from: datetime | None = None
+    available_until: datetime | None = None
+    sort_order: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class SendContext:
+    """One attempted send of a sponsored gift, as the owning plugin sees it."""
+
+    gift_sku: str
+    brand: str
+    list_price: int
+    quantity: int
+    viewer_id: int
+    creator_id: int
+    session_id: int
+    at: datetime
+    viewer_sent_today: int  # quantity of this gift the viewer already sent today (UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """The price of a send: the viewer pays ``viewer_pays`` coins, the brand's budget
+    ``brand_subsidy``; together they are the gift's value, on which the creator earns."""
+
+    viewer_pays: int
+    brand_subsidy: int = 0
+
+    @property
+    def value(self) -> int:
+        return self.viewer_pays + self.brand_subsidy
+
+
+@dataclass(frozen=True, slots=True)
+class RateCardTerms:
+    """The published rate card in force, for plugins that split by it."""
+
+    version: int
+    creator_share_bps: int
+    diamonds_per_coin: int
+
+
+@dataclass(frozen=True, slots=True)
+class RevenueSplit:
+    """Where the value goes, in coins: the three parts must sum exactly to the value."""
+
+    creator_coins: int
+    platform_coins: int
+    brand_coins: int
+
+
+@dataclass(frozen=True, slots=True)
+class Veto:
+    """A refusal by the gift's campaign rules; ``reason`` is shown to the viewer."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SentGift:
+    """A committed send of a sponsored gift, for ``gift_sent`` listeners."""
+
+    receipt_id: int
+    gift_sku: str
+    brand: str
+    quantity: int
+    viewer_id: int
+    creator_id: int
+    session_id: int
+    viewer_paid: int
+    brand_subsidy: int
+    brand_coins: int
+    at: datetime
+
+
+def _whole(value: object, name: str, minimum: int) -> int:
+    if type(value) is not int or value < minimum:
+        raise PluginAnswerInvalid(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_quote(answer: object, max_value: int) -> Quote:
+    if not isinstance(answer, Quote):
+        raise PluginAnswerInvalid(f"quote_gift must return a Quote, got {answer!r}")
+    _whole(answer.viewer_pays, "viewer_pays", 1)
+    _whole(answer.brand_subsidy, "brand_subsidy", 0)
+    if answer.value > max_value:
+        raise PluginAnswerInvalid(f"the quoted value {answer.value} exceeds {max_value}")
+    return answer
+
+
+def check_split(answer: object, value: int) -> RevenueSplit:
+    if not isinstance(answer, RevenueSplit):
+        raise PluginAnswerInvalid(f"split_revenue must return a RevenueSplit, got {answer!r}")
+    parts = [_whole(getattr(answer, name), name, 0)
+             for name in ("creator_coins", "platform_coins", "brand_coins")]
+    if sum(parts) != value:
+        raise PluginAnswerInvalid(f"the shares sum to {sum(parts)}, not the value {value}")
+    return answer
+
+
+def check_veto(answer: object) -> Veto | None:
+    if answer is None or (isinstance(answer, Veto) and isinstance(answer.reason, str)
+                          and answer.reason.strip()):
+        return answer
+    raise PluginAnswerInvalid(f"check_send must return None or a Veto with a reason, "
+                              f"got {answer!r}")

@@ -2,10 +2,33 @@
 
 The public plugin API is re-exported here, so a plugin needs one import::
 
-    from app import hookimpl
+    from app import Brand, Quote, SponsoredGift, hookimpl
 """
 
 from app.hookspecs import hookimpl
 from app.payments import PaymentProvider, ReceiptRejected, VerifiedReceipt
+from app.sponsorship import (
+    Brand,
+    Quote,
+    RateCardTerms,
+    RevenueSplit,
+    SendContext,
+    SentGift,
+    SponsoredGift,
+    Veto,
+)
 
-__all__ = ["PaymentProvider", "ReceiptRejected", "VerifiedReceipt", "hookimpl"]
+__all__ = [
+    "Brand",
+    "PaymentProvider",
+    "Quote",
+    "RateCardTerms",
+    "ReceiptRejected",
+    "RevenueSplit",
+    "SendContext",
+    "SentGift",
+    "SponsoredGift",
+    "VerifiedReceipt",
+    "Veto",
+    "hookimpl",
+]

@@ -79,23 +79,28 @@ class PluginHost:
         if entry_points is None:
             entry_points = [] if settings.plugins.strip() == "none" else _installed_entry_points()
         for entry_point in entry_points:
-            self._load(entry_point.name, _version(entry_point), entry_point.load)
+            self._load(entry_point.name, _version(entry_point), entry_point.load,
+                       installed=True)
+        # Plugins named explicitly (by import path or by a test) skip the allow-list.
+        for path in filter(None, (p.strip() for p in settings.plugin_modules.split(","))):
+            self._load(path, "local", functools.partial(_import_object, path))
         for name, plugin in extra_plugins:
             self._load(name, "local", lambda plugin=plugin: plugin)
 
     # Discovery --------------------------------------------------------------------------
 
-    def _allowed(self, name: str) -> str | None:
+    def _allowed(self, name: str, installed: bool) -> str | None:
         blocked = {n.strip() for n in self.settings.plugins_block.split(",") if n.strip()}
         if name in blocked:
             return BLOCKED
         allow = self.settings.plugins.strip()
-        if allow not in ("all", "") and name not in {n.strip() for n in allow.split(",")}:
+        if installed and allow not in ("all", "") and \
+                name not in {n.strip() for n in allow.split(",")}:
             return NOT_ALLOWED
         return None
 
-    def _load(self, name: str, version: str, load: Any) -> None:
-        refusal = self._allowed(name)
+    def _load(self, name: str, version: str, load: Any, installed: bool = False) -> None:
+        refusal = self._allowed(name, installed)
         if refusal:
             self.records[name] = PluginRecord(name, version, refusal)
             return
@@ -201,6 +206,12 @@ class PluginHost:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _import_object(path: str) -> object:
+    module_name, _, attribute = path.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, attribute) if attribute else module
 
 
 def _version(entry_point: importlib.metadata.EntryPoint) -> str:

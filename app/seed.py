@@ -1,5 +1,5 @@
-"""Demo data for a first start: coin packages, the gift catalogue, a few users with coins
-and a live session by ``demo-creator`` to send gifts into."""
+"""Demo data for a first start: coin packages, the gift catalogue, a few users with coins,
+a live session by ``demo-creator`` to send gifts into, and a budget for each installed brand."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from app.models import LiveSession
+from app.services.brands import fund_budget
 from app.services.catalogue import seed_default_gifts
 from app.services.coins import list_packages, purchase_coins, seed_default_packages
 from app.services.live import start_session
@@ -19,10 +20,12 @@ if TYPE_CHECKING:
 DEMO_VIEWERS = {"demo-viewer": 2, "demo-fan": 1}  # name -> packages of 700 coins bought
 DEMO_CREATOR = "demo-creator"
 DEMO_ADMIN = "demo-admin"
+DEMO_BRAND_BUDGET = 100_000
 
 
 async def seed_demo_data(runtime: Runtime) -> None:
     """Idempotent: running it twice changes nothing the second time."""
+    await runtime.sync_catalogue()
     async with runtime.sessions() as session, session.begin():
         await seed_default_packages(session)
         await seed_default_gifts(session)
@@ -31,6 +34,9 @@ async def seed_demo_data(runtime: Runtime) -> None:
         if await session.scalar(select(LiveSession.id).limit(1)) is None:
             await start_session(session, users[DEMO_CREATOR].id, "Demo stream: say hi!")
         package = next(p for p in await list_packages(session) if p.sku == "coins-700")
+    for slug in runtime.plugins.brands:  # installed brands get a budget to try their gifts
+        await fund_budget(runtime.sessions, admin_id=users[DEMO_ADMIN].id, slug=slug,
+                          coins=DEMO_BRAND_BUDGET, idempotency_key=f"demo-budget-{slug}")
     sandbox = runtime.payment_providers["sandbox"]
     for name, count in DEMO_VIEWERS.items():
         for n in range(count):

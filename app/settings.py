@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     # Installed plugins (entry-point group "livegifts"): "all", "none", or a comma-separated
     # allow-list of entry-point names; a block-list always wins; strict makes failures fatal.
     plugins: str = "all"
+    # Extra plugins by import path ("package.module" or "package.module:object"), loaded
+    # without installing them: handy while writing one.
+    plugin_modules: str = ""
     plugins_block: str = ""
     plugins_strict: bool = False
     plugin_timeout_seconds: float = 1.0

@@ -31,9 +31,10 @@ def settings_for(database_url: str) -> Settings:
                     sandbox_secret=SANDBOX_SECRET, seed_demo_data=False, plugins="none")
 
 
-def token(name: str, *roles: str, ttl: int | None = None, secret: str = JWT_SECRET) -> str:
+def token(name: str, *roles: str, ttl: int | None = None, secret: str = JWT_SECRET,
+          brand: str | None = None) -> str:
     settings = Settings(jwt_secret=secret)
-    return mint_token(settings, name, [Role(r) for r in roles or ("viewer",)], ttl)
+    return mint_token(settings, name, [Role(r) for r in roles or ("viewer",)], ttl, brand)
 
 
 def sandbox() -> SandboxPaymentProvider:

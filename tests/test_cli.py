@@ -15,7 +15,7 @@ from tests.support import JWT_SECRET, SANDBOX_SECRET, execute_sql, sandbox, snap
 
 def livegifts(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": database_url, "LIVEGIFTS_JWT_SECRET": JWT_SECRET,
-           "LIVEGIFTS_SANDBOX_SECRET": SANDBOX_SECRET}
+           "LIVEGIFTS_SANDBOX_SECRET": SANDBOX_SECRET, "LIVEGIFTS_PLUGINS": "none"}
     return subprocess.run([sys.executable, "-m", "app", *args], env=env, capture_output=True,
                           text=True, timeout=120)
 
@@ -29,7 +29,9 @@ def test_token_mints_a_verifiable_token():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--user", "ana", "--role", "owner"], "'owner' is not one of 'viewer', 'creator', 'admin'"),
+    (["--user", "ana", "--role", "owner"],
+     "'owner' is not one of 'viewer', 'creator', 'admin', 'brand'"),
+    (["--user", "ana", "--role", "brand"], "a brand partner token needs --brand"),
     (["--user", "no spaces"], "user name must be 1-64 letters"),
 ])
 def test_token_refuses_bad_arguments(args, message):

@@ -103,3 +103,37 @@ async def test_two_hundred_concurrent_gifts_from_a_wallet_that_affords_37(pg_run
         negative = await session.scalar(select(func.count()).select_from(Account)
                                         .where(Account.balance < 0))
         assert negative == 0
+
+
+async def test_concurrent_sponsored_sends_never_overdraw_the_brand_budget(postgres_database_url):
+    from app.plugins import PluginHost
+    from app.runtime import Runtime
+    from app.services.brands import budget_balance, fund_budget
+    from tests.sample_plugins.acme import Acme
+    from tests.support import settings_for
+
+    config = settings_for(postgres_database_url).model_copy(update={"database_pool_size": 30})
+    runtime = Runtime.build(config, PluginHost(config, extra_plugins=[("acme", Acme())]))
+    try:
+        await runtime.sync_catalogue()
+        admin = await new_viewer(runtime, "admin")
+        await fund_budget(runtime.sessions, admin_id=admin, slug="acme", coins=25 * 20 + 7,
+                          idempotency_key="fund")  # 20 rockets' subsidies of 25, and 7 over
+        where = await stage(runtime)
+        fans = [await new_viewer(runtime, f"fan{n}", 1_000) for n in range(50)]
+
+        async def attempt(n: int) -> str:
+            try:
+                await send(runtime, fans[n], where, "acme-rocket", key=f"rocket-{n}")
+                return "sent"
+            except DomainError as error:
+                return error.code.value
+
+        outcomes = await asyncio.gather(*(attempt(n) for n in range(50)))
+        assert outcomes.count("sent") == 20
+        assert outcomes.count("SPONSOR_BUDGET_EXHAUSTED") == 30
+        async with runtime.sessions() as session:
+            assert await budget_balance(session, "acme") == 7
+            assert await audit(session) == []
+    finally:
+        await runtime.close()

@@ -1,0 +1,86 @@
+"""Acme: a well-behaved brand plugin whose answers a test can turn into bad ones."""
+
+from __future__ import annotations
+
+import time
+
+from app import (
+    Brand,
+    Quote,
+    RateCardTerms,
+    RevenueSplit,
+    SendContext,
+    SentGift,
+    SponsoredGift,
+    Veto,
+    hookimpl,
+)
+
+
+class Acme:
+    brand = "acme"
+    sku = "acme-rocket"
+
+    def __init__(self, mode: str = "ok", subsidy_percent: int = 50, veto: str | None = None):
+        self.mode, self.subsidy_percent, self.veto = mode, subsidy_percent, veto
+        self.sent: list[SentGift] = []
+
+    @hookimpl
+    def register_brands(self) -> list[Brand]:
+        return [Brand(self.brand, self.brand.title())]
+
+    @hookimpl
+    def register_sponsored_gifts(self) -> list[SponsoredGift]:
+        return [SponsoredGift(sku=self.sku, name=f"{self.brand.title()} Rocket", brand=self.brand,
+                              coin_price=50, image_url="https://cdn.example.com/rocket.webp")]
+
+    @hookimpl
+    def check_send(self, send: SendContext) -> Veto | None:
+        if self.mode == "veto-nonsense":
+            return "no"  # not a Veto
+        return Veto(self.veto) if self.veto else None
+
+    @hookimpl
+    def quote_gift(self, send: SendContext) -> object:
+        value = send.list_price * send.quantity
+        subsidy = value * self.subsidy_percent // 100
+        answers = {
+            "raise": lambda: 1 / 0,
+            "hang": lambda: time.sleep(5),
+            "float-price": lambda: Quote(viewer_pays=float(value), brand_subsidy=0),
+            "zero-price": lambda: Quote(viewer_pays=0, brand_subsidy=value),
+            "negative-subsidy": lambda: Quote(viewer_pays=value + 5, brand_subsidy=-5),
+            "not-a-quote": lambda: {"viewer_pays": value},
+        }
+        if self.mode in answers:
+            return answers[self.mode]()
+        return Quote(viewer_pays=value - subsidy, brand_subsidy=subsidy)
+
+    @hookimpl
+    def split_revenue(self, quote: Quote, rate_card: RateCardTerms) -> RevenueSplit:
+        brand = quote.value // 10
+        creator = quote.value * rate_card.creator_share_bps // 10_000
+        platform = quote.value - creator - brand
+        if self.mode == "unbalanced-split":
+            platform += 1
+        if self.mode == "negative-share":
+            return RevenueSplit(creator_coins=quote.value + 1, platform_coins=-1, brand_coins=0)
+        if self.mode == "float-share":
+            return RevenueSplit(creator_coins=creator / 1, platform_coins=platform,
+                                brand_coins=brand)
+        return RevenueSplit(creator_coins=creator, platform_coins=platform, brand_coins=brand)
+
+    @hookimpl
+    def gift_sent(self, gift: SentGift) -> None:
+        if self.mode == "listener-raises":
+            raise RuntimeError("analytics endpoint down")
+        self.sent.append(gift)
+
+
+class Globex(Acme):
+    brand = "globex"
+    sku = "globex-globe"
+
+
+plugin = Acme()
+globex = Globex()

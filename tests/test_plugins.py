@@ -1,0 +1,274 @@
+"""The plugin system: every hook, discovery and its failures, and failing closed at call time."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+import logging
+import re
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from app import hookspecs
+from app.errors import DomainError, ErrorCode
+from app.plugins import PluginHost, PluginStartupError
+from app.runtime import Runtime
+from app.services.brands import fund_budget
+from app.services.coins import purchase_coins, seed_default_packages
+from app.testing import go_live, new_viewer
+from tests.gifting_support import send
+from tests.sample_plugins.acme import Acme
+from tests.support import settings_for, snapshot
+
+ROOT = Path(__file__).resolve().parent.parent
+HOOKS = sorted(name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
+               if hasattr(fn, "livegifts_spec"))
+
+
+@asynccontextmanager
+async def core_with(database_url: str, *plugins, **settings):
+    config = settings_for(database_url).model_copy(update=settings)
+    runtime = Runtime.build(config, PluginHost(config, extra_plugins=plugins))
+    await runtime.sync_catalogue()
+    try:
+        yield runtime
+    finally:
+        await runtime.close()
+
+
+async def funded_stage(runtime, budget: int = 10_000):
+    admin = await new_viewer(runtime, "admin")
+    for slug in runtime.plugins.brands:
+        await fund_budget(runtime.sessions, admin_id=admin, slug=slug, coins=budget,
+                          idempotency_key=f"fund-{slug}")
+    return await go_live(runtime, "creator"), await new_viewer(runtime, "fan", 10_000)
+
+
+async def _send(runtime, stage, fan, sku, quantity, key):
+    """Send through the runtime's plugin host, as the API does."""
+    return (await send(runtime, fan, stage, sku, quantity=quantity, key=key)).receipt
+
+
+# One test per hook (test_every_hook_has_a_test keeps it so). ------------------------------
+
+async def test_hook_register_brands(database_url):
+    async with core_with(database_url, ("acme", Acme())) as runtime:
+        assert runtime.plugins.records["acme"].brands == ["acme"]
+        from sqlalchemy import select
+
+        from app.models import Brand
+        async with runtime.sessions() as session:
+            brand = await session.scalar(select(Brand))
+        assert (brand.slug, brand.name, brand.plugin) == ("acme", "Acme", "acme")
+
+
+async def test_hook_register_sponsored_gifts(database_url):
+    async with core_with(database_url, ("acme", Acme())) as runtime:
+        stage = await go_live(runtime, "creator")
+        from app.models import Gift
+        async with runtime.sessions() as session:
+            rocket = await session.get(Gift, stage.gifts["acme-rocket"])
+        assert (rocket.name, rocket.coin_price, rocket.plugin) == ("Acme Rocket", 50, "acme")
+        assert rocket.brand_id is not None
+        assert runtime.plugins.records["acme"].hooks == [
+            "check_send", "gift_sent", "quote_gift", "register_brands",
+            "register_sponsored_gifts", "split_revenue"]
+
+
+async def test_hook_register_payment_providers(database_url):
+    async with core_with(database_url, plugin_modules="tests.sample_plugins.teststore") as rt:
+        assert sorted(rt.payment_providers) == ["sandbox", "teststore"]
+        async with rt.sessions() as session, session.begin():
+            await seed_default_packages(session)
+        buyer = await new_viewer(rt, "buyer")
+        from sqlalchemy import select
+
+        from app.models import CoinPackage
+        async with rt.sessions() as session:
+            package = await session.scalar(select(CoinPackage).where(CoinPackage.sku == "coins-70"))
+        bought = await purchase_coins(rt.sessions, rt.payment_providers, user_id=buyer,
+                                      package_id=package.id, provider="teststore",
+                                      receipt="paid:coins-70:99:t-1", idempotency_key="k")
+        assert (bought.purchase.coins, bought.purchase.provider) == (70, "teststore")
+
+
+async def test_hook_quote_gift(database_url):
+    async with core_with(database_url, ("acme", Acme(subsidy_percent=30))) as runtime:
+        stage, fan = await funded_stage(runtime, budget=1_000)
+        receipt = await _send(runtime, stage, fan, "acme-rocket", 4, None)  # value 200
+        assert (receipt.coins_paid, receipt.brand_subsidy) == (140, 60)
+        from app.services.brands import budget_balance
+        async with runtime.sessions() as session:
+            assert await budget_balance(session, "acme") == 940
+
+
+async def test_hook_split_revenue(database_url):
+    async with core_with(database_url, ("acme", Acme(subsidy_percent=0))) as runtime:
+        stage, fan = await funded_stage(runtime)
+        receipt = await _send(runtime, stage, fan, "acme-rocket", 3, None)  # value 150
+        assert (receipt.creator_coins, receipt.platform_coins, receipt.brand_coins) == \
+            (75, 60, 15)
+        from app.ledger import audit
+        async with runtime.sessions() as session:
+            assert await audit(session) == []
+            from sqlalchemy import select
+
+            from app.models import Account
+            revenue = await session.scalar(select(Account.balance).where(
+                Account.code == "brand:acme:revenue"))
+        assert revenue == 15
+
+
+async def test_hook_check_send(database_url):
+    veto = "Rockets are grounded during the storm."
+    async with core_with(database_url, ("acme", Acme(veto=veto))) as runtime:
+        stage, fan = await funded_stage(runtime)
+        before = await snapshot(database_url)
+        with pytest.raises(DomainError) as refused:
+            await _send(runtime, stage, fan, "acme-rocket", 1, None)
+        assert (refused.value.code, refused.value.message) == (ErrorCode.SEND_VETOED, veto)
+        assert await snapshot(database_url) == before
+
+
+async def test_hook_gift_sent(database_url):
+    acme = Acme()
+    async with core_with(database_url, ("acme", acme)) as runtime:
+        stage, fan = await funded_stage(runtime)
+        receipt = await _send(runtime, stage, fan, "acme-rocket", 2, "once")
+        await _send(runtime, stage, fan, "acme-rocket", 2, "once")  # a replay tells nobody
+        await _send(runtime, stage, fan, "rose", 1, None)  # not a sponsored gift
+        assert [(g.receipt_id, g.quantity, g.brand) for g in acme.sent] == \
+            [(receipt.id, 2, "acme")]
+
+
+async def test_a_failing_gift_sent_listener_does_not_undo_the_gift(database_url, caplog):
+    async with core_with(database_url, ("acme", Acme(mode="listener-raises"))) as runtime:
+        stage, fan = await funded_stage(runtime)
+        with caplog.at_level(logging.ERROR, logger="livegifts.plugins"):
+            receipt = await _send(runtime, stage, fan, "acme-rocket", 1, None)
+        assert receipt.id is not None
+        assert "plugin acme failed: gift_sent raised RuntimeError" in caplog.text
+        assert runtime.plugins.records["acme"].failures == 1
+
+
+def test_every_hook_has_a_test():
+    tested = {name.removeprefix("test_hook_") for name in globals()
+              if name.startswith("test_hook_")}
+    assert sorted(set(HOOKS) - tested) == [], "hooks without a test_hook_<name> test"
+
+
+def test_every_hook_is_documented_with_its_exact_signature():
+    docs = (ROOT / "docs" / "plugins.md").read_text()
+    for name in HOOKS:
+        signature = inspect.signature(getattr(hookspecs, name))
+        params = ", ".join(f"{p.name}: {p.annotation}" for p in signature.parameters.values())
+        heading = f"### `{name}({params}) -> {signature.return_annotation}`"
+        assert heading in docs, f"docs/plugins.md lacks {heading}"
+        assert getattr(hookspecs, name).__doc__, f"{name} has no docstring"
+
+
+def test_the_core_names_no_partner_package():
+    names = {p.name for p in (ROOT / "plugins").glob("*/livegifts_*")} | \
+        {p.name for p in (ROOT / "plugins").iterdir() if p.is_dir()}
+    for path in (ROOT / "app").rglob("*.py"):
+        text = path.read_text()
+        for name in names:
+            assert name not in text, f"{path} mentions {name!r}: the core stays brand-free"
+
+
+# Failing closed at call time. -------------------------------------------------------------
+
+BAD_ANSWERS = {
+    "raise": "quote_gift raised ZeroDivisionError: division by zero",
+    "hang": "quote_gift did not answer within 0.3 s",
+    "float-price": "invalid answer: viewer_pays must be an integer >= 1, got 50.0",
+    "zero-price": "invalid answer: viewer_pays must be an integer >= 1, got 0",
+    "negative-subsidy": "invalid answer: brand_subsidy must be an integer >= 0, got -5",
+    "not-a-quote": "invalid answer: quote_gift must return a Quote",
+    "unbalanced-split": "invalid answer: the shares sum to 51, not the value 50",
+    "negative-share": "invalid answer: platform_coins must be an integer >= 0, got -1",
+    "float-share": "invalid answer: creator_coins must be an integer >= 0, got 25.0",
+    "veto-nonsense": "invalid answer: check_send must return None or a Veto",
+}
+
+
+@pytest.mark.parametrize("mode", list(BAD_ANSWERS))
+async def test_a_failing_plugin_makes_its_gift_unavailable_and_moves_nothing(
+        database_url, caplog, mode):
+    async with core_with(database_url, ("acme", Acme(mode=mode)),
+                         plugin_timeout_seconds=0.3) as runtime:
+        stage, fan = await funded_stage(runtime)
+        before = await snapshot(database_url)
+        with caplog.at_level(logging.ERROR, logger="livegifts.plugins"), \
+                pytest.raises(DomainError) as refused:
+            await _send(runtime, stage, fan, "acme-rocket", 1, None)
+        assert refused.value.code is ErrorCode.GIFT_UNAVAILABLE
+        assert refused.value.message.startswith("The gift 'Acme Rocket' is unavailable: its "
+                                                "sponsor's plugin")
+        assert await snapshot(database_url) == before
+        assert f"plugin acme failed: {BAD_ANSWERS[mode]}" in caplog.text
+        assert runtime.plugins.records["acme"].failures == 1
+        # The server keeps serving: an ordinary gift goes through.
+        assert (await _send(runtime, stage, fan, "rose", 1, None)).coins_paid == 1
+
+
+async def test_an_uninstalled_plugins_gift_is_unavailable(database_url):
+    async with core_with(database_url, ("acme", Acme())) as runtime:
+        stage, fan = await funded_stage(runtime)
+    async with core_with(database_url) as runtime:  # restarted without the plugin
+        with pytest.raises(DomainError) as refused:
+            await _send(runtime, stage, fan, "acme-rocket", 1, None)
+        assert refused.value.message == ("The gift 'Acme Rocket' is unavailable: its sponsor's "
+                                         "plugin is not installed.")
+
+
+# Discovery. -------------------------------------------------------------------------------
+
+def entry_point(name: str, target: str) -> importlib.metadata.EntryPoint:
+    return importlib.metadata.EntryPoint(name=name, value=target, group="livegifts")
+
+
+DISCOVERY = [
+    entry_point("acme", "tests.sample_plugins.acme:plugin"),
+    entry_point("broken", "tests.sample_plugins.broken_import"),
+    entry_point("typo", "tests.sample_plugins.misspelled"),
+    entry_point("stray", "tests.sample_plugins.undeclared_brand"),
+    entry_point("globex", "tests.sample_plugins.acme:globex"),
+]
+
+
+def test_failures_at_import_registration_and_declaration_are_reported_and_skipped(caplog):
+    with caplog.at_level(logging.ERROR, logger="livegifts.plugins"):
+        host = PluginHost(settings_for("sqlite+aiosqlite://").model_copy(
+            update={"plugins": "all"}), entry_points=DISCOVERY)
+    status = {name: (r.status, r.error) for name, r in host.records.items()}
+    assert status["acme"] == ("active", None)
+    assert status["broken"] == ("failed", "import failed: ImportError: No module named 'acme_sdk'")
+    assert status["typo"][0] == "failed"
+    assert re.match(r"registration failed: PluginValidationError: unknown hook 'quote_gfit'",
+                    status["typo"][1])
+    assert status["stray"] == ("failed", "declaration failed: ValueError: gift 'stray' names "
+                                         "brand 'nobody', which this plugin does not declare")
+    assert sorted(host.gifts) == ["acme-rocket", "globex-globe"]
+    assert not host.manager.is_registered(host.manager.get_plugin("typo"))
+    assert "plugin broken: import failed" in caplog.text
+    host.close()
+
+
+def test_allow_and_block_lists():
+    host = PluginHost(settings_for("sqlite+aiosqlite://").model_copy(update={
+        "plugins": "acme,globex,broken", "plugins_block": "globex"}), entry_points=DISCOVERY)
+    status = {name: r.status for name, r in host.records.items()}
+    assert (status["acme"], status["globex"], status["broken"]) == ("active", "blocked",
+                                                                     "failed")
+    assert status["typo"] == status["stray"] == "not allowed"
+    assert sorted(host.gifts) == ["acme-rocket"]
+    host.close()
+
+
+def test_strict_mode_makes_a_failing_plugin_fatal():
+    with pytest.raises(PluginStartupError, match="plugin 'broken': import failed"):
+        PluginHost(settings_for("sqlite+aiosqlite://").model_copy(update={
+            "plugins": "all", "plugins_strict": True}), entry_points=DISCOVERY[:2])

@@ -37,3 +37,14 @@ async def test_the_phone_is_in_the_catalogue_as_sponsored(livegifts):
     phone = (await livegifts.catalogue())[SKU]
     assert (phone.name, phone.coin_price, phone.plugin) == ("Quantum Phone", 500,
                                                             "quantum-phones")
+
+
+def test_the_installed_entry_point_loads_the_plugin():
+    from app.plugins import PluginHost
+    from app.settings import Settings
+
+    host = PluginHost(Settings(plugins="quantum-phones"))
+    record = host.records["quantum-phones"]
+    assert (record.status, record.gifts, record.brands) == ("active", [SKU], [BRAND])
+    assert record.version == "1.0.0"
+    host.close()

@@ -79,3 +79,14 @@ async def test_outside_the_window_the_can_cannot_be_sent(livegifts):
     with pytest.raises(DomainError) as refused:
         await livegifts.send(fan, stage, SKU)
     assert refused.value.code.value == "GIFT_UNAVAILABLE"
+
+
+def test_the_installed_entry_point_loads_the_campaign():
+    from app.plugins import PluginHost
+    from app.settings import Settings
+
+    host = PluginHost(Settings(plugins="sparkle-cola"))
+    record = host.records["sparkle-cola"]
+    assert (record.status, record.gifts, record.brands) == ("active", [SKU], [BRAND])
+    assert {"check_send", "quote_gift", "gift_sent"} <= set(record.hooks)
+    host.close()

@@ -9,6 +9,7 @@ from strawberry.litestar import make_graphql_controller
 
 from app.graphql.context import Context
 from app.graphql.schema import schema
+from app.http_routes import ROUTES
 from app.runtime import Runtime
 from app.settings import Settings
 
@@ -41,7 +42,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         await app.state.runtime.close()
 
     return Litestar(
-        route_handlers=[graphql, healthz],
+        route_handlers=[graphql, healthz, *ROUTES],
         state=State({"runtime": runtime}),
         on_startup=[start_runtime],
         on_shutdown=[close_runtime],

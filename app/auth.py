@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
+from datetime import date
 from enum import StrEnum
 
 import jwt
@@ -37,13 +38,15 @@ class Principal:
     name: str
     roles: frozenset[Role]
     brand: str | None = None
+    birthdate: date | None = None  # vouched for by the identity provider, if it knows
 
     def has(self, role: Role) -> bool:
         return role in self.roles
 
 
 def mint_token(settings: Settings, name: str, roles: list[Role],
-               ttl_seconds: int | None = None, brand: str | None = None) -> str:
+               ttl_seconds: int | None = None, brand: str | None = None,
+               birthdate: date | None = None) -> str:
     if not USER_NAME.match(name):
         raise ValueError("user name must be 1-64 letters, digits, '.', '_' or '-'")
     if (Role.BRAND in roles) != (brand is not None):
@@ -58,6 +61,8 @@ def mint_token(settings: Settings, name: str, roles: list[Role],
     }
     if brand is not None:
         claims["brand"] = brand
+    if birthdate is not None:
+        claims["birthdate"] = birthdate.isoformat()
     return jwt.encode(claims, settings.jwt_secret, algorithm="HS256")
 
 
@@ -78,7 +83,12 @@ def verify_token(settings: Settings, token: str) -> Principal:
     brand = claims.get("brand")
     if (Role.BRAND in parsed) != isinstance(brand, str):
         raise AuthError("Invalid bearer token: a brand partner token names exactly one brand.")
-    return Principal(name=name, roles=parsed or frozenset({Role.VIEWER}), brand=brand)
+    try:
+        born = date.fromisoformat(claims["birthdate"]) if "birthdate" in claims else None
+    except (TypeError, ValueError) as exc:
+        raise AuthError("Invalid bearer token: 'birthdate' is not an ISO date.") from exc
+    return Principal(name=name, roles=parsed or frozenset({Role.VIEWER}), brand=brand,
+                     birthdate=born)
 
 
 def principal_from_header(settings: Settings, authorization: str | None) -> Principal | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import click
 from sqlalchemy import select
@@ -73,12 +73,16 @@ def export_schema() -> None:
 @click.option("--role", "roles", multiple=True, default=["viewer"], show_default=True,
               type=click.Choice(["viewer", "creator", "admin", "brand"]))
 @click.option("--brand", default=None, help="For --role brand: the brand slug it may see.")
+@click.option("--birthdate", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="Vouch for the user's birthdate (YYYY-MM-DD), as an identity provider would.")
 @click.option("--ttl", type=int, default=None, help="Lifetime in seconds.")
-def token(name: str, roles: tuple[str, ...], brand: str | None, ttl: int | None) -> None:
+def token(name: str, roles: tuple[str, ...], brand: str | None, birthdate: Any,
+          ttl: int | None) -> None:
     from app.auth import Role, mint_token
 
+    born = birthdate.date() if birthdate else None
     try:
-        click.echo(mint_token(Settings(), name, [Role(r) for r in roles], ttl, brand))
+        click.echo(mint_token(Settings(), name, [Role(r) for r in roles], ttl, brand, born))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--user/--brand") from exc
 
@@ -151,3 +155,27 @@ def seed() -> None:
 
     _with_runtime(run)
     click.echo("demo data is in place")
+
+
+@main.command(help="Sign a sandbox webhook (refund, chargeback or payout result) and print "
+                   "a curl command that delivers it.")
+@click.argument("kind", type=click.Choice(["refund", "chargeback", "paid", "failed"]))
+@click.option("--id", "reference", required=True,
+              help="The store transaction id (refund, chargeback) or provider payout id "
+                   "(paid, failed).")
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True)
+def webhook(kind: str, reference: str, url: str) -> None:
+    import json
+    import shlex
+
+    from app.sandbox import SandboxPayoutProvider
+
+    if kind in ("refund", "chargeback"):
+        body, path = {"type": kind, "transaction_id": reference}, "payments"
+    else:
+        body, path = {"payout_id": reference, "status": kind}, "payouts"
+    raw = json.dumps(body, separators=(",", ":"))
+    signature = SandboxPayoutProvider(Settings().sandbox_secret).sign_webhook(raw.encode())
+    click.echo(f"curl -s -X POST {url}/webhooks/{path}/sandbox "
+               f"-H 'content-type: application/json' "
+               f"-H 'x-livegifts-signature: {signature}' --data {shlex.quote(raw)}")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from app.payments import PaymentProvider
+    from app.payments import PaymentProvider, PayoutProvider
     from app.settings import Settings
     from app.sponsorship import (
         Brand,
@@ -63,6 +63,18 @@ def register_payment_providers(settings: Settings) -> list[PaymentProvider]:
         returning :class:`app.payments.VerifiedReceipt` or raising
         :class:`app.payments.ReceiptRejected`. All results are collected; a provider name
         registered twice is an error at start.
+    """
+
+
+@hookspec
+def register_payout_providers(settings: Settings) -> list[PayoutProvider]:
+    """Declare payout providers that send creators' cash.
+
+    :param settings: the running server's settings.
+    :returns: a list of :class:`app.payments.PayoutProvider`: a unique ``name``,
+        ``async submit(order) -> provider payout id`` and ``verify_webhook(body,
+        signature) -> PayoutOutcome`` (or raise :class:`app.payments.WebhookRejected`).
+        ``LIVEGIFTS_PAYOUT_PROVIDER`` picks the one used. All results are collected.
     """
 
 

@@ -1,7 +1,10 @@
-"""What a payment provider is: it turns a store receipt into a verified purchase, or refuses.
+"""What payment and payout providers are, and what they tell the core.
 
-Providers are registered through the ``register_payment_providers`` hook; the
-core's own ``sandbox`` provider (:mod:`app.sandbox`) is registered the same way.
+A payment provider turns a store receipt into a verified purchase and reports
+refunds and chargebacks by signed webhook. A payout provider sends creators'
+cash and reports by signed webhook whether it arrived. Both are registered
+through hooks (``register_payment_providers``, ``register_payout_providers``);
+the core's ``sandbox`` providers (:mod:`app.sandbox`) are registered the same way.
 """
 
 from __future__ import annotations
@@ -33,4 +36,50 @@ class PaymentProvider(Protocol):
 
         Called before any database transaction opens, so a slow store does not hold locks.
         """
+        ...
+
+    def verify_webhook(self, body: bytes, signature: str) -> PaymentEvent:
+        """Check a refund or chargeback webhook and read it, or raise WebhookRejected."""
+        ...
+
+
+class WebhookRejected(Exception):
+    """A webhook whose signature or body does not check out; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentEvent:
+    """A store tells us a purchase was refunded or charged back."""
+
+    kind: str  # refund | chargeback
+    transaction_id: str  # the store transaction of the purchase
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutOrder:
+    payout_id: int
+    creator_id: int
+    cash_minor: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutOutcome:
+    """A payout provider reports how a payout ended."""
+
+    provider_payout_id: str
+    paid: bool
+    reason: str | None = None
+
+
+@runtime_checkable
+class PayoutProvider(Protocol):
+    name: str
+
+    async def submit(self, order: PayoutOrder) -> str:
+        """Start sending the cash; return the provider's id for the payout."""
+        ...
+
+    def verify_webhook(self, body: bytes, signature: str) -> PayoutOutcome:
+        """Check a webhook's signature and read it, or raise :class:`WebhookRejected`."""
         ...

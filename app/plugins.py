@@ -21,7 +21,7 @@ from typing import Any
 import pluggy
 
 from app import hookspecs
-from app.payments import PaymentProvider
+from app.payments import PaymentProvider, PayoutProvider
 from app.services.catalogue import SKU as GIFT_SKU
 from app.settings import Settings
 from app.sponsorship import SLUG, Brand, SponsoredGift
@@ -196,11 +196,17 @@ class PluginHost:
         logger.error("plugin %s failed: %s", plugin, reason)
 
     def payment_providers(self) -> dict[str, PaymentProvider]:
-        providers: dict[str, PaymentProvider] = {}
-        for batch in self.manager.hook.register_payment_providers(settings=self.settings):
+        return self._providers("register_payment_providers", "payment")
+
+    def payout_providers(self) -> dict[str, PayoutProvider]:
+        return self._providers("register_payout_providers", "payout")
+
+    def _providers(self, hook: str, kind: str) -> dict[str, Any]:
+        providers: dict[str, Any] = {}
+        for batch in getattr(self.manager.hook, hook)(settings=self.settings):
             for provider in batch:
                 if provider.name in providers:
-                    raise RuntimeError(f"payment provider {provider.name!r} is registered twice")
+                    raise RuntimeError(f"{kind} provider {provider.name!r} is registered twice")
                 providers[provider.name] = provider
         return providers
 

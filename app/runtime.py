@@ -16,7 +16,7 @@ from app.db import SessionFactory, create_engine, create_session_factory
 from app.events import EventBus, create_event_bus
 from app.migrate import upgrade
 from app.models import CoinPackage
-from app.payments import PaymentProvider
+from app.payments import PaymentProvider, PayoutProvider
 from app.plugins import PluginHost
 from app.settings import Settings
 
@@ -28,6 +28,7 @@ class Runtime:
     sessions: SessionFactory
     plugins: PluginHost
     payment_providers: dict[str, PaymentProvider]
+    payout_providers: dict[str, PayoutProvider]
     bus: EventBus
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -36,7 +37,8 @@ class Runtime:
         engine = create_engine(settings)
         plugins = plugins or PluginHost(settings)
         return cls(settings, engine, create_session_factory(engine), plugins,
-                   plugins.payment_providers(), create_event_bus(settings.redis_url))
+                   plugins.payment_providers(), plugins.payout_providers(),
+                   create_event_bus(settings.redis_url))
 
     @property
     def combo_window(self) -> timedelta:

@@ -1,10 +1,15 @@
-"""The ``sandbox`` payment provider: HMAC-signed receipts for development and tests.
+"""The ``sandbox`` payment and payout providers: HMAC-signed receipts and webhooks.
 
 A receipt is ``sbx1.<payload>.<signature>``: the payload is base64url JSON
 ``{"txn", "sku", "amount", "currency"}`` and the signature is base64url
 HMAC-SHA256 of the payload under ``LIVEGIFTS_SANDBOX_SECRET``. ``livegifts
-receipt`` mints one. Every real code path (signature, replay, mismatch) runs
-without a network.
+receipt`` mints one.
+
+Webhooks are JSON bodies signed with hex HMAC-SHA256 of the raw body under the same
+secret, sent as ``X-Livegifts-Signature: sha256=<hex>``: refunds and chargebacks
+``{"type": "refund"|"chargeback", "transaction_id"}``, payout results
+``{"payout_id", "status": "paid"|"failed", "reason"}``. ``livegifts webhook`` signs
+one. Every real code path (signature, replay, refund, settlement) runs without a network.
 """
 
 from __future__ import annotations
@@ -17,7 +22,14 @@ import json
 import secrets
 
 from app.hookspecs import hookimpl
-from app.payments import ReceiptRejected, VerifiedReceipt
+from app.payments import (
+    PaymentEvent,
+    PayoutOrder,
+    PayoutOutcome,
+    ReceiptRejected,
+    VerifiedReceipt,
+    WebhookRejected,
+)
 from app.settings import Settings
 
 PREFIX = "sbx1"
@@ -31,11 +43,27 @@ def _b64decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-class SandboxPaymentProvider:
-    name = "sandbox"
-
+class _Signed:
     def __init__(self, secret: str) -> None:
         self._key = secret.encode()
+
+    def sign_webhook(self, body: bytes) -> str:
+        return "sha256=" + hmac.new(self._key, body, hashlib.sha256).hexdigest()
+
+    def _webhook_body(self, body: bytes, signature: str) -> dict:
+        if not hmac.compare_digest(self.sign_webhook(body), signature or ""):
+            raise WebhookRejected("the signature does not match the body")
+        try:
+            data = json.loads(body)
+        except ValueError as exc:
+            raise WebhookRejected("the body is not JSON") from exc
+        if not isinstance(data, dict):
+            raise WebhookRejected("the body is not a JSON object")
+        return data
+
+
+class SandboxPaymentProvider(_Signed):
+    name = "sandbox"
 
     def _sign(self, payload: str) -> str:
         return _b64encode(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
@@ -64,7 +92,37 @@ class SandboxPaymentProvider:
             raise ReceiptRejected("the signed payload has no valid amount or transaction id")
         return receipt_
 
+    def verify_webhook(self, body: bytes, signature: str) -> PaymentEvent:
+        data = self._webhook_body(body, signature)
+        if data.get("type") not in ("refund", "chargeback") or \
+                not isinstance(data.get("transaction_id"), str):
+            raise WebhookRejected("expected {type: refund|chargeback, transaction_id}")
+        return PaymentEvent(kind=data["type"], transaction_id=data["transaction_id"])
+
+
+class SandboxPayoutProvider(_Signed):
+    """Accepts every payout at once; the result arrives later by signed webhook."""
+
+    name = "sandbox"
+
+    async def submit(self, order: PayoutOrder) -> str:
+        return f"sbxpo_{order.payout_id}"
+
+    def verify_webhook(self, body: bytes, signature: str) -> PayoutOutcome:
+        data = self._webhook_body(body, signature)
+        if data.get("status") not in ("paid", "failed") or \
+                not isinstance(data.get("payout_id"), str):
+            raise WebhookRejected("expected {payout_id, status: paid|failed}")
+        reason = data.get("reason")
+        return PayoutOutcome(provider_payout_id=data["payout_id"], paid=data["status"] == "paid",
+                             reason=str(reason)[:300] if reason else None)
+
 
 @hookimpl
 def register_payment_providers(settings: Settings) -> list[SandboxPaymentProvider]:
     return [SandboxPaymentProvider(settings.sandbox_secret)]
+
+
+@hookimpl
+def register_payout_providers(settings: Settings) -> list[SandboxPayoutProvider]:
+    return [SandboxPayoutProvider(settings.sandbox_secret)]

@@ -3,6 +3,7 @@ a live session by ``demo-creator`` to send gifts into, and a budget for each ins
 
 from __future__ import annotations
 
+from datetime import date
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
@@ -21,6 +22,7 @@ DEMO_VIEWERS = {"demo-viewer": 2, "demo-fan": 1}  # name -> packages of 700 coin
 DEMO_CREATOR = "demo-creator"
 DEMO_ADMIN = "demo-admin"
 DEMO_BRAND_BUDGET = 100_000
+DEMO_BIRTHDATE = date(1995, 5, 17)
 
 
 async def seed_demo_data(runtime: Runtime) -> None:
@@ -29,7 +31,7 @@ async def seed_demo_data(runtime: Runtime) -> None:
     async with runtime.sessions() as session, session.begin():
         await seed_default_packages(session)
         await seed_default_gifts(session)
-        users = {name: await ensure_user(session, name)
+        users = {name: await ensure_user(session, name, DEMO_BIRTHDATE)
                  for name in [*DEMO_VIEWERS, DEMO_CREATOR, DEMO_ADMIN]}
         if await session.scalar(select(LiveSession.id).limit(1)) is None:
             await start_session(session, users[DEMO_CREATOR].id, "Demo stream: say hi!")
@@ -43,7 +45,7 @@ async def seed_demo_data(runtime: Runtime) -> None:
             receipt = sandbox.make_receipt(package.sku, package.price_minor, package.currency,
                                            transaction_id=f"demo-{name}-{n}")
             # Same key and receipt each time: a second seed replays instead of buying again.
-            await purchase_coins(runtime.sessions, runtime.payment_providers,
+            await purchase_coins(runtime.sessions, runtime.payment_providers, runtime.settings,
                                  user_id=users[name].id, package_id=package.id,
                                  provider="sandbox", receipt=receipt,
                                  idempotency_key=f"demo-seed-{n}")

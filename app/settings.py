@@ -49,6 +49,15 @@ class Settings(BaseSettings):
     plugins_block: str = ""
     plugins_strict: bool = False
     plugin_timeout_seconds: float = 1.0
+    # Safeguards: the age to buy, send or receive gifts, and the platform's spending caps
+    # (a viewer may set lower ones).
+    minimum_age: int = 18
+    default_daily_cap_coins: int = 1_000_000
+    default_monthly_cap_coins: int = 10_000_000
+    # Payouts, in diamonds; cash value from the rate card in force.
+    payout_minimum_diamonds: int = 1_000
+    payout_daily_maximum_diamonds: int = 2_000_000
+    payout_provider: str = "sandbox"
 
     @model_validator(mode="after")
     def _production_needs_real_secrets(self) -> Settings:

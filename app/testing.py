@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +58,13 @@ async def give_coins(runtime: Runtime, user_id: int, coins: int) -> None:
             Leg(await coin_account(session, user_id), coins)])
 
 
-async def new_viewer(runtime: Runtime, name: str, coins: int = 0) -> int:
+ADULT = date(1990, 1, 1)
+
+
+async def new_viewer(runtime: Runtime, name: str, coins: int = 0,
+                     birthdate: date | None = ADULT) -> int:
     async with runtime.sessions() as session, session.begin():
-        user_id = (await ensure_user(session, name)).id
+        user_id = (await ensure_user(session, name, birthdate)).id
     if coins:
         await give_coins(runtime, user_id, coins)
     return user_id
@@ -70,7 +74,7 @@ async def go_live(runtime: Runtime, creator: str, title: str = "Tonight") -> Sta
     """Seed the default catalogue if needed, and start a live session for ``creator``."""
     async with runtime.sessions() as session, session.begin():
         await seed_default_gifts(session)
-        creator_id = (await ensure_user(session, creator)).id
+        creator_id = (await ensure_user(session, creator, ADULT)).id
         live = await start_session(session, creator_id, title)
         gifts = {g.sku: g.id for g in (await session.scalars(select(Gift))).all()}
     return Stage(creator_id=creator_id, session_id=live.id, gifts=gifts)
@@ -120,7 +124,8 @@ class Harness:
             self.runtime.sessions, self.runtime.bus, sender_id=viewer_id,
             session_id=stage.session_id, gift_id=stage.gifts[sku], quantity=quantity,
             idempotency_key=key or f"send-{next(self._keys)}",
-            combo_window=timedelta(seconds=5), plugins=self.runtime.plugins)
+            combo_window=timedelta(seconds=5), plugins=self.runtime.plugins,
+            settings=self.runtime.settings)
         return result.receipt
 
     async def catalogue(self) -> dict[str, Gift]:

@@ -33,7 +33,8 @@ async def run(runtime, workers: int, seconds: float, hot: bool, tag: str) -> flo
             await gifting.send_gift(runtime.sessions, runtime.bus, sender_id=viewers[n],
                                     session_id=where.session_id, gift_id=where.gifts["rose"],
                                     quantity=1, idempotency_key=f"{tag}-{n}-{sent[n]}",
-                                    combo_window=timedelta(seconds=5))
+                                    combo_window=timedelta(seconds=5),
+                                    settings=runtime.settings)
             sent[n] += 1
 
     started = time.perf_counter()

@@ -22,7 +22,7 @@ async def send(runtime, sender_id: int, where: Stage, sku: str = "rose", quantit
         runtime.sessions, runtime.bus, sender_id=sender_id, session_id=where.session_id,
         gift_id=where.gifts[sku], quantity=quantity,
         idempotency_key=key or f"send-{send.counter}", combo_window=timedelta(seconds=window),
-        plugins=runtime.plugins)
+        plugins=runtime.plugins, settings=runtime.settings)
 
 
 send.counter = 0

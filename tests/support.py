@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import date
 from typing import Any
 
 import httpx
@@ -31,10 +32,15 @@ def settings_for(database_url: str) -> Settings:
                     sandbox_secret=SANDBOX_SECRET, seed_demo_data=False, plugins="none")
 
 
+ADULT = date(1990, 1, 1)
+
+
 def token(name: str, *roles: str, ttl: int | None = None, secret: str = JWT_SECRET,
-          brand: str | None = None) -> str:
+          brand: str | None = None, birthdate: date | None = ADULT) -> str:
+    """A token as an identity provider would issue it: by default vouching for an adult."""
     settings = Settings(jwt_secret=secret)
-    return mint_token(settings, name, [Role(r) for r in roles or ("viewer",)], ttl, brand)
+    return mint_token(settings, name, [Role(r) for r in roles or ("viewer",)], ttl, brand,
+                      birthdate)
 
 
 def sandbox() -> SandboxPaymentProvider:

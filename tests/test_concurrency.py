@@ -15,7 +15,7 @@ from app.services import live, wallets
 from app.services.coins import purchase_coins, seed_default_packages
 from app.services.users import ensure_user
 from tests.gifting_support import new_viewer, send, stage
-from tests.support import sandbox
+from tests.support import ADULT, sandbox
 from tests.test_ledger import balance, debit, fund, make_user
 
 
@@ -59,14 +59,15 @@ async def test_fifty_identical_requests_post_one_transaction(pg_runtime):
 async def test_one_receipt_sent_concurrently_under_many_keys_and_users_credits_once(pg_runtime):
     async with pg_runtime.sessions() as session, session.begin():
         await seed_default_packages(session)
-        users = [(await ensure_user(session, f"buyer{n}")).id for n in range(5)]
+        users = [(await ensure_user(session, f"buyer{n}", ADULT)).id for n in range(5)]
         package = await session.scalar(select(CoinPackage).where(CoinPackage.sku == "coins-350"))
     receipt = sandbox().make_receipt(package.sku, package.price_minor, transaction_id="store-1")
 
     async def buy(n: int):
         try:
             return await purchase_coins(
-                pg_runtime.sessions, pg_runtime.payment_providers, user_id=users[n % 5],
+                pg_runtime.sessions, pg_runtime.payment_providers, pg_runtime.settings,
+                user_id=users[n % 5],
                 package_id=package.id, provider="sandbox", receipt=receipt,
                 idempotency_key=f"key-{n}")
         except DomainError as error:

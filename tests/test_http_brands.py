@@ -63,7 +63,8 @@ async def test_admins_see_the_plugins_and_their_health(gql):
     assert plugins["tests.sample_plugins.acme:plugin"]["gifts"] == ["acme-rocket"]
     assert plugins["tests.sample_plugins.broken_import"]["status"] == "failed"
     assert "No module named 'acme_sdk'" in plugins["tests.sample_plugins.broken_import"]["error"]
-    assert plugins["app.sandbox"]["hooks"] == ["register_payment_providers"]
+    assert plugins["app.sandbox"]["hooks"] == ["register_payment_providers",
+                                             "register_payout_providers"]
     denied = await gql("{ plugins { name } }", token=token("curious"), expect_errors=True)
     assert denied["errors"][0]["message"] == "Forbidden: this needs the admin role."
 

@@ -88,7 +88,8 @@ async def test_hook_register_payment_providers(database_url):
         from app.models import CoinPackage
         async with rt.sessions() as session:
             package = await session.scalar(select(CoinPackage).where(CoinPackage.sku == "coins-70"))
-        bought = await purchase_coins(rt.sessions, rt.payment_providers, user_id=buyer,
+        bought = await purchase_coins(rt.sessions, rt.payment_providers, rt.settings,
+                                      user_id=buyer,
                                       package_id=package.id, provider="teststore",
                                       receipt="paid:coins-70:99:t-1", idempotency_key="k")
         assert (bought.purchase.coins, bought.purchase.provider) == (70, "teststore")

@@ -59,7 +59,8 @@ class Context(BaseContext, kw_only=True):
         principal = self.require()
         if "user_id" not in self.cache:
             async with self.runtime.sessions() as session, session.begin():
-                self.cache["user_id"] = (await ensure_user(session, principal.name)).id
+                user = await ensure_user(session, principal.name, principal.birthdate)
+                self.cache["user_id"] = user.id
         return self.cache["user_id"]
 
     def is_admin(self) -> bool:

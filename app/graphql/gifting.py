@@ -515,7 +515,7 @@ class GiftingMutation:
                 session_id=decode_id(input.session_id, "LiveSession", "sessionId"),
                 gift_id=decode_id(input.gift_id, "Gift", "giftId"), quantity=input.quantity,
                 idempotency_key=input.idempotency_key, combo_window=context.runtime.combo_window,
-                plugins=context.runtime.plugins)
+                plugins=context.runtime.plugins, settings=context.runtime.settings)
         except DomainError as error:
             return SendGiftPayload(receipt=None, wallet_coins=None, replayed=False,
                                    user_errors=[UserError.of(error)])

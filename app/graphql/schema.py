@@ -30,12 +30,13 @@ from app.graphql.gifting import (
     LiveSession,
     Subscription,
 )
+from app.graphql.money import MoneyMutation, Payout, ViewerMoneyFields
 from app.graphql.types import CoinPackage, LedgerTransaction, Purchase, User, Wallet, ctx
 from app.services import coins, wallets
 
 
 @strawberry.type(description="The authenticated caller: identity, wallet and history.")
-class Viewer:
+class Viewer(ViewerMoneyFields):
     id: relay.GlobalID = strawberry.field(description="The caller's User ID.")
     name: str
     roles: list[str] = strawberry.field(description="Roles granted by the bearer token.")
@@ -130,7 +131,7 @@ class CoinPackagePayload:
 
 
 @strawberry.type
-class Mutation(GiftingMutation, BrandMutation):
+class Mutation(GiftingMutation, BrandMutation, MoneyMutation):
     @strawberry.mutation(description="Buy coins: verify a store receipt and credit the "
                                      "package's coins exactly once per store transaction.")
     async def purchase_coins(self, info: Info, input: PurchaseCoinsInput) -> PurchaseCoinsPayload:
@@ -139,7 +140,8 @@ class Mutation(GiftingMutation, BrandMutation):
         user_id = await context.user_id()
         try:
             result = await coins.purchase_coins(
-                context.runtime.sessions, context.runtime.payment_providers, user_id=user_id,
+                context.runtime.sessions, context.runtime.payment_providers,
+                context.runtime.settings, user_id=user_id,
                 package_id=decode_id(input.package_id, "CoinPackage", "packageId"),
                 provider=input.provider, receipt=input.receipt,
                 idempotency_key=input.idempotency_key)
@@ -197,7 +199,7 @@ def create_schema() -> strawberry.Schema:
         mutation=Mutation,
         subscription=Subscription,
         types=[User, Purchase, LedgerTransaction, CoinPackage, GiftType, LiveSession, GiftReceipt,
-               Brand],
+               Brand, Payout],
         config=StrawberryConfig(scalar_map={Long: LONG_SCALAR}),
         extensions=[
             # Factories: a fresh extension per request; the LRU caches are module-level.

@@ -25,9 +25,9 @@ class InsufficientFunds(BusinessRefusal):
     """A limited account would go below zero; nothing was posted."""
 
     def __init__(self, account: AccountRef, needed: int, available: int) -> None:
-        noun = "coins" if account.currency == "COIN" else account.currency.lower() + "s"
-        code = ErrorCode.INSUFFICIENT_COINS if account.currency == "COIN" \
-            else ErrorCode.INSUFFICIENT_FUNDS
+        noun, code = {"COIN": ("coins", ErrorCode.INSUFFICIENT_COINS),
+                      "DIAMOND": ("diamonds", ErrorCode.INSUFFICIENT_DIAMONDS)}.get(
+            account.currency, (account.currency, ErrorCode.INSUFFICIENT_FUNDS))
         super().__init__(code, f"Not enough {noun}: this needs {needed} and the balance is "
                                f"{available}.")
         self.account = account

@@ -5,7 +5,9 @@ from sqlmodel import SQLModel
 from app.models.catalogue import Brand, Gift, RateCard
 from app.models.ledger import Account, Entry, IdempotencyRecord, LedgerTransaction
 from app.models.live import GiftCombo, GiftSend, LiveSession, SessionViewer
+from app.models.payouts import Clawback, Payout, PurchaseReversal
 from app.models.recognition import CreatorTotal, SessionGifterTotal, SupporterTotal
+from app.models.safeguards import LimitChange, Profile
 from app.models.users import User
 from app.models.wallets import CoinPackage, Purchase
 
@@ -14,11 +16,16 @@ metadata = SQLModel.metadata
 __all__ = [
     "Account",
     "Brand",
+    "Clawback",
     "CreatorTotal",
     "Gift",
     "GiftCombo",
     "GiftSend",
+    "LimitChange",
     "LiveSession",
+    "Payout",
+    "Profile",
+    "PurchaseReversal",
     "RateCard",
     "SessionGifterTotal",
     "SessionViewer",

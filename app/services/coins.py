@@ -13,9 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.errors import DomainError, ErrorCode
 from app.ledger import Currency, Leg, post_transaction, run_idempotent, system_account
 from app.ledger.idempotency import check_key
-from app.models import CoinPackage, Purchase
+from app.models import Account, CoinPackage, Purchase
 from app.payments import PaymentProvider, ReceiptRejected, VerifiedReceipt
-from app.services.users import coin_account
+from app.services.safeguards import require_age
+from app.services.users import coin_account, debt_account
+from app.settings import Settings
 
 MAX_PACKAGE_COINS = 10_000_000
 MAX_PACKAGE_PRICE_MINOR = 10_000_000  # 100,000.00 in a two-decimal currency
@@ -127,19 +129,21 @@ async def _verify(providers: Mapping[str, PaymentProvider], provider: str, recei
 
 
 async def purchase_coins(sessions: async_sessionmaker[AsyncSession],
-                         providers: Mapping[str, PaymentProvider], *, user_id: int,
-                         package_id: int, provider: str, receipt: str,
+                         providers: Mapping[str, PaymentProvider], settings: Settings, *,
+                         user_id: int, package_id: int, provider: str, receipt: str,
                          idempotency_key: str) -> PurchaseResult:
     """Credit a package's coins to the user, once per store transaction.
 
     The receipt is verified before any database transaction opens. The purchase
     row's unique (provider, transaction id) makes a receipt credit once, whoever
-    sends it, under any idempotency key, however many times at once.
+    sends it, under any idempotency key, however many times at once. Coins owed
+    from an earlier refund or chargeback are settled first, in the same transaction.
     """
     check_key(idempotency_key)
     verified = await _verify(providers, provider, receipt)
 
     async def buy(session: AsyncSession) -> dict[str, int]:
+        await require_age(session, settings, user_id, doing="buying coins")
         package = await session.get(CoinPackage, package_id)
         if package is None:
             raise DomainError(ErrorCode.NOT_FOUND, "No coin package has this ID.", "packageId")
@@ -158,15 +162,21 @@ async def purchase_coins(sessions: async_sessionmaker[AsyncSession],
             Purchase.provider_transaction_id == verified.transaction_id))
         if already is not None:
             raise _already_redeemed()
-        transaction_id = await post_transaction(session, kind="coin_purchase", memo=package.sku,
-                                                legs=[
+        debt = await debt_account(session, user_id)
+        owed = -(await session.scalar(select(Account.balance).where(Account.id == debt.id)
+                                      .with_for_update()))
+        settled = min(owed, package.coins)
+        legs = [
             Leg(await system_account(session, "coin_issuance", Currency.COIN), -package.coins),
-            Leg(await coin_account(session, user_id), package.coins),
+            Leg(await coin_account(session, user_id), package.coins - settled),
+            Leg(debt, settled),
             Leg(await system_account(session, f"receivable:{provider}", package.currency),
                 package.price_minor),
             Leg(await system_account(session, "coin_sales", package.currency),
                 -package.price_minor),
-        ])
+        ]
+        transaction_id = await post_transaction(session, kind="coin_purchase", memo=package.sku,
+                                                legs=[leg for leg in legs if leg.amount])
         purchase = Purchase(user_id=user_id, package_id=package.id, provider=provider,
                             provider_transaction_id=verified.transaction_id,
                             coins=package.coins, price_minor=package.price_minor,

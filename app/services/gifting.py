@@ -46,7 +46,9 @@ from app.services.brands import budget_account, revenue_account
 from app.services.catalogue import is_available
 from app.services.live import LIVE, live_session_for_update
 from app.services.rates import GiftSplit, current_rate_card, split_gift
+from app.services.safeguards import check_spending, require_age
 from app.services.users import coin_account, diamond_account
+from app.settings import Settings
 from app.sponsorship import (
     PluginAnswerInvalid,
     Quote,
@@ -116,9 +118,6 @@ async def _sponsored_split(session: AsyncSession, plugins: PluginHost | None, *,
     if plugins is None or gift.plugin is None or not plugins.is_active(gift.plugin):
         raise _unavailable(gift, "its sponsor's plugin is not installed")
     brand = await session.scalar(select(Brand.slug).where(Brand.id == gift.brand_id))
-    # Serialise this viewer's sends so campaign caps count exactly.
-    wallet = await coin_account(session, sender_id)
-    await session.execute(select(Account.id).where(Account.id == wallet.id).with_for_update())
     midnight = datetime.combine(now.date(), datetime.min.time(), tzinfo=UTC)
     sent_today = await session.scalar(select(func.coalesce(func.sum(GiftSend.quantity), 0)).where(
         GiftSend.sender_id == sender_id, GiftSend.gift_id == gift.id,
@@ -229,7 +228,7 @@ async def top_gifters_event(session: AsyncSession, session_id: int) -> dict[str,
 
 async def send_gift(sessions: async_sessionmaker[AsyncSession], bus: EventBus, *,
                     sender_id: int, session_id: int, gift_id: int, quantity: int,
-                    idempotency_key: str, combo_window: timedelta,
+                    idempotency_key: str, combo_window: timedelta, settings: Settings,
                     plugins: PluginHost | None = None) -> SendResult:
     check_key(idempotency_key)
     if type(quantity) is not int or not 1 <= quantity <= MAX_QUANTITY:
@@ -251,6 +250,13 @@ async def send_gift(sessions: async_sessionmaker[AsyncSession], bus: EventBus, *
         if not is_available(gift, now):
             raise DomainError(ErrorCode.GIFT_UNAVAILABLE,
                               f"The gift {gift.name!r} is not available right now.", "giftId")
+        await require_age(session, settings, sender_id, doing="sending gifts")
+        await require_age(session, settings, live.creator_id, doing="receiving gifts",
+                          whose="The creator's")
+        # Serialise this viewer's sends: spending caps and campaign caps count exactly.
+        wallet = await coin_account(session, sender_id)
+        await session.execute(select(Account.id).where(Account.id == wallet.id)
+                              .with_for_update())
         card = await current_rate_card(session, now)
         brand = None
         if gift.plugin is not None:
@@ -260,6 +266,7 @@ async def send_gift(sessions: async_sessionmaker[AsyncSession], bus: EventBus, *
         else:
             split = split_gift(gift.coin_price * quantity, card)
         value = split.value
+        await check_spending(session, settings, sender_id, split.coins_paid, now)
         transaction_id = await _post_gift_transaction(
             session, sender_id=sender_id, creator_id=live.creator_id, split=split,
             memo=f"{gift.sku} x{quantity}", brand=brand)

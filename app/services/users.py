@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import insert_ignoring_conflict
-from app.ledger import AccountRef, Currency, user_account
-from app.models import User
+from app.ledger import AccountRef, Currency, open_account, user_account
+from app.models import Profile, User
 
 WALLET = "wallet"
 EARNINGS = "earnings"
+PAYOUT_HOLD = "payout_hold"
+COIN_DEBT = "coin_debt"
 
 
-async def ensure_user(session: AsyncSession, name: str) -> User:
-    """Return the user with this name, creating the user and their accounts on first sight."""
+async def ensure_user(session: AsyncSession, name: str, birthdate: date | None = None) -> User:
+    """Return the user with this name, creating the user and their accounts on first sight.
+
+    A ``birthdate`` vouched for by the identity provider (the token) is recorded once.
+    """
     user = await session.scalar(select(User).where(User.name == name))
     if user is None:
         await session.execute(insert_ignoring_conflict(session, User, {"name": name}, ["name"]))
@@ -22,6 +29,9 @@ async def ensure_user(session: AsyncSession, name: str) -> User:
         assert user is not None and user.id is not None
         await coin_account(session, user.id)
         await diamond_account(session, user.id)
+    if birthdate is not None:
+        await session.execute(insert_ignoring_conflict(
+            session, Profile, {"user_id": user.id, "birthdate": birthdate}, ["user_id"]))
     return user
 
 
@@ -31,3 +41,15 @@ async def coin_account(session: AsyncSession, user_id: int) -> AccountRef:
 
 async def diamond_account(session: AsyncSession, user_id: int) -> AccountRef:
     return await user_account(session, user_id, EARNINGS, Currency.DIAMOND)
+
+
+async def payout_hold_account(session: AsyncSession, user_id: int) -> AccountRef:
+    """Diamonds held for payouts the provider has not settled yet."""
+    return await user_account(session, user_id, PAYOUT_HOLD, Currency.DIAMOND)
+
+
+async def debt_account(session: AsyncSession, user_id: int) -> AccountRef:
+    """Coins the user owes after a refund or chargeback of coins already spent: a negative
+    balance, settled first by later purchases. The wallet itself never goes negative."""
+    return await open_account(session, f"user:{user_id}:{COIN_DEBT}", Currency.COIN,
+                              cached=True, limited=False, owner_user_id=user_id)

@@ -1,0 +1,160 @@
+"""Statements: what a viewer bought, gave and got back in a month; what a creator earned.
+
+Each statement is a list of :class:`Line` per section, ready for GraphQL and for CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import DomainError, ErrorCode
+from app.models import (
+    Brand,
+    Clawback,
+    CoinPackage,
+    Gift,
+    GiftSend,
+    LiveSession,
+    Purchase,
+    PurchaseReversal,
+    User,
+)
+
+MAX_RANGE_DAYS = 366
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    section: str
+    label: str
+    count: int
+    coins: int = 0
+    diamonds: int = 0
+    money_minor: int = 0
+    currency: str = ""
+    at: datetime | None = None
+
+
+@dataclass
+class Statement:
+    title: str
+    start: date
+    end: date  # exclusive
+    lines: list[Line] = field(default_factory=list)
+
+    def section(self, name: str) -> list[Line]:
+        return [line for line in self.lines if line.section == name]
+
+    def to_csv(self) -> str:
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["section", "label", "count", "coins", "diamonds", "money_minor",
+                         "currency", "at"])
+        for line in self.lines:
+            writer.writerow([line.section, line.label, line.count, line.coins, line.diamonds,
+                             line.money_minor, line.currency,
+                             line.at.isoformat() if line.at else ""])
+        return out.getvalue()
+
+
+def parse_month(month: str) -> tuple[date, date]:
+    try:
+        start = datetime.strptime(month, "%Y-%m").date()
+    except ValueError:
+        raise DomainError(ErrorCode.INVALID_INPUT, "month must look like 2026-11.",
+                          "month") from None
+    end = date(start.year + (start.month == 12), start.month % 12 + 1, 1)
+    return start, end
+
+
+def check_range(start: date, end: date) -> None:
+    if not start < end or (end - start).days > MAX_RANGE_DAYS:
+        raise DomainError(ErrorCode.INVALID_INPUT, f"from must be before to, at most "
+                          f"{MAX_RANGE_DAYS} days apart.", "from")
+
+
+def _bounds(start: date, end: date) -> tuple[datetime, datetime]:
+    return (datetime.combine(start, datetime.min.time(), tzinfo=UTC),
+            datetime.combine(end, datetime.min.time(), tzinfo=UTC))
+
+
+async def viewer_statement(session: AsyncSession, user_id: int, month: str) -> Statement:
+    start, end = parse_month(month)
+    since, until = _bounds(start, end)
+    statement = Statement(f"Statement for {month}", start, end)
+    purchases = await session.execute(
+        select(Purchase, CoinPackage.name).join(CoinPackage, CoinPackage.id == Purchase.package_id)
+        .where(Purchase.user_id == user_id, Purchase.created_at >= since,
+               Purchase.created_at < until).order_by(Purchase.id))
+    for purchase, name in purchases:
+        statement.lines.append(Line("purchase", name, 1, coins=purchase.coins,
+                                    money_minor=purchase.price_minor,
+                                    currency=purchase.currency, at=purchase.created_at))
+    gifts = await session.execute(
+        select(User.name, func.count(GiftSend.id), func.sum(GiftSend.coins_paid))
+        .join(User, User.id == GiftSend.creator_id)
+        .where(GiftSend.sender_id == user_id, GiftSend.created_at >= since,
+               GiftSend.created_at < until).group_by(User.name).order_by(User.name))
+    for creator, sends, coins in gifts:
+        statement.lines.append(Line("gifts to creator", creator, sends, coins=coins))
+    refunds = await session.execute(
+        select(PurchaseReversal, Purchase).join(Purchase, Purchase.id ==
+                                                PurchaseReversal.purchase_id)
+        .where(Purchase.user_id == user_id, PurchaseReversal.created_at >= since,
+               PurchaseReversal.created_at < until).order_by(PurchaseReversal.id))
+    for reversal, purchase in refunds:
+        statement.lines.append(Line(reversal.kind, f"{purchase.coins} coins bought "
+                                    f"{purchase.created_at:%Y-%m-%d}: {reversal.coins_removed}"
+                                    f" removed, {reversal.debt_recorded} owed", 1,
+                                    coins=-purchase.coins, money_minor=-purchase.price_minor,
+                                    currency=purchase.currency, at=reversal.created_at))
+    return statement
+
+
+async def creator_earnings(session: AsyncSession, creator_id: int, start: date, end: date
+                           ) -> Statement:
+    check_range(start, end)
+    since, until = _bounds(start, end)
+    statement = Statement(f"Earnings {start} to {end}", start, end)
+    window = (GiftSend.creator_id == creator_id, GiftSend.created_at >= since,
+              GiftSend.created_at < until)
+    measures = (func.count(GiftSend.id), func.sum(GiftSend.coins_paid + GiftSend.brand_subsidy),
+                func.sum(GiftSend.creator_diamonds))
+    groups = [
+        ("session", select(LiveSession.title, *measures)
+         .join(LiveSession, LiveSession.id == GiftSend.session_id).group_by(LiveSession.title)),
+        ("gift", select(Gift.name, *measures).join(Gift, Gift.id == GiftSend.gift_id)
+         .group_by(Gift.name)),
+        ("brand", select(func.coalesce(Brand.name, "(not sponsored)"), *measures)
+         .join(Gift, Gift.id == GiftSend.gift_id).outerjoin(Brand, Brand.id == Gift.brand_id)
+         .group_by(Brand.name)),
+        ("day", select(func.date(GiftSend.created_at), *measures)
+         .group_by(func.date(GiftSend.created_at))),
+    ]
+    for section, query in groups:
+        for label, sends, coins, diamonds in await session.execute(
+                query.where(*window).order_by(query.selected_columns[0])):
+            statement.lines.append(Line(f"by {section}", str(label), sends, coins=coins,
+                                        diamonds=diamonds))
+    clawbacks = await session.execute(
+        select(Clawback).where(Clawback.creator_id == creator_id, Clawback.created_at >= since,
+                               Clawback.created_at < until).order_by(Clawback.id))
+    for clawback in clawbacks.scalars():
+        statement.lines.append(Line("clawback", clawback.reason, 1, diamonds=-clawback.diamonds,
+                                    at=clawback.created_at))
+    return statement
+
+
+async def clawbacks_of(session: AsyncSession, creator_id: int, *, limit: int,
+                       before_id: int | None) -> list[Clawback]:
+    query = select(Clawback).where(Clawback.creator_id == creator_id) \
+        .order_by(Clawback.id.desc()).limit(limit)
+    if before_id is not None:
+        query = query.where(Clawback.id < before_id)
+    return list((await session.scalars(query)).all())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import BigInteger, cast, event, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -85,3 +85,8 @@ def _counter_upsert(dialect: str, table: Any, keys: tuple[str, ...], columns: tu
         set_={name: table.__table__.c[name] + statement.excluded[name]
               for name in columns if name not in keys},
     )
+
+
+def total(column: Any) -> Any:
+    """SUM of an integer column as a BIGINT, 0 when empty (PostgreSQL sums to NUMERIC)."""
+    return cast(func.coalesce(func.sum(column), 0), BigInteger)

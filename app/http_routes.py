@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 
 from litestar import Request, Response, get, post
@@ -66,9 +66,11 @@ def _csv(statement: statements.Statement, name: str) -> Response[str]:
                     headers={"content-disposition": f'attachment; filename="{name}"'})
 
 
-@get("/statements/{month:str}.csv")
-async def viewer_statement_csv(month: str, request: Request[Any, Any, Any], state: State
+@get("/statements/{filename:str}")
+async def viewer_statement_csv(filename: str, request: Request[Any, Any, Any], state: State
                                ) -> Response[Any]:
+    """``/statements/2026-11.csv``: the caller's statement for a month, as CSV."""
+    month = filename.removesuffix(".csv")
     try:
         user_id = await _caller(request, state)
         async with state.runtime.sessions() as session:
@@ -86,7 +88,7 @@ async def earnings_csv(request: Request[Any, Any, Any], state: State) -> Respons
         user_id = await _caller(request, state)
         start = date.fromisoformat(request.query_params.get("from", ""))
         end = date.fromisoformat(request.query_params["to"]) if "to" in \
-            request.query_params else datetime.now(UTC).date()
+            request.query_params else None
         async with state.runtime.sessions() as session:
             statement = await statements.creator_earnings(session, user_id, start, end)
     except AuthError as error:
@@ -95,7 +97,7 @@ async def earnings_csv(request: Request[Any, Any, Any], state: State) -> Respons
         return _error(400, "from and to must be dates like 2026-11-01.")
     except DomainError as error:
         return _error(400, error.message)
-    return _csv(statement, f"livegifts-earnings-{start}-{end}.csv")
+    return _csv(statement, f"livegifts-earnings-{statement.start}-{statement.end}.csv")
 
 
 ROUTES = [payout_webhook, payment_webhook, viewer_statement_csv, earnings_csv]

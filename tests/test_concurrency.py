@@ -138,3 +138,69 @@ async def test_concurrent_sponsored_sends_never_overdraw_the_brand_budget(postgr
             assert await audit(session) == []
     finally:
         await runtime.close()
+
+
+async def test_payout_requests_racing_gifts_and_each_other_never_overdraw(pg_runtime):
+    from tests.money_support import earn_diamonds, request
+
+    where = await stage(pg_runtime)
+    await earn_diamonds(pg_runtime, where.creator_id, 10_000)
+    fans = [await new_viewer(pg_runtime, f"fan{n}", 1_000) for n in range(20)]
+
+    async def payout(n: int) -> int:
+        try:
+            return (await request(pg_runtime, where.creator_id, 1_000, f"payout-{n}")
+                    ).payout.diamonds
+        except DomainError as error:
+            assert error.code in (ErrorCode.INSUFFICIENT_DIAMONDS,
+                                  ErrorCode.PAYOUT_ABOVE_DAILY_MAXIMUM)
+            return 0
+
+    async def gift(n: int) -> int:
+        return (await send(pg_runtime, fans[n], where, "hand-hearts", key=f"g-{n}")
+                ).receipt.creator_diamonds
+
+    results = await asyncio.gather(*(payout(n) for n in range(30)),
+                                   *(gift(n) for n in range(20)))
+    held, earned = sum(results[:30]), sum(results[30:])
+    assert held >= 10_000  # at least the starting diamonds could be paid out
+    async with pg_runtime.sessions() as session:
+        earnings = (await wallets.wallet(session, where.creator_id)).diamonds
+        assert earnings == 10_000 + earned - held >= 0
+        assert await audit(session) == []
+
+
+async def test_a_payout_webhook_delivered_five_times_at_once_settles_once(pg_runtime):
+    from tests.money_support import earn_diamonds, payout_webhook, request
+
+    creator = await new_viewer(pg_runtime, "creator")
+    await earn_diamonds(pg_runtime, creator, 5_000)
+    payout = (await request(pg_runtime, creator, 5_000, "p")).payout
+    results = await asyncio.gather(*(payout_webhook(pg_runtime, payout.provider_payout_id,
+                                                    "paid") for _ in range(5)))
+    assert sorted(changed for _, changed in results) == [False] * 4 + [True]
+    async with pg_runtime.sessions() as session:
+        settled = await session.scalar(select(func.count()).select_from(LedgerTransaction)
+                                       .where(LedgerTransaction.kind == "payout_paid"))
+        assert settled == 1
+        assert await audit(session) == []
+
+
+async def test_a_refund_delivered_five_times_at_once_reverses_once(pg_runtime):
+    from app.services.payouts import WebhookError
+    from tests.money_support import buy, store_webhook
+
+    fan = await new_viewer(pg_runtime, "fan")
+    await buy(pg_runtime, fan, "coins-700", txn="store-1")
+
+    async def deliver() -> int:
+        try:
+            await store_webhook(pg_runtime, "refund", "store-1")
+            return 200
+        except WebhookError as error:
+            return error.status
+
+    assert sorted(await asyncio.gather(*(deliver() for _ in range(5)))) == [200] + [409] * 4
+    async with pg_runtime.sessions() as session:
+        assert (await wallets.wallet(session, fan)).coins == 0
+        assert await audit(session) == []

@@ -95,6 +95,25 @@ async def test_hook_register_payment_providers(database_url):
         assert (bought.purchase.coins, bought.purchase.provider) == (70, "teststore")
 
 
+async def test_hook_register_payout_providers(database_url):
+    from app.services import payouts
+    from tests.money_support import earn_diamonds
+
+    async with core_with(database_url, plugin_modules="tests.sample_plugins.instapay",
+                         payout_provider="instapay") as runtime:
+        assert sorted(runtime.payout_providers) == ["instapay", "sandbox"]
+        creator = await new_viewer(runtime, "creator")
+        await earn_diamonds(runtime, creator, 2_000)
+        payout = (await payouts.request_payout(
+            runtime.sessions, runtime.payout_providers, runtime.settings, creator_id=creator,
+            diamonds=2_000, idempotency_key="p")).payout
+        assert (payout.provider, payout.provider_payout_id) == ("instapay", f"ip-{payout.id}")
+        settled, _ = await payouts.settle_from_webhook(
+            runtime.sessions, runtime.payout_providers, "instapay",
+            b'{"id": "ip-%d", "ok": true}' % payout.id, "trusted")
+        assert settled.status == "paid"
+
+
 async def test_hook_quote_gift(database_url):
     async with core_with(database_url, ("acme", Acme(subsidy_percent=30))) as runtime:
         stage, fan = await funded_stage(runtime, budget=1_000)

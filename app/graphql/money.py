@@ -141,8 +141,9 @@ async def limits_of(info: Info, user_id: int) -> SpendingLimits:
                               effective_at=p.effective_at) for p in pending])
 
 
+@strawberry.type
 class ViewerMoneyFields:
-    """Fields of ``Viewer`` about payouts, statements and limits (mixed into it)."""
+    """Fields of ``Viewer`` about payouts, statements and limits (inherited by it)."""
 
     user_id: strawberry.Private[int]
 
@@ -182,13 +183,12 @@ class ViewerMoneyFields:
     async def earnings(self, info: Info,
                        from_: Annotated[date, strawberry.argument(name="from")],
                        to: date | None = None) -> Statement:
-        end = to or datetime.now(UTC).date()
         try:
             async with ctx(info).runtime.sessions() as session:
-                result = await statements.creator_earnings(session, self.user_id, from_, end)
+                result = await statements.creator_earnings(session, self.user_id, from_, to)
         except DomainError as error:
             raise ClientError(error.message, "BAD_USER_INPUT") from None
-        return Statement.of(result, f"/earnings.csv?from={from_}&to={end}")
+        return Statement.of(result, f"/earnings.csv?from={result.start}&to={result.end}")
 
     @strawberry.field(description="Your spending caps and cool-off.")
     async def spending_limits(self, info: Info) -> SpendingLimits:

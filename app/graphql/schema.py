@@ -46,7 +46,7 @@ class Viewer(ViewerMoneyFields):
     async def wallet(self, info: Info) -> Wallet:
         async with ctx(info).runtime.sessions() as session:
             held = await wallets.wallet(session, self.user_id)
-        return Wallet(coins=held.coins, diamonds=held.diamonds)
+        return Wallet.of(held)
 
     @strawberry.field(description="Transactions that moved the caller's money, newest first.")
     async def transactions(self, info: Info, first: int | None = None,
@@ -151,7 +151,7 @@ class Mutation(GiftingMutation, BrandMutation, MoneyMutation):
         async with context.runtime.sessions() as session:
             held = await wallets.wallet(session, user_id)
         return PurchaseCoinsPayload(purchase=Purchase.of(result.purchase),
-                                    wallet=Wallet(coins=held.coins, diamonds=held.diamonds),
+                                    wallet=Wallet.of(held),
                                     replayed=result.replayed, user_errors=[])
 
     @strawberry.mutation(description="Admin: put a new coin package on sale.")

@@ -158,7 +158,19 @@ class Purchase(relay.Node):
 @strawberry.type(description="What a user holds right now.")
 class Wallet:
     coins: Long = strawberry.field(description="Coins available to spend on gifts.")
-    diamonds: Long = strawberry.field(description="Diamonds earned from gifts.")
+    diamonds: Long = strawberry.field(description="Diamonds earned from gifts, available to "
+                                                  "cash out.")
+    diamonds_on_hold: Long = strawberry.field(default=0, description="Diamonds held by "
+                                                                     "pending payouts.")
+    coins_owed: Long = strawberry.field(default=0, description="Coins owed after a refund or "
+                                                               "chargeback of coins already "
+                                                               "spent; your next purchases "
+                                                               "settle it first.")
+
+    @classmethod
+    def of(cls, held: Any) -> Wallet:
+        return cls(coins=held.coins, diamonds=held.diamonds,
+                   diamonds_on_hold=held.diamonds_on_hold, coins_owed=held.coins_owed)
 
 
 async def _rows_by_id(info: Info, model: Any, node_ids: Iterable[str]) -> list[Any]:

@@ -30,7 +30,7 @@ class LimitChange(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
     user_id: int = Field(foreign_key="app_user.id", sa_type=BigId)
-    kind: str = Field(max_length=10)  # daily_cap | monthly_cap | cooloff
+    kind: str = Field(max_length=12)  # daily_cap | monthly_cap | cooloff
     amount: int | None = Field(default=None, sa_type=Amount)  # coins; None: no cap
     until: datetime | None = Field(default=None, sa_type=UTCDateTime)  # cool-off end
     effective_at: datetime = Field(sa_type=UTCDateTime)

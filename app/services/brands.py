@@ -8,7 +8,7 @@ from datetime import date
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db import insert_ignoring_conflict
+from app.db import insert_ignoring_conflict, total
 from app.errors import DomainError, ErrorCode
 from app.ledger import AccountRef, Currency, Leg, post_transaction, run_idempotent, system_account
 from app.ledger.accounts import open_account
@@ -113,14 +113,14 @@ class CampaignReport:
 async def campaign_report(session: AsyncSession, slug: str) -> CampaignReport:
     """What was sent of a brand's gifts: overall, by creator and by day (UTC)."""
     brand = await brand_by_slug(session, slug)
-    measures = (func.count(GiftSend.id), func.coalesce(func.sum(GiftSend.quantity), 0),
-                func.coalesce(func.sum(GiftSend.coins_paid + GiftSend.brand_subsidy), 0),
-                func.coalesce(func.sum(GiftSend.coins_paid), 0),
-                func.coalesce(func.sum(GiftSend.brand_subsidy), 0),
-                func.coalesce(func.sum(GiftSend.brand_coins), 0))
+    measures = (func.count(GiftSend.id), total(GiftSend.quantity),
+                total(GiftSend.coins_paid + GiftSend.brand_subsidy),
+                total(GiftSend.coins_paid),
+                total(GiftSend.brand_subsidy),
+                total(GiftSend.brand_coins))
     base = select().select_from(GiftSend).join(Gift, Gift.id == GiftSend.gift_id) \
         .where(Gift.brand_id == brand.id)
-    total = (await session.execute(base.add_columns(*measures))).one()
+    overall = (await session.execute(base.add_columns(*measures))).one()
     creators = await session.execute(
         base.join(User, User.id == GiftSend.creator_id).add_columns(User.name, *measures)
         .group_by(User.name).order_by(User.name))
@@ -128,7 +128,7 @@ async def campaign_report(session: AsyncSession, slug: str) -> CampaignReport:
     days = await session.execute(base.add_columns(day, *measures).group_by(day).order_by(day))
     return CampaignReport(
         brand=brand, budget_left=await budget_balance(session, slug),
-        total=ReportLine("total", *total),
+        total=ReportLine("total", *overall),
         by_creator=[ReportLine(row[0], *row[1:]) for row in creators],
         by_day=[ReportLine(_iso(row[0]), *row[1:]) for row in days])
 

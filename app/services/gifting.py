@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db import add_to_counters
+from app.db import add_to_counters, total
 from app.errors import BusinessRefusal, DomainError, ErrorCode
 from app.events import EventBus, session_channel
 from app.ledger import (
@@ -119,7 +119,7 @@ async def _sponsored_split(session: AsyncSession, plugins: PluginHost | None, *,
         raise _unavailable(gift, "its sponsor's plugin is not installed")
     brand = await session.scalar(select(Brand.slug).where(Brand.id == gift.brand_id))
     midnight = datetime.combine(now.date(), datetime.min.time(), tzinfo=UTC)
-    sent_today = await session.scalar(select(func.coalesce(func.sum(GiftSend.quantity), 0)).where(
+    sent_today = await session.scalar(select(total(GiftSend.quantity)).where(
         GiftSend.sender_id == sender_id, GiftSend.gift_id == gift.id,
         GiftSend.created_at >= midnight))
     send = SendContext(gift_sku=gift.sku, brand=brand, list_price=gift.coin_price,

@@ -9,7 +9,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import insert_ignoring_conflict
+from app.db import insert_ignoring_conflict, total
 from app.errors import DomainError, ErrorCode
 from app.models import LiveSession, SessionGifterTotal, SessionViewer
 
@@ -109,9 +109,9 @@ async def viewer_count(session: AsyncSession, session_id: int) -> int:
 
 async def totals(session: AsyncSession, session_id: int) -> SessionTotals:
     gifts, coins, diamonds = (await session.execute(
-        select(func.coalesce(func.sum(SessionGifterTotal.gifts), 0),
-               func.coalesce(func.sum(SessionGifterTotal.coins), 0),
-               func.coalesce(func.sum(SessionGifterTotal.diamonds), 0))
+        select(total(SessionGifterTotal.gifts),
+               total(SessionGifterTotal.coins),
+               total(SessionGifterTotal.diamonds))
         .where(SessionGifterTotal.session_id == session_id))).one()
     peak = await session.scalar(select(func.count()).select_from(SessionViewer)
                                 .where(SessionViewer.session_id == session_id))

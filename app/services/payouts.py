@@ -13,9 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.db import total
 from app.errors import DomainError, ErrorCode
 from app.ledger import Currency, Leg, post_transaction, run_idempotent, system_account
 from app.ledger.idempotency import check_key
@@ -60,7 +61,7 @@ async def request_payout(sessions: async_sessionmaker[AsyncSession],
         await session.execute(select(Account.id).where(Account.id == earnings.id)
                               .with_for_update())
         midnight = datetime.combine(datetime.now(UTC).date(), datetime.min.time(), tzinfo=UTC)
-        today = await session.scalar(select(func.coalesce(func.sum(Payout.diamonds), 0)).where(
+        today = await session.scalar(select(total(Payout.diamonds)).where(
             Payout.creator_id == creator_id, Payout.created_at >= midnight,
             Payout.status != FAILED))
         if today + diamonds > maximum:

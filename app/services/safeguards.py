@@ -13,9 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import total
 from app.errors import DomainError, ErrorCode
 from app.models import GiftSend, LimitChange, Profile
 from app.settings import Settings
@@ -129,7 +130,7 @@ def _start_of_month(day: date) -> datetime:
 
 
 async def spent_since(session: AsyncSession, user_id: int, since: datetime) -> int:
-    return await session.scalar(select(func.coalesce(func.sum(GiftSend.coins_paid), 0)).where(
+    return await session.scalar(select(total(GiftSend.coins_paid)).where(
         GiftSend.sender_id == user_id, GiftSend.created_at >= since))
 
 

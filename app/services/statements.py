@@ -8,11 +8,12 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import total
 from app.errors import DomainError, ErrorCode
 from app.models import (
     Brand,
@@ -97,7 +98,7 @@ async def viewer_statement(session: AsyncSession, user_id: int, month: str) -> S
                                     money_minor=purchase.price_minor,
                                     currency=purchase.currency, at=purchase.created_at))
     gifts = await session.execute(
-        select(User.name, func.count(GiftSend.id), func.sum(GiftSend.coins_paid))
+        select(User.name, func.count(GiftSend.id), total(GiftSend.coins_paid))
         .join(User, User.id == GiftSend.creator_id)
         .where(GiftSend.sender_id == user_id, GiftSend.created_at >= since,
                GiftSend.created_at < until).group_by(User.name).order_by(User.name))
@@ -117,15 +118,17 @@ async def viewer_statement(session: AsyncSession, user_id: int, month: str) -> S
     return statement
 
 
-async def creator_earnings(session: AsyncSession, creator_id: int, start: date, end: date
-                           ) -> Statement:
+async def creator_earnings(session: AsyncSession, creator_id: int, start: date,
+                           end: date | None = None) -> Statement:
+    """Earnings from ``start`` up to ``end`` (exclusive; by default through today, UTC)."""
+    end = end or datetime.now(UTC).date() + timedelta(days=1)
     check_range(start, end)
     since, until = _bounds(start, end)
     statement = Statement(f"Earnings {start} to {end}", start, end)
     window = (GiftSend.creator_id == creator_id, GiftSend.created_at >= since,
               GiftSend.created_at < until)
-    measures = (func.count(GiftSend.id), func.sum(GiftSend.coins_paid + GiftSend.brand_subsidy),
-                func.sum(GiftSend.creator_diamonds))
+    measures = (func.count(GiftSend.id), total(GiftSend.coins_paid + GiftSend.brand_subsidy),
+                total(GiftSend.creator_diamonds))
     groups = [
         ("session", select(LiveSession.title, *measures)
          .join(LiveSession, LiveSession.id == GiftSend.session_id).group_by(LiveSession.title)),

@@ -8,26 +8,25 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.ledger import Currency
 from app.models import Account, Entry, LedgerTransaction
+from app.services.users import COIN_DEBT, EARNINGS, PAYOUT_HOLD, WALLET
 
 
 @dataclass(frozen=True, slots=True)
 class Wallet:
-    coins: int
-    diamonds: int
+    coins: int  # spendable
+    diamonds: int  # earned and available to cash out
+    diamonds_on_hold: int = 0  # in pending payouts
+    coins_owed: int = 0  # debt from refunded or charged-back coins already spent
 
 
 async def wallet(session: AsyncSession, user_id: int) -> Wallet:
     rows = await session.execute(
-        select(Account.currency, Account.balance).where(Account.owner_user_id == user_id,
-                                                        Account.limited)
-    )
-    balances: dict[str, int] = {}
-    for currency, balance in rows:
-        balances[currency] = balances.get(currency, 0) + balance
-    return Wallet(coins=balances.get(Currency.COIN, 0),
-                  diamonds=balances.get(Currency.DIAMOND, 0))
+        select(Account.code, Account.balance).where(Account.owner_user_id == user_id))
+    balances = {code.rsplit(":", 1)[-1]: balance for code, balance in rows}
+    return Wallet(coins=balances.get(WALLET, 0), diamonds=balances.get(EARNINGS, 0),
+                  diamonds_on_hold=balances.get(PAYOUT_HOLD, 0),
+                  coins_owed=-balances.get(COIN_DEBT, 0))
 
 
 async def transactions_of(session: AsyncSession, user_id: int, *, limit: int,

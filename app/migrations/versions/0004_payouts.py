@@ -21,7 +21,7 @@ def upgrade() -> None:
     op.create_table('limit_change',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('user_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
-    sa.Column('kind', sa.String(length=10), nullable=False),
+    sa.Column('kind', sa.String(length=12), nullable=False),
     sa.Column('amount', sa.BigInteger(), nullable=True),
     sa.Column('until', UTCDateTime(), nullable=True),
     sa.Column('effective_at', UTCDateTime(), nullable=False),

@@ -127,11 +127,17 @@ def plugins(as_json: bool) -> None:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
-@main.command(help="Check the ledger: conservation, cached balances, no negative balances.")
-def audit() -> None:
+@main.command(help="Check the ledger: conservation, cached balances, no negative balances, "
+                   "and the journal's digests and hash chain.")
+@click.option("--seal", is_flag=True, help="First seal the transactions not yet sealed.")
+def audit(seal: bool) -> None:
     from app.ledger import audit as run_audit
+    from app.ledger import journal
 
     async def check(runtime):  # type: ignore[no-untyped-def]
+        if seal:
+            async with runtime.sessions() as session, session.begin():
+                await journal.seal(session)
         async with runtime.sessions() as session:
             return await run_audit(session)
 
@@ -141,7 +147,7 @@ def audit() -> None:
     if findings:
         sys.exit(1)
     click.echo("audit passed: every currency sums to zero, cached balances match their "
-               "entries, no limited account is negative")
+               "entries, no limited account is negative, the journal is intact")
 
 
 @main.command(help="Create the default coin packages and demo users (safe to repeat).")

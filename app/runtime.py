@@ -20,6 +20,8 @@ from app.payments import PaymentProvider, PayoutProvider
 from app.plugins import PluginHost
 from app.settings import Settings
 
+JOURNAL_SEAL_INTERVAL = 15.0  # seconds between seals of the journal's hash chain
+
 
 @dataclass
 class Runtime:
@@ -56,6 +58,18 @@ class Runtime:
         await self.sync_catalogue()
         await self.bus.start()
         self._tasks.append(asyncio.create_task(self._reap_combos()))
+        self._tasks.append(asyncio.create_task(self._seal_journal()))
+
+    async def _seal_journal(self) -> None:
+        from app.ledger import journal
+
+        while True:
+            await asyncio.sleep(JOURNAL_SEAL_INTERVAL)
+            try:
+                async with self.sessions() as session, session.begin():
+                    await journal.seal(session)
+            except Exception:
+                logging.getLogger(__name__).exception("sealing the journal failed")
 
     async def _reap_combos(self) -> None:
         from app.services.gifting import end_stale_combos

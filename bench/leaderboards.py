@@ -33,7 +33,7 @@ INSERT INTO gift (sku, name, coin_price, image_url, category, sort_order, active
          'classic', n, true, now() FROM generate_series(1, 6) AS n;
 INSERT INTO live_session (creator_id, title, status, started_at)
   SELECT n, 'Show', 'ended', now() FROM generate_series(1, {creators}) AS n;
-INSERT INTO ledger_transaction (kind, memo, created_at) VALUES ('bench', '', now());
+INSERT INTO ledger_transaction (kind, memo, created_at, digest) VALUES ('bench', '', now(), '');
 INSERT INTO gift_combo (session_id, sender_id, gift_id, count, sends, coins, started_at, last_at,
                         ended_at) VALUES (1, 1, 1, 1, 1, 1, now(), now(), now());
 INSERT INTO gift_send (session_id, gift_id, sender_id, creator_id, quantity, unit_price,

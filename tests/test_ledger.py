@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from sqlalchemy import func, select
 
@@ -227,7 +229,7 @@ async def test_audit_reports_a_currency_that_does_not_sum_to_zero(runtime):
     alice = await make_user(runtime, "alice")
     wallet = await fund(runtime, alice, 100)
     async with runtime.sessions() as session, session.begin():
-        transaction = LedgerTransaction(kind="forged")
+        transaction = LedgerTransaction(kind="forged", digest="forged")
         session.add(transaction)
         await session.flush()
         session.add(Entry(transaction_id=transaction.id, account_id=wallet.id, currency="COIN",
@@ -237,3 +239,70 @@ async def test_audit_reports_a_currency_that_does_not_sum_to_zero(runtime):
     assert findings["conservation"] == "conservation: COIN: entries sum to 5, expected 0"
     assert "transaction" in findings["balanced transaction"]
     assert findings["cached balance"].startswith(f"cached balance: user:{alice}:wallet")
+
+
+# The tamper-evident journal ----------------------------------------------------------------
+
+async def _tamper(runtime, *statements: str) -> None:
+    """Edit ledger rows as an intruder with DDL rights would: around the triggers."""
+    postgres = runtime.settings.database_url.startswith("postgresql")
+    tables = ("ledger_entry", "ledger_transaction")
+    disable = [f"ALTER TABLE {t} DISABLE TRIGGER {t}_immutable" for t in tables] if postgres \
+        else [f"DROP TRIGGER {t}_no_{a}" for t in tables for a in ("update", "delete")]
+    enable = [f"ALTER TABLE {t} ENABLE TRIGGER {t}_immutable" for t in tables] if postgres \
+        else []
+    for statement in [*disable, *statements, *enable]:
+        await execute_sql(runtime.settings.database_url, statement)
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE ledger_entry SET amount = amount + 1",
+    "DELETE FROM ledger_entry",
+    "UPDATE ledger_transaction SET memo = 'edited'",
+    "DELETE FROM ledger_transaction",
+])
+async def test_the_database_refuses_to_change_ledger_rows(runtime, statement):
+    alice = await make_user(runtime, "alice")
+    await fund(runtime, alice, 100)
+    before = await snapshot(runtime.settings.database_url)
+    with pytest.raises(Exception, match="ledger rows are immutable"):
+        await execute_sql(runtime.settings.database_url, statement)
+    assert await snapshot(runtime.settings.database_url) == before
+
+
+async def seal_now(runtime):
+    from app.ledger import journal
+
+    async with runtime.sessions() as session, session.begin():
+        return await journal.seal(session, now=datetime.now(UTC) + journal.SEAL_DELAY)
+
+
+async def test_an_edited_entry_breaks_its_digest_and_the_chain(runtime):
+    alice = await make_user(runtime, "alice")
+    for coins in (100, 200, 300):
+        await fund(runtime, alice, coins)
+    first = await seal_now(runtime)
+    assert first.through_transaction_id == 3
+    await fund(runtime, alice, 400)
+    assert (await seal_now(runtime)).through_transaction_id == 4
+    async with runtime.sessions() as session:
+        assert await audit(session) == []
+    await _tamper(runtime, "UPDATE ledger_entry SET amount = amount * 2 WHERE transaction_id = 2")
+    async with runtime.sessions() as session:
+        findings = {f.check: str(f) for f in await audit(session)}
+    assert findings["journal digest"] == ("journal digest: transaction 2: its rows no longer "
+                                          "match the digest taken when it was posted")
+    assert findings["cached balance"].startswith(f"cached balance: user:{alice}:wallet")
+
+
+async def test_a_deleted_transaction_breaks_the_chain(runtime):
+    alice = await make_user(runtime, "alice")
+    for coins in (100, 200, 300):
+        await fund(runtime, alice, coins)
+    await seal_now(runtime)
+    await _tamper(runtime, "DELETE FROM ledger_entry WHERE transaction_id = 2",
+                  "DELETE FROM ledger_transaction WHERE id = 2")
+    async with runtime.sessions() as session:
+        findings = [str(f) for f in await audit(session)]
+    assert ("journal chain: seal 1: transactions 1..3 were edited, inserted or deleted after "
+            "they were sealed") in findings

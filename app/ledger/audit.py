@@ -22,7 +22,9 @@ class AuditFinding:
 
 async def audit(session: AsyncSession) -> list[AuditFinding]:
     """Return every violation of the ledger's invariants; an empty list means the books hold."""
-    findings: list[AuditFinding] = []
+    from app.ledger import journal
+
+    findings: list[AuditFinding] = await journal.verify(session)
 
     per_currency = await session.execute(
         select(Entry.currency, func.sum(Entry.amount)).group_by(Entry.currency)

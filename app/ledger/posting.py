@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import BusinessRefusal, ErrorCode
+from app.ledger import journal
 from app.ledger.accounts import AccountRef
 from app.models import Account, Entry, LedgerTransaction
 
@@ -85,9 +87,13 @@ async def post_transaction(session: AsyncSession, *, kind: str, legs: Sequence[L
             available = await session.scalar(
                 select(Account.balance).where(Account.id == account_id))
             raise InsufficientFunds(account, needed=-delta, available=available or 0)
+    created_at = datetime.now(UTC)
     transaction_id = await session.scalar(
         insert(LedgerTransaction)
-        .values(kind=kind, memo=memo, reverses_id=reverses_id)
+        .values(kind=kind, memo=memo, reverses_id=reverses_id, created_at=created_at,
+                digest=journal.digest(kind, memo, reverses_id, created_at,
+                                      [(leg.account.id, leg.account.currency, leg.amount)
+                                       for leg in legs]))
         .returning(LedgerTransaction.id)
     )
     await session.execute(insert(Entry), [

@@ -3,7 +3,13 @@
 from sqlmodel import SQLModel
 
 from app.models.catalogue import Brand, Gift, RateCard
-from app.models.ledger import Account, Entry, IdempotencyRecord, LedgerTransaction
+from app.models.ledger import (
+    Account,
+    Entry,
+    IdempotencyRecord,
+    LedgerSeal,
+    LedgerTransaction,
+)
 from app.models.live import GiftCombo, GiftSend, LiveSession, SessionViewer
 from app.models.payouts import Clawback, Payout, PurchaseReversal
 from app.models.recognition import CreatorTotal, SessionGifterTotal, SupporterTotal
@@ -33,6 +39,7 @@ __all__ = [
     "CoinPackage",
     "Entry",
     "IdempotencyRecord",
+    "LedgerSeal",
     "LedgerTransaction",
     "Purchase",
     "User",

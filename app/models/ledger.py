@@ -44,6 +44,19 @@ class LedgerTransaction(SQLModel, table=True):
     reverses_id: int | None = Field(default=None, foreign_key="ledger_transaction.id",
                                     sa_type=BigId)
     created_at: datetime = created_at_field()
+    # SHA-256 of the content and entries, taken when posted (see app.ledger.journal).
+    digest: str = Field(max_length=64)
+
+
+class LedgerSeal(SQLModel, table=True):
+    """A link of the journal's hash chain, covering transactions up to one id."""
+
+    __tablename__ = "ledger_seal"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    through_transaction_id: int = Field(sa_type=BigId)
+    chain: str = Field(max_length=64)
+    created_at: datetime = created_at_field()
 
 
 class Entry(SQLModel, table=True):

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from litestar import Litestar, get
+from litestar.config.cors import CORSConfig
 from litestar.datastructures import Headers, State
+from litestar.middleware import DefineMiddleware
 from litestar.types import Scope
 from strawberry.litestar import make_graphql_controller
 
 from app.graphql.context import Context
 from app.graphql.schema import schema
 from app.http_routes import ROUTES
+from app.ratelimit import Counters, RateLimit
 from app.runtime import Runtime
 from app.settings import Settings
 
@@ -29,7 +32,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         path="/graphql",
         graphql_ide="graphiql" if settings.graphiql_enabled else None,
         context_getter=context_getter,
+        allowed_origins=_origins(settings.websocket_origins),
     )
+    counters = Counters(settings.redis_url)
 
     @get("/healthz", sync_to_thread=False)
     def healthz() -> dict[str, str]:
@@ -40,13 +45,24 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
     async def close_runtime(app: Litestar) -> None:
         await app.state.runtime.close()
+        await counters.close()
 
     return Litestar(
         route_handlers=[graphql, healthz, *ROUTES],
         state=State({"runtime": runtime}),
         on_startup=[start_runtime],
         on_shutdown=[close_runtime],
+        middleware=[DefineMiddleware(RateLimit, settings=settings, counters=counters)],
+        cors_config=CORSConfig(allow_origins=_origins(settings.cors_origins),
+                               allow_headers=["authorization", "content-type"],
+                               allow_methods=["GET", "POST", "OPTIONS"])
+        if settings.cors_origins else None,
+        request_max_body_size=settings.max_request_bytes,
     )
+
+
+def _origins(value: str) -> list[str]:
+    return [origin.strip() for origin in value.split(",") if origin.strip()]
 
 
 def create_app_from_environment() -> Litestar:

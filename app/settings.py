@@ -58,6 +58,17 @@ class Settings(BaseSettings):
     payout_minimum_diamonds: int = 1_000
     payout_daily_maximum_diamonds: int = 2_000_000
     payout_provider: str = "sandbox"
+    # Limits of the public API.
+    max_query_depth: int = 12
+    max_aliases: int = 30
+    max_tokens: int = 3000
+    max_query_cost: int = 10_000
+    max_request_bytes: int = 1_000_000
+    introspection: bool | None = None  # default: on in development, off in production
+    cors_origins: str = ""  # comma-separated origins allowed to call from browsers; "*" for any
+    websocket_origins: str = ""  # comma-separated origins allowed to open subscriptions
+    rate_limit_per_user: int = 600  # requests a minute
+    rate_limit_per_ip: int = 1200
 
     @model_validator(mode="after")
     def _production_needs_real_secrets(self) -> Settings:
@@ -75,6 +86,12 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def introspection_enabled(self) -> bool:
+        if self.introspection is not None:
+            return self.introspection
+        return self.environment is Environment.DEVELOPMENT
 
     @property
     def graphiql_enabled(self) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+import uuid
 
 import pytest
 import redis
@@ -50,7 +51,8 @@ def redis_url(tmp_path_factory):
 def two_servers(request, tmp_path_factory, redis_url):
     url = fresh_database(request.param, request, tmp_path_factory.mktemp("pair"))
     servers = [ServerProcess(url, REDIS_URL=redis_url, LIVEGIFTS_SEED_DEMO_DATA="true",
-                             LIVEGIFTS_COMBO_WINDOW_SECONDS="0.6") for _ in range(2)]
+                             LIVEGIFTS_COMBO_WINDOW_SECONDS="0.6",
+                             LIVEGIFTS_RATE_LIMIT_PER_USER="6") for _ in range(2)]
     servers[0].start()  # the first one migrates and seeds; then the second
     servers[1].start()
     yield servers
@@ -82,3 +84,18 @@ async def test_a_gift_sent_through_one_process_reaches_a_subscriber_on_another(t
                 await events.receive(timeout=2.5)
     finally:
         await a.close()
+
+
+async def test_rate_limits_are_shared_by_the_processes_through_redis(two_servers):
+    a, b = (GraphQLClient(server.url) for server in two_servers)
+    try:
+        caller = token(f"shared-limit-{uuid.uuid4().hex[:8]}")  # a fresh budget
+        for client in (a, b, a, b, a, b):
+            await client("{ rateCard { version } }", token=caller)
+        response = await a.http.post(a.url, json={"query": "{ rateCard { version } }"},
+                                     headers={"authorization": f"Bearer {caller}"})
+        assert response.status_code == 429
+        assert response.json()["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+    finally:
+        await a.close()
+        await b.close()

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import strawberry
 from graphql import GraphQLError
 from strawberry import relay
-from strawberry.extensions import MaskErrors, ParserCache, ValidationCache
+from strawberry.extensions import (
+    DisableIntrospection,
+    MaskErrors,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import Info
 
@@ -30,9 +40,11 @@ from app.graphql.gifting import (
     LiveSession,
     Subscription,
 )
+from app.graphql.limits import QueryCost
 from app.graphql.money import MoneyMutation, Payout, ViewerMoneyFields
 from app.graphql.types import CoinPackage, LedgerTransaction, Purchase, User, Wallet, ctx
 from app.services import coins, wallets
+from app.settings import Settings
 
 
 @strawberry.type(description="The authenticated caller: identity, wallet and history.")
@@ -193,22 +205,35 @@ def _should_mask(error: GraphQLError) -> bool:
     return not isinstance(original, (ClientError, relay.GlobalIDValueError))
 
 
-def create_schema() -> strawberry.Schema:
+def create_schema(settings: Settings) -> strawberry.Schema:
+    """The schema with the limits of ``settings`` (the SDL does not depend on them).
+
+    Strawberry builds one schema per set of types, so it is built once per process,
+    with the limits from the environment (LIVEGIFTS_MAX_QUERY_DEPTH and the like).
+    """
+    extensions: list[Any] = [
+        # Factories: a fresh extension per request; the LRU caches are module-level.
+        lambda: ParserCache(maxsize=1000),
+        lambda: ValidationCache(maxsize=1000),
+        lambda: MaskErrors(should_mask_error=_should_mask,
+                           error_message="Unexpected error; please try again."),
+        lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
+        lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
+        lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
+        lambda: QueryCost(maximum=settings.max_query_cost),
+    ]
+    if not settings.introspection_enabled:
+        extensions.append(DisableIntrospection)
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         types=[User, Purchase, LedgerTransaction, CoinPackage, GiftType, LiveSession, GiftReceipt,
                Brand, Payout],
-        config=StrawberryConfig(scalar_map={Long: LONG_SCALAR}),
-        extensions=[
-            # Factories: a fresh extension per request; the LRU caches are module-level.
-            lambda: ParserCache(maxsize=1000),
-            lambda: ValidationCache(maxsize=1000),
-            lambda: MaskErrors(should_mask_error=_should_mask,
-                               error_message="Unexpected error; please try again."),
-        ],
+        config=StrawberryConfig(scalar_map={Long: LONG_SCALAR},
+                                disable_field_suggestions=not settings.introspection_enabled),
+        extensions=extensions,
     )
 
 
-schema = create_schema()
+schema = create_schema(Settings())

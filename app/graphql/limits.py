@@ -1,0 +1,109 @@
+"""What one GraphQL request may ask for: a cost budget, reported in every response.
+
+Every field costs 1; a connection multiplies the cost of what is selected inside
+it by ``first`` (20 when omitted). A request over budget is refused before any
+resolver runs, with ``extensions.code`` ``QUERY_TOO_COSTLY``. Every response's
+``extensions.cost`` says what the request cost and the budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from graphql import ExecutionResult as GraphQLExecutionResult
+from graphql import (
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+    VariableNode,
+    get_named_type,
+    value_from_ast_untyped,
+)
+from strawberry.extensions import SchemaExtension
+
+from app.graphql.common import DEFAULT_PAGE_SIZE
+
+
+class QueryCost(SchemaExtension):
+    def __init__(self, maximum: int) -> None:
+        self.maximum = maximum
+        self.cost: int | None = None
+
+    def on_execute(self) -> Iterator[None]:
+        context = self.execution_context
+        document = context.graphql_document
+        if document is not None:
+            self.cost = _operation_cost(context.schema._schema, document,
+                                        context.operation_name, context.variables or {})
+            if self.cost > self.maximum:
+                context.result = GraphQLExecutionResult(data=None, errors=[GraphQLError(
+                    f"This query would cost {self.cost}, over the budget of {self.maximum}: "
+                    "ask for fewer items (first) or fewer nested fields.",
+                    extensions={"code": "QUERY_TOO_COSTLY"})])
+        yield
+
+    def get_results(self) -> dict[str, Any]:
+        if self.cost is None:
+            return {}
+        return {"cost": {"requested": self.cost, "maximum": self.maximum}}
+
+
+def _operation_cost(schema: Any, document: Any, operation_name: str | None,
+                    variables: dict[str, Any]) -> int:
+    fragments = {d.name.value: d for d in document.definitions
+                 if isinstance(d, FragmentDefinitionNode)}
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    chosen = next((o for o in operations if operation_name is None or
+                   (o.name and o.name.value == operation_name)), None)
+    if chosen is None:
+        return 0
+    root = schema.get_root_type(chosen.operation)
+    return _selection_cost(chosen.selection_set, root, fragments, variables, set())
+
+
+def _selection_cost(selection_set: SelectionSetNode | None, parent: Any,
+                    fragments: dict[str, FragmentDefinitionNode], variables: dict[str, Any],
+                    seen: set[str]) -> int:
+    if selection_set is None or parent is None:
+        return 0
+    cost = 0
+    for selection in selection_set.selections:
+        if isinstance(selection, FieldNode):
+            fields = getattr(parent, "fields", {})
+            definition = fields.get(selection.name.value)
+            if definition is None:  # __typename and introspection fields
+                cost += 1
+                continue
+            child = get_named_type(definition.type)
+            multiplier = 1
+            if child.name.endswith("Connection"):
+                multiplier = _first(selection, variables)
+            cost += 1 + multiplier * _selection_cost(selection.selection_set, child, fragments,
+                                                     variables, seen)
+        elif isinstance(selection, InlineFragmentNode):
+            cost += _selection_cost(selection.selection_set, parent, fragments, variables, seen)
+        elif isinstance(selection, FragmentSpreadNode):
+            name = selection.name.value
+            if name in fragments and name not in seen:
+                cost += _selection_cost(fragments[name].selection_set, parent, fragments,
+                                        variables, seen | {name})
+    return cost
+
+
+def _first(field: FieldNode, variables: dict[str, Any]) -> int:
+    for argument in field.arguments or ():
+        if argument.name.value == "first":
+            value = variables.get(argument.value.name.value) \
+                if isinstance(argument.value, VariableNode) \
+                else value_from_ast_untyped(argument.value)
+            if isinstance(value, int) and value > 0:
+                return value
+    return DEFAULT_PAGE_SIZE
+
+
+__all__ = ["QueryCost"]

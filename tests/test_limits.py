@@ -1,0 +1,131 @@
+"""Limits of the public API, over a real server in production mode."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+import websockets
+from websockets.exceptions import InvalidStatus
+
+from app.graphql.schema import schema
+from tests.conftest import fresh_database
+from tests.support import GraphQLClient, ServerProcess, token
+
+ORIGIN = "https://app.example.com"
+
+
+@pytest.fixture(scope="module")
+def production(request, tmp_path_factory):
+    url = fresh_database("sqlite", request, tmp_path_factory.mktemp("limits"))
+    process = ServerProcess(url, LIVEGIFTS_ENVIRONMENT="production",
+                            LIVEGIFTS_SEED_DEMO_DATA="true", LIVEGIFTS_MAX_QUERY_COST="60",
+                            LIVEGIFTS_MAX_REQUEST_BYTES="4000", LIVEGIFTS_CORS_ORIGINS=ORIGIN,
+                            LIVEGIFTS_WEBSOCKET_ORIGINS=ORIGIN, LIVEGIFTS_MAX_QUERY_DEPTH="4")
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+async def gql(production):
+    client = GraphQLClient(production.url)
+    yield client
+    await client.close()
+
+
+async def test_aliases_and_tokens_are_limited():
+    aliases = "{ " + " ".join(f"a{n}: rateCard {{ version }}" for n in range(31)) + " }"
+    result = await schema.execute(aliases)
+    assert result.errors[0].message == "31 aliases found. Allowed: 30"
+    tokens = "{ " + " ".join("rateCard { version }" for _ in range(800)) + " }"
+    assert (await schema.execute(tokens)).errors[0].message == \
+        "Syntax Error: Document contains more than 3000 tokens. Parsing aborted."
+
+
+async def test_query_depth_is_limited(gql):
+    deep = await gql("query Deep { viewer { transactions { edges { node { entries { account } } "
+                     "} } } }", token=token("deep-diver"), expect_errors=True)
+    assert deep["errors"][0]["message"] == "'Deep' exceeds maximum operation depth of 4"
+
+
+async def test_query_cost_is_reported_and_enforced(gql):
+    cheap = await gql("{ gifts(first: 5) { edges { node { name } } } }")
+    assert cheap["extensions"]["cost"] == {"requested": 16, "maximum": 60}
+    costly = await gql("{ gifts(first: 30) { edges { node { name sku } } } }",
+                       expect_errors=True)
+    assert costly["data"] is None
+    assert costly["errors"][0]["extensions"]["code"] == "QUERY_TOO_COSTLY"
+    assert costly["errors"][0]["message"].startswith("This query would cost 121, over the "
+                                                     "budget of 60")
+
+
+async def test_production_hides_the_schema_and_internals(gql, production):
+    introspection = await gql("{ __schema { types { name } } }", expect_errors=True)
+    assert "introspection" in introspection["errors"][0]["message"].lower()
+    typo = await gql("{ rateCrad { version } }", expect_errors=True)
+    assert typo["errors"][0]["message"] == "Cannot query field 'rateCrad' on type 'Query'."
+    async with httpx.AsyncClient() as http:
+        ide = await http.get(production.url, headers={"accept": "text/html"})
+        assert ide.status_code in (404, 415) or "graphiql" not in ide.text.lower()
+
+
+async def test_request_size_and_batching(production):
+    async with httpx.AsyncClient() as http:
+        big = await http.post(production.url, json={"query": "{ rateCard { version } }",
+                                                    "variables": {"pad": "x" * 5000}})
+        assert big.status_code == 413
+        batch = await http.post(production.url, json=[{"query": "{ rateCard { version } }"}] * 2)
+        assert batch.status_code == 400
+
+
+async def test_cors_and_websocket_origins(production):
+    async with httpx.AsyncClient() as http:
+        allowed = await http.options(production.url, headers={
+            "origin": ORIGIN, "access-control-request-method": "POST"})
+        assert allowed.headers.get("access-control-allow-origin") == ORIGIN
+        other = await http.options(production.url, headers={
+            "origin": "https://evil.example", "access-control-request-method": "POST"})
+        assert other.headers.get("access-control-allow-origin") is None
+    ws_url = production.url.replace("http://", "ws://")
+    with pytest.raises(InvalidStatus):
+        async with websockets.connect(ws_url, subprotocols=["graphql-transport-ws"],
+                                      origin="https://evil.example"):
+            pass
+    async with websockets.connect(ws_url, subprotocols=["graphql-transport-ws"],
+                                  origin=ORIGIN) as socket:
+        await socket.send(json.dumps({"type": "connection_init", "payload": {}}))
+        assert json.loads(await socket.recv())["type"] == "connection_ack"
+
+
+@pytest.fixture(scope="module")
+def limited(request, tmp_path_factory):
+    url = fresh_database("sqlite", request, tmp_path_factory.mktemp("rate"))
+    process = ServerProcess(url, LIVEGIFTS_RATE_LIMIT_PER_USER="3",
+                            LIVEGIFTS_RATE_LIMIT_PER_IP="5")
+    process.start()
+    yield process
+    process.stop()
+
+
+async def test_rate_limits_per_user_and_per_address(limited):
+    client = GraphQLClient(limited.url)
+    try:
+        alice, bob = token("rate-alice"), token("rate-bob")
+        for _ in range(3):
+            await client("{ rateCard { version } }", token=alice)
+        response = await client.http.post(limited.url, json={"query": "{ rateCard { version } }"},
+                                          headers={"authorization": f"Bearer {alice}"})
+        assert response.status_code == 429 and int(response.headers["retry-after"]) > 0
+        error = response.json()["errors"][0]
+        assert error["extensions"]["code"] == "RATE_LIMITED"
+        assert error["message"].startswith("Rate limit reached: at most 3 requests a minute "
+                                           "per user.")
+        await client("{ rateCard { version } }", token=bob)  # another user: still allowed
+        response = await client.http.post(limited.url, json={"query": "{ rateCard { version } }"},
+                                          headers={"authorization": f"Bearer {bob}"})
+        assert response.status_code == 429
+        assert "per client address" in response.json()["errors"][0]["message"]
+    finally:
+        await client.close()

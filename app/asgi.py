@@ -11,6 +11,7 @@ from strawberry.litestar import make_graphql_controller
 
 from app.graphql.context import Context
 from app.graphql.schema import schema
+from app.http_media import GraphQLResponseMedia
 from app.http_routes import ROUTES
 from app.ratelimit import Counters, RateLimit
 from app.runtime import Runtime
@@ -52,7 +53,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         state=State({"runtime": runtime}),
         on_startup=[start_runtime],
         on_shutdown=[close_runtime],
-        middleware=[DefineMiddleware(RateLimit, settings=settings, counters=counters)],
+        middleware=[DefineMiddleware(RateLimit, settings=settings, counters=counters),
+                    GraphQLResponseMedia],
         cors_config=CORSConfig(allow_origins=_origins(settings.cors_origins),
                                allow_headers=["authorization", "content-type"],
                                allow_methods=["GET", "POST", "OPTIONS"])

@@ -1,0 +1,81 @@
+"""Faults injected at every database statement of a gift, on PostgreSQL: all or nothing.
+
+A gift is sent once to count its statements; then, for each statement k, a new gift
+is sent and (a) the connection fails at statement k, or (b) the request is cancelled
+there. Afterwards either nothing of the gift exists or all of it does, and the audit
+passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import event, func, select
+from sqlalchemy.exc import OperationalError
+
+from app.ledger import audit
+from app.models import GiftSend, SessionGifterTotal
+from app.services import wallets
+from tests.gifting_support import new_viewer, send, stage
+
+
+class Injector:
+    def __init__(self, runtime) -> None:
+        self.count, self.fail_at, self.action = 0, None, None
+        event.listen(runtime.engine.sync_engine, "before_cursor_execute", self._before)
+
+    def _before(self, *args) -> None:
+        self.count += 1
+        if self.fail_at is not None and self.count == self.fail_at:
+            self.action()
+
+
+async def state(runtime, where, fan):
+    async with runtime.sessions() as session:
+        sends = await session.scalar(select(func.count()).select_from(GiftSend))
+        board = await session.scalar(select(func.coalesce(func.sum(SessionGifterTotal.coins), 0))
+                                     .where(SessionGifterTotal.session_id == where.session_id))
+        return (sends, (await wallets.wallet(session, fan)).coins,
+                (await wallets.wallet(session, where.creator_id)).diamonds, int(board),
+                await audit(session))
+
+
+@pytest.mark.parametrize("fault", ["dropped connection", "cancelled"])
+async def test_a_fault_at_any_statement_of_a_gift_leaves_all_or_nothing(pg_runtime, fault):
+    runtime = pg_runtime
+    where = await stage(runtime)
+    fan = await new_viewer(runtime, "fan", 100_000)
+    injector = Injector(runtime)
+    for warm_up in range(2):  # create and then remember every account
+        await send(runtime, fan, where, "hand-hearts", key=f"warm-up-{warm_up}")
+    injector.count = 0
+    await send(runtime, fan, where, "hand-hearts", key="count")
+    statements = injector.count
+    assert statements > 10
+
+    for k in range(1, statements + 1):
+        before = await state(runtime, where, fan)
+        injector.count, injector.fail_at = 0, k
+        if fault == "dropped connection":
+            def drop():
+                raise OperationalError("injected", None, ConnectionResetError("connection lost"))
+            injector.action = drop
+            with pytest.raises(OperationalError, match="connection lost"):
+                await send(runtime, fan, where, "hand-hearts", key=f"{fault}-{k}")
+        else:
+            task = asyncio.create_task(send(runtime, fan, where, "hand-hearts",
+                                            key=f"{fault}-{k}"))
+            injector.action = task.cancel
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        injector.fail_at = None
+        after = await state(runtime, where, fan)
+        sent = after[0] - before[0]
+        assert sent in (0, 1), f"statement {k}: {sent} gifts"
+        assert after[1] == before[1] - 100 * sent, f"statement {k}: wallet"
+        assert after[2] == before[2] + 50 * sent, f"statement {k}: diamonds"
+        assert after[3] == before[3] + 100 * sent, f"statement {k}: leaderboard"
+        assert after[4] == [], f"statement {k}: {after[4]}"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from litestar import Litestar, get
+from typing import Any
+
+from litestar import Litestar, Request, Response, get
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import Headers, State
 from litestar.middleware import DefineMiddleware
@@ -60,7 +62,13 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
                                allow_methods=["GET", "POST", "OPTIONS"])
         if settings.cors_origins else None,
         request_max_body_size=settings.max_request_bytes,
+        exception_handlers={UnicodeDecodeError: _not_utf8},
     )
+
+
+def _not_utf8(request: Request[Any, Any, Any], error: UnicodeDecodeError) -> Response[Any]:
+    return Response({"errors": [{"message": "The request body is not UTF-8 encoded JSON."}]},
+                    status_code=400)
 
 
 def _origins(value: str) -> list[str]:

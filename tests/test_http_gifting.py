@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from datetime import UTC, datetime, timedelta
 
@@ -290,3 +291,21 @@ async def test_the_creator_sees_diamonds_and_leaderboards(gql):
     creators = (await gql("{ topCreators(period: DAY, first: 100) { edges { node { user { name } "
                           "diamonds } } } }", token=fans[0]))["data"]["topCreators"]["edges"]
     assert {"user": {"name": creator_name}, "diamonds": 60} in [e["node"] for e in creators]
+
+
+async def test_fifty_identical_requests_at_once_give_one_gift_and_one_receipt(gql,
+                                                                               gifting_server):
+    gifts = await gift_ids(gql)
+    session_id = await go_live(gql, person("replay-star", "creator"))
+    fan = person("replay-fan")
+    await buy_coins(gql, fan)
+    variables = send_input(session_id, gifts["doughnut"], 2, key="the-same-key")
+    before = await snapshot(gifting_server.database_url)
+    bodies = await asyncio.gather(*(gql(SEND, variables, token=fan) for _ in range(50)))
+    payloads = [body["data"]["sendGift"] for body in bodies]
+    assert sum(not p["replayed"] for p in payloads) == 1
+    assert all(p["userErrors"] == [] for p in payloads)
+    assert len({str(p["receipt"]) for p in payloads}) == 1  # the same receipt, field for field
+    after = await snapshot(gifting_server.database_url)
+    assert after["rows"]["gift_send"] == before["rows"]["gift_send"] + 1
+    assert after["rows"]["ledger_transaction"] == before["rows"]["ledger_transaction"] + 1

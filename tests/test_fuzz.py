@@ -49,7 +49,8 @@ def value_for(kind, depth: int = 0):
         return st.fixed_dictionaries({}, optional={
             name: value_for(field.type, depth + 1) for name, field in kind_.fields.items()})
     if isinstance(kind_, GraphQLScalarType) and kind_.name in ("Int", "Long"):
-        return st.one_of(HOSTILE_INTS, st.floats(allow_nan=False, allow_infinity=False), HOSTILE_STRINGS, st.none())
+        return st.one_of(HOSTILE_INTS, st.floats(allow_nan=False, allow_infinity=False),
+                         HOSTILE_STRINGS, st.none())
     if isinstance(kind_, GraphQLScalarType) and kind_.name == "Boolean":
         return st.one_of(st.booleans(), HOSTILE_STRINGS)
     return st.one_of(HOSTILE_STRINGS, HOSTILE_INTS, st.none())

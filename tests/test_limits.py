@@ -129,3 +129,12 @@ async def test_rate_limits_per_user_and_per_address(limited):
         assert "per client address" in response.json()["errors"][0]["message"]
     finally:
         await client.close()
+
+
+async def test_unexpected_errors_are_masked(caplog):
+    from app.graphql.context import Context
+
+    broken = Context(runtime=None)  # every resolver touching the runtime fails unexpectedly
+    result = await schema.execute("{ rateCard { version } }", context_value=broken)
+    assert [e.message for e in result.errors] == ["Unexpected error; please try again."]
+    assert "NoneType" not in str(result.errors[0].formatted)

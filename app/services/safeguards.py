@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import case, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import total
@@ -66,18 +66,13 @@ async def require_age(session: AsyncSession, settings: Settings, user_id: int, *
                           f"{settings.minimum_age}.", None)
 
 
-async def _latest(session: AsyncSession, user_id: int, kind: str, at: datetime
-                  ) -> LimitChange | None:
-    return await session.scalar(
-        select(LimitChange).where(LimitChange.user_id == user_id, LimitChange.kind == kind,
-                                  LimitChange.effective_at <= at)
-        .order_by(LimitChange.id.desc()).limit(1))
-
-
 async def own_limits(session: AsyncSession, user_id: int, at: datetime) -> Limits:
     """The limits the viewer set that are in force at ``at`` (without platform defaults)."""
-    daily, monthly, cooloff = [await _latest(session, user_id, kind, at)
-                               for kind in (DAILY, MONTHLY, COOLOFF)]
+    changes = (await session.scalars(
+        select(LimitChange).where(LimitChange.user_id == user_id, LimitChange.effective_at <= at)
+        .order_by(LimitChange.id))).all()
+    latest = {change.kind: change for change in changes}  # the last one of each kind wins
+    daily, monthly, cooloff = (latest.get(kind) for kind in (DAILY, MONTHLY, COOLOFF))
     return Limits(daily_cap=daily.amount if daily else None,
                   monthly_cap=monthly.amount if monthly else None,
                   cooloff_until=cooloff.until if cooloff else None)
@@ -129,11 +124,6 @@ def _start_of_month(day: date) -> datetime:
     return datetime(day.year, day.month, 1, tzinfo=UTC)
 
 
-async def spent_since(session: AsyncSession, user_id: int, since: datetime) -> int:
-    return await session.scalar(select(total(GiftSend.coins_paid)).where(
-        GiftSend.sender_id == user_id, GiftSend.created_at >= since))
-
-
 async def check_spending(session: AsyncSession, settings: Settings, user_id: int, coins: int,
                          now: datetime) -> None:
     """Refuse a send of ``coins`` that breaks a cool-off or a cap (the caller holds the
@@ -142,15 +132,20 @@ async def check_spending(session: AsyncSession, settings: Settings, user_id: int
     if limits.cooloff_until and limits.cooloff_until > now:
         raise DomainError(ErrorCode.COOLING_OFF, "You chose a break from gifting until "
                           f"{limits.cooloff_until:%Y-%m-%d %H:%M} UTC.", None)
-    for cap, default, since, code, label in [
-        (limits.daily_cap, settings.default_daily_cap_coins,
-         datetime.combine(now.date(), datetime.min.time(), tzinfo=UTC),
+    midnight = datetime.combine(now.date(), datetime.min.time(), tzinfo=UTC)
+    month = _start_of_month(now.date())
+    today, this_month = (await session.execute(
+        select(total(case((GiftSend.created_at >= midnight, GiftSend.coins_paid), else_=0)),
+               total(GiftSend.coins_paid))
+        .where(GiftSend.sender_id == user_id, GiftSend.created_at >= min(month, midnight)))
+    ).one()
+    for cap, default, spent, code, label in [
+        (limits.daily_cap, settings.default_daily_cap_coins, today,
          ErrorCode.DAILY_CAP_REACHED, "daily"),
-        (limits.monthly_cap, settings.default_monthly_cap_coins, _start_of_month(now.date()),
+        (limits.monthly_cap, settings.default_monthly_cap_coins, this_month,
          ErrorCode.MONTHLY_CAP_REACHED, "monthly"),
     ]:
         limit = default if cap is None else min(cap, default)
-        spent = await spent_since(session, user_id, since)
         if spent + coins > limit:
             raise DomainError(code, f"This gift costs {coins} coins and would pass your "
                               f"{label} limit of {limit} (spent so far: {spent}).", None)

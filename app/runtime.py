@@ -21,6 +21,7 @@ from app.plugins import PluginHost
 from app.settings import Settings
 
 JOURNAL_SEAL_INTERVAL = 15.0  # seconds between seals of the journal's hash chain
+STRANDED_PAYOUT_INTERVAL = 30.0  # seconds between looks for payouts never handed over
 
 
 @dataclass
@@ -59,6 +60,17 @@ class Runtime:
         await self.bus.start()
         self._tasks.append(asyncio.create_task(self._reap_combos()))
         self._tasks.append(asyncio.create_task(self._seal_journal()))
+        self._tasks.append(asyncio.create_task(self._submit_stranded_payouts()))
+
+    async def _submit_stranded_payouts(self) -> None:
+        from app.services.payouts import submit_stranded
+
+        while True:
+            await asyncio.sleep(STRANDED_PAYOUT_INTERVAL)
+            try:
+                await submit_stranded(self.sessions, self.payout_providers)
+            except Exception:
+                logging.getLogger(__name__).exception("submitting stranded payouts failed")
 
     async def _seal_journal(self) -> None:
         from app.ledger import journal

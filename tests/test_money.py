@@ -336,3 +336,23 @@ async def test_statements_for_viewers_and_creators(runtime):
     with pytest.raises(DomainError, match="month must look like 2026-11."):
         async with runtime.sessions() as session:
             await statements.viewer_statement(session, fan, "November")
+
+
+async def test_a_payout_never_handed_to_the_provider_is_handed_over_later(runtime):
+    from datetime import timedelta as span
+
+    from app.models import Payout
+
+    creator = await new_viewer(runtime, "creator")
+    await earn_diamonds(runtime, creator, 3_000)
+    payout = (await request(runtime, creator, 3_000, "p")).payout
+    async with runtime.sessions() as session, session.begin():  # as if the server had died
+        await session.execute(update(Payout).where(Payout.id == payout.id)
+                              .values(provider_payout_id=None))
+    assert await payouts.submit_stranded(runtime.sessions, runtime.payout_providers,
+                                         older_than=span(0)) == 1
+    async with runtime.sessions() as session:
+        handed = await session.get(Payout, payout.id)
+    assert (handed.status, handed.provider_payout_id) == ("pending", f"sbxpo_{payout.id}")
+    assert await payouts.submit_stranded(runtime.sessions, runtime.payout_providers,
+                                         older_than=span(0)) == 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -109,6 +109,26 @@ async def _submit(sessions: async_sessionmaker[AsyncSession], provider: PayoutPr
     async with sessions() as session, session.begin():
         await session.execute(update(Payout).where(Payout.id == payout_id)
                               .values(provider_payout_id=reference))
+
+
+async def submit_stranded(sessions: async_sessionmaker[AsyncSession],
+                          providers: Mapping[str, PayoutProvider], *,
+                          older_than: timedelta = timedelta(minutes=1)) -> int:
+    """Hand the provider any pending payout it never received (the server stopped between
+    the hold and the hand-over); return how many were handed over or released."""
+    cutoff = datetime.now(UTC) - older_than
+    async with sessions() as session:
+        stranded = (await session.execute(select(Payout.id, Payout.provider).where(
+            Payout.status == PENDING, Payout.provider_payout_id.is_(None),
+            Payout.created_at < cutoff))).all()
+    for payout_id, name in stranded:
+        provider = providers.get(name)
+        if provider is None:
+            await _finish(sessions, payout_id, paid=False,
+                          reason=f"payout provider {name!r} is no longer installed")
+        else:
+            await _submit(sessions, provider, payout_id)
+    return len(stranded)
 
 
 async def _finish(sessions: async_sessionmaker[AsyncSession], payout_id: int, *, paid: bool,

@@ -43,6 +43,11 @@ class PaymentProvider(Protocol):
         ...
 
 
+class PayoutRejected(Exception):
+    """The payout provider definitely refused a payout (the hold is released). Any other
+    error leaves the payout pending, to be handed over again later."""
+
+
 class WebhookRejected(Exception):
     """A webhook whose signature or body does not check out; the message says why."""
 
@@ -77,7 +82,11 @@ class PayoutProvider(Protocol):
     name: str
 
     async def submit(self, order: PayoutOrder) -> str:
-        """Start sending the cash; return the provider's id for the payout."""
+        """Start sending the cash; return the provider's id for the payout.
+
+        Must be idempotent on ``order.payout_id``: a payout may be handed over again after
+        a crash. Raise :class:`PayoutRejected` only for a definite refusal.
+        """
         ...
 
     def verify_webhook(self, body: bytes, signature: str) -> PayoutOutcome:

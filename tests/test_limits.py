@@ -138,3 +138,19 @@ async def test_unexpected_errors_are_masked(caplog):
     result = await schema.execute("{ rateCard { version } }", context_value=broken)
     assert [e.message for e in result.errors] == ["Unexpected error; please try again."]
     assert "NoneType" not in str(result.errors[0].formatted)
+
+
+async def test_mutations_are_refused_over_websocket(production):
+    ws_url = production.url.replace("http://", "ws://")
+    async with websockets.connect(ws_url, subprotocols=["graphql-transport-ws"],
+                                  origin=ORIGIN) as socket:
+        await socket.send(json.dumps({"type": "connection_init", "payload": {}}))
+        assert json.loads(await socket.recv())["type"] == "connection_ack"
+        await socket.send(json.dumps({"id": "1", "type": "subscribe", "payload": {
+            "query": 'mutation { updateProfile(input: {birthdate: "1990-01-01"}) '
+                     '{ birthdate } }'}}))
+        message = json.loads(await socket.recv())
+        errors = message["payload"] if message["type"] == "error" else \
+            message["payload"]["errors"]
+        assert errors[0]["message"] == ("Over WebSocket only subscriptions are served; send "
+                                        "queries and mutations over HTTP.")

@@ -118,10 +118,20 @@ async def test_payout_refusals_change_nothing(runtime):
     assert await snapshot(runtime.settings.database_url) == before
 
 
-async def test_a_creator_cancels_a_pending_payout(runtime):
+async def test_a_creator_cancels_a_payout_not_yet_with_the_provider(runtime):
+    from app.models import Payout
+
     creator = await new_viewer(runtime, "creator")
-    await earn_diamonds(runtime, creator, 4_000)
+    await earn_diamonds(runtime, creator, 6_000)
+    submitted = (await request(runtime, creator, 2_000, "sent")).payout
+    error = await assert_refused(runtime, ErrorCode.PAYOUT_NOT_PENDING, payouts.cancel_payout(
+        runtime.sessions, creator_id=creator, payout_id=submitted.id))
+    assert error.message == ("This payout is already with the payout provider; it can no "
+                             "longer be cancelled.")
     payout = (await request(runtime, creator, 4_000, "p")).payout
+    async with runtime.sessions() as session, session.begin():  # not handed over yet
+        await session.execute(update(Payout).where(Payout.id == payout.id)
+                              .values(provider_payout_id=None))
     cancelled = await payouts.cancel_payout(runtime.sessions, creator_id=creator,
                                             payout_id=payout.id)
     assert (cancelled.status, cancelled.failure_reason) == ("failed", "cancelled by the creator")
@@ -356,3 +366,32 @@ async def test_a_payout_never_handed_to_the_provider_is_handed_over_later(runtim
     assert (handed.status, handed.provider_payout_id) == ("pending", f"sbxpo_{payout.id}")
     assert await payouts.submit_stranded(runtime.sessions, runtime.payout_providers,
                                          older_than=span(0)) == 0
+
+
+async def test_a_second_chargeback_never_claws_back_the_same_gift_twice(runtime):
+    stage_one = await stage(runtime, "first-star")
+    stage_two = await stage(runtime, "second-star")
+    fan = await new_viewer(runtime, "fan")
+    await buy(runtime, fan, "coins-700", txn="card-1")
+    await send(runtime, fan, stage_one, "hand-hearts")           # 100 coins, 50 diamonds
+    await buy(runtime, fan, "coins-700", txn="card-2")
+    await send(runtime, fan, stage_two, "hand-hearts", quantity=7)  # 700 coins, 350 diamonds
+    await earn_diamonds(runtime, stage_two.creator_id, 1_000)   # other earnings of the creator
+    first = await store_webhook(runtime, "chargeback", "card-2")
+    second = await store_webhook(runtime, "chargeback", "card-1")
+    # card-2: 600 of its coins were still in the wallet; 100 spent: half of them are diamonds.
+    assert first.clawed_diamonds == 50
+    # card-1: all 700 spent; newest gifts first, and that gift has only 300 diamonds left.
+    assert second.clawed_diamonds == 300
+    async with runtime.sessions() as session:
+        clawed = await statements.clawbacks_of(session, stage_two.creator_id, limit=10,
+                                               before_id=None)
+        assert sum(c.diamonds for c in clawed) == 350  # exactly what the gift earned, no more
+        assert await audit(session) == []
+
+
+async def test_statement_months_out_of_range_are_refused(runtime):
+    fan = await new_viewer(runtime, "fan")
+    with pytest.raises(DomainError, match="month must look like 2026-11."):
+        async with runtime.sessions() as session:
+            await statements.viewer_statement(session, fan, "9999-12")

@@ -292,3 +292,14 @@ def test_strict_mode_makes_a_failing_plugin_fatal():
     with pytest.raises(PluginStartupError, match="plugin 'broken': import failed"):
         PluginHost(settings_for("sqlite+aiosqlite://").model_copy(update={
             "plugins": "all", "plugins_strict": True}), entry_points=DISCOVERY[:2])
+
+
+async def test_a_plugin_cannot_take_over_another_plugins_brand(database_url):
+    async with core_with(database_url, ("acme", Acme())) as runtime:
+        stage, fan = await funded_stage(runtime)
+    async with core_with(database_url, ("impostor", Acme())) as runtime:
+        assert runtime.plugins.records["impostor"].error == \
+            "brand 'acme' already belongs to plugin 'acme'"
+        with pytest.raises(DomainError) as refused:
+            await _send(runtime, stage, fan, "acme-rocket", 1, None)
+        assert refused.value.code is ErrorCode.GIFT_UNAVAILABLE

@@ -25,6 +25,7 @@ from graphql import (
     value_from_ast_untyped,
 )
 from strawberry.extensions import SchemaExtension
+from strawberry.types.graphql import OperationType
 
 from app.graphql.common import DEFAULT_PAGE_SIZE
 
@@ -51,6 +52,20 @@ class QueryCost(SchemaExtension):
         if self.cost is None:
             return {}
         return {"cost": {"requested": self.cost, "maximum": self.maximum}}
+
+
+class HttpForQueriesAndMutations(SchemaExtension):
+    """Queries and mutations go over HTTP, where rate limits apply; WebSocket is for
+    subscriptions only."""
+
+    def on_execute(self) -> Iterator[None]:
+        context = self.execution_context
+        over_websocket = getattr(context.context, "websocket", None) is not None
+        if over_websocket and context.operation_type is not OperationType.SUBSCRIPTION:
+            context.result = GraphQLExecutionResult(data=None, errors=[GraphQLError(
+                "Over WebSocket only subscriptions are served; send queries and mutations "
+                "over HTTP.", extensions={"code": "BAD_REQUEST"})])
+        yield
 
 
 def _operation_cost(schema: Any, document: Any, operation_name: str | None,
@@ -106,4 +121,4 @@ def _first(field: FieldNode, variables: dict[str, Any]) -> int:
     return DEFAULT_PAGE_SIZE
 
 
-__all__ = ["QueryCost"]
+__all__ = ["HttpForQueriesAndMutations", "QueryCost"]

@@ -40,7 +40,7 @@ from app.graphql.gifting import (
     LiveSession,
     Subscription,
 )
-from app.graphql.limits import QueryCost
+from app.graphql.limits import HttpForQueriesAndMutations, QueryCost
 from app.graphql.money import MoneyMutation, Payout, ViewerMoneyFields
 from app.graphql.types import CoinPackage, LedgerTransaction, Purchase, User, Wallet, ctx
 from app.services import coins, wallets
@@ -221,6 +221,7 @@ def create_schema(settings: Settings) -> strawberry.Schema:
         lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
         lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
         lambda: QueryCost(maximum=settings.max_query_cost),
+        HttpForQueriesAndMutations,
     ]
     if not settings.introspection_enabled:
         extensions.append(DisableIntrospection)

@@ -16,13 +16,14 @@ import json
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.ledger.audit import AuditFinding
 from app.models import Entry, LedgerSeal, LedgerTransaction
 
 GENESIS = "0" * 64
+SEAL_LOCK = 7_114_500_001  # the advisory lock that serialises sealers on PostgreSQL
 # Only transactions this old are sealed, so one still committing is never skipped.
 SEAL_DELAY = timedelta(seconds=30)
 
@@ -45,6 +46,8 @@ def _chain(previous: str, digests: Iterable[str]) -> str:
 
 async def seal(session: AsyncSession, *, now: datetime | None = None) -> LedgerSeal | None:
     """Append a seal over the transactions posted since the last one (older than the delay)."""
+    if session.get_bind().dialect.name == "postgresql":  # one sealer at a time, everywhere
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SEAL_LOCK})
     last = await session.scalar(select(LedgerSeal).order_by(LedgerSeal.id.desc()).limit(1)
                                 .with_for_update())
     start = last.through_transaction_id if last else 0

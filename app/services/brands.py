@@ -37,10 +37,15 @@ async def sync_sponsored_catalogue(session: AsyncSession, host: PluginHost) -> N
     for slug, (plugin, brand) in host.brands.items():
         await session.execute(insert_ignoring_conflict(
             session, Brand, {"slug": slug, "name": brand.name, "plugin": plugin}, ["slug"]))
-        await session.execute(update(Brand).where(Brand.slug == slug)
-                              .values(name=brand.name, plugin=plugin))
+        owner = await session.scalar(select(Brand.plugin).where(Brand.slug == slug))
+        if owner != plugin:  # a brand and its budget are never taken over by another plugin
+            host.records[plugin].error = f"brand {slug!r} already belongs to plugin {owner!r}"
+            continue
+        await session.execute(update(Brand).where(Brand.slug == slug).values(name=brand.name))
         brand_ids[slug] = await session.scalar(select(Brand.id).where(Brand.slug == slug))
     for sku, (plugin, gift) in host.gifts.items():
+        if gift.brand not in brand_ids:
+            continue
         values = dict(name=gift.name, coin_price=gift.coin_price, image_url=gift.image_url,
                       animation_url=gift.animation_url, category=gift.category,
                       available_from=gift.available_from, available_until=gift.available_until,

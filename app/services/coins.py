@@ -162,13 +162,17 @@ async def purchase_coins(sessions: async_sessionmaker[AsyncSession],
             Purchase.provider_transaction_id == verified.transaction_id))
         if already is not None:
             raise _already_redeemed()
+        # Wallet before debt, the order refunds lock them in: the two cannot deadlock.
+        wallet = await coin_account(session, user_id)
+        await session.execute(select(Account.id).where(Account.id == wallet.id)
+                              .with_for_update())
         debt = await debt_account(session, user_id)
         owed = -(await session.scalar(select(Account.balance).where(Account.id == debt.id)
                                       .with_for_update()))
         settled = min(owed, package.coins)
         legs = [
             Leg(await system_account(session, "coin_issuance", Currency.COIN), -package.coins),
-            Leg(await coin_account(session, user_id), package.coins - settled),
+            Leg(wallet, package.coins - settled),
             Leg(debt, settled),
             Leg(await system_account(session, f"receivable:{provider}", package.currency),
                 package.price_minor),

@@ -9,6 +9,8 @@ returns them. Settling twice, concurrently or not, changes nothing the second ti
 
 from __future__ import annotations
 
+import logging
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,12 +23,14 @@ from app.errors import DomainError, ErrorCode
 from app.ledger import Currency, Leg, post_transaction, run_idempotent, system_account
 from app.ledger.idempotency import check_key
 from app.models import Account, Payout
-from app.payments import PayoutOrder, PayoutProvider, WebhookRejected
+from app.payments import PayoutOrder, PayoutProvider, PayoutRejected, WebhookRejected
 from app.services.rates import current_rate_card
 from app.services.users import diamond_account, payout_hold_account
 from app.settings import Settings
 
 PENDING, PAID, FAILED = "pending", "paid", "failed"
+CLAIM_PREFIX = "submitting:"  # provider_payout_id while a hand-over is in flight
+logger = logging.getLogger(__name__)
 
 
 class WebhookError(Exception):
@@ -94,20 +98,38 @@ async def request_payout(sessions: async_sessionmaker[AsyncSession],
 
 
 async def _submit(sessions: async_sessionmaker[AsyncSession], provider: PayoutProvider,
-                  payout_id: int) -> None:
-    """Hand the committed payout to the provider; if it refuses, release the hold."""
-    async with sessions() as session:
+                  payout_id: int, claimed_as: str | None = None) -> None:
+    """Hand the committed payout to the provider, once: the payout is claimed first, so
+    neither a second process nor a cancellation can act on it meanwhile. A definite
+    refusal releases the hold; any other error leaves it pending for a later hand-over."""
+    claim = f"{CLAIM_PREFIX}{secrets.token_hex(8)}"
+    async with sessions() as session, session.begin():
+        previous = Payout.provider_payout_id.is_(None) if claimed_as is None \
+            else Payout.provider_payout_id == claimed_as
+        claimed = await session.execute(
+            update(Payout).where(Payout.id == payout_id, Payout.status == PENDING, previous)
+            .values(provider_payout_id=claim).execution_options(synchronize_session=False))
         payout = await session.get(Payout, payout_id)
+    if claimed.rowcount != 1:
+        return  # another process has it, or it was settled meanwhile
     assert payout is not None
     try:
         reference = await provider.submit(PayoutOrder(payout.id, payout.creator_id,
                                                       payout.cash_minor, payout.currency))
-    except Exception as exc:
-        await _finish(sessions, payout_id, paid=False,
-                      reason=f"the payout provider refused it: {exc}")
+    except PayoutRejected as exc:
+        try:
+            await _finish(sessions, payout_id, paid=False,
+                          reason=f"the payout provider refused it: {exc}")
+        except WebhookError:
+            pass  # settled meanwhile by the provider's own webhook
+        return
+    except Exception:
+        logger.exception("handing payout %s to %s failed; it stays pending", payout_id,
+                         provider.name)
         return
     async with sessions() as session, session.begin():
-        await session.execute(update(Payout).where(Payout.id == payout_id)
+        await session.execute(update(Payout).where(Payout.id == payout_id,
+                                                   Payout.provider_payout_id == claim)
                               .values(provider_payout_id=reference))
 
 
@@ -118,26 +140,29 @@ async def submit_stranded(sessions: async_sessionmaker[AsyncSession],
     the hold and the hand-over); return how many were handed over or released."""
     cutoff = datetime.now(UTC) - older_than
     async with sessions() as session:
-        stranded = (await session.execute(select(Payout.id, Payout.provider).where(
-            Payout.status == PENDING, Payout.provider_payout_id.is_(None),
-            Payout.created_at < cutoff))).all()
-    for payout_id, name in stranded:
+        stranded = (await session.execute(
+            select(Payout.id, Payout.provider, Payout.provider_payout_id).where(
+                Payout.status == PENDING, Payout.created_at < cutoff,
+                Payout.provider_payout_id.is_(None) |
+                Payout.provider_payout_id.startswith(CLAIM_PREFIX)))).all()
+    for payout_id, name, claimed_as in stranded:
         provider = providers.get(name)
-        if provider is None:
-            await _finish(sessions, payout_id, paid=False,
-                          reason=f"payout provider {name!r} is no longer installed")
-        else:
-            await _submit(sessions, provider, payout_id)
+        if provider is not None:
+            await _submit(sessions, provider, payout_id, claimed_as)
     return len(stranded)
 
 
 async def _finish(sessions: async_sessionmaker[AsyncSession], payout_id: int, *, paid: bool,
-                  reason: str | None) -> tuple[Payout, bool]:
+                  reason: str | None, unsubmitted_only: bool = False) -> tuple[Payout, bool]:
     """Settle (post) or void a pending payout; return it and whether this call changed it."""
     target = PAID if paid else FAILED
     async with sessions() as session, session.begin():
         payout = await session.get(Payout, payout_id, with_for_update=True)
         assert payout is not None
+        if unsubmitted_only and payout.status == PENDING and \
+                payout.provider_payout_id is not None:
+            raise DomainError(ErrorCode.PAYOUT_NOT_PENDING, "This payout is already with the "
+                              "payout provider; it can no longer be cancelled.", "payoutId")
         if payout.status == target:
             return payout, False
         if payout.status != PENDING:
@@ -185,14 +210,15 @@ async def settle_from_webhook(sessions: async_sessionmaker[AsyncSession],
 
 async def cancel_payout(sessions: async_sessionmaker[AsyncSession], *, creator_id: int,
                         payout_id: int) -> Payout:
-    """A creator takes back a pending payout; the diamonds return to their earnings."""
+    """A creator takes back a payout not yet handed to the provider; the diamonds return."""
     async with sessions() as session:
         payout = await session.get(Payout, payout_id)
     if payout is None or payout.creator_id != creator_id:
         raise DomainError(ErrorCode.NOT_FOUND, "No payout of yours has this ID.", "payoutId")
     try:
         cancelled, changed = await _finish(sessions, payout_id, paid=False,
-                                           reason="cancelled by the creator")
+                                           reason="cancelled by the creator",
+                                           unsubmitted_only=True)
     except WebhookError:
         changed = False
     if not changed:

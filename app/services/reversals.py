@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.db import total
 from app.ledger import Currency, Leg, post_transaction, system_account
 from app.models import Account, Clawback, GiftSend, Purchase, PurchaseReversal, User
 from app.payments import PaymentProvider, WebhookRejected
@@ -97,21 +98,33 @@ async def _claw_back(session: AsyncSession, purchase: Purchase, reversal: Purcha
                                GiftSend.created_at >= purchase.created_at,
                                GiftSend.creator_diamonds > 0)
         .order_by(GiftSend.id.desc()))).all()
-    remaining, total = spent, 0
+    already = dict((await session.execute(
+        select(Clawback.gift_send_id, total(Clawback.diamonds))
+        .where(Clawback.gift_send_id.in_([s.id for s in sends]))
+        .group_by(Clawback.gift_send_id))).all())
+    # Lock every creator's earnings in id order first: concurrent chargebacks cannot deadlock.
+    earnings = {creator: await diamond_account(session, creator)
+                for creator in {send.creator_id for send in sends}}
+    balances = {}
+    for account in sorted(earnings.values(), key=lambda a: a.id):
+        balances[account.id] = await session.scalar(
+            select(Account.balance).where(Account.id == account.id).with_for_update())
+    remaining, clawed = spent, 0
     for send in sends:
         if remaining <= 0:
             break
         covered = min(remaining, send.coins_paid)
         remaining -= covered
-        wanted = send.creator_diamonds * covered // send.coins_paid
-        earnings = await diamond_account(session, send.creator_id)
-        held = await session.scalar(select(Account.balance).where(Account.id == earnings.id)
-                                    .with_for_update())
-        taken = min(wanted, held)
+        # A gift is clawed back at most once in full, whatever number of chargebacks.
+        wanted = min(send.creator_diamonds * covered // send.coins_paid,
+                     send.creator_diamonds - already.get(send.id, 0))
+        account = earnings[send.creator_id]
+        taken = min(wanted, balances[account.id])
         if taken <= 0:
             continue
+        balances[account.id] -= taken
         transaction_id = await post_transaction(session, kind="clawback", legs=[
-            Leg(earnings, -taken),
+            Leg(account, -taken),
             Leg(await system_account(session, "diamond_clawback", Currency.DIAMOND), taken)],
             reverses_id=send.transaction_id)
         session.add(Clawback(
@@ -119,6 +132,6 @@ async def _claw_back(session: AsyncSession, purchase: Purchase, reversal: Purcha
             diamonds=taken, transaction_id=transaction_id,
             reason=f"Chargeback: the coins {viewer} paid for this gift were charged back "
                    f"by the store ({purchase.provider}, {purchase.created_at:%Y-%m-%d})."))
-        total += taken
+        clawed += taken
     await session.flush()
-    return total
+    return clawed

@@ -67,6 +67,8 @@ class Statement:
 def parse_month(month: str) -> tuple[date, date]:
     try:
         start = datetime.strptime(month, "%Y-%m").date()
+        if start.year >= 9999:
+            raise ValueError(month)
     except ValueError:
         raise DomainError(ErrorCode.INVALID_INPUT, "month must look like 2026-11.",
                           "month") from None

@@ -190,8 +190,11 @@ def test_every_hook_is_documented_with_its_exact_signature():
 
 
 def test_the_core_names_no_partner_package():
-    names = {p.name for p in (ROOT / "plugins").glob("*/livegifts_*")} | \
-        {p.name for p in (ROOT / "plugins").iterdir() if p.is_dir()}
+    partners = ROOT / "plugins"
+    if not partners.is_dir():
+        pytest.skip("no plugins/ directory in this checkout")
+    names = {p.name for p in partners.glob("*/livegifts_*")} | \
+        {p.name for p in partners.iterdir() if p.is_dir()}
     for path in (ROOT / "app").rglob("*.py"):
         text = path.read_text()
         for name in names:

@@ -18,6 +18,7 @@ from app.migrate import upgrade
 from app.models import CoinPackage
 from app.payments import PaymentProvider, PayoutProvider
 from app.plugins import PluginHost
+from app.services.users import KnownUsers
 from app.settings import Settings
 
 JOURNAL_SEAL_INTERVAL = 15.0  # seconds between seals of the journal's hash chain
@@ -33,6 +34,7 @@ class Runtime:
     payment_providers: dict[str, PaymentProvider]
     payout_providers: dict[str, PayoutProvider]
     bus: EventBus
+    known_users: KnownUsers = field(default_factory=KnownUsers)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod

@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 from graphql import GraphQLError
+from sqlalchemy import select
 from strawberry.dataloader import DataLoader
 from strawberry.litestar import BaseContext
 
@@ -58,14 +59,31 @@ class Context(BaseContext, kw_only=True):
         """The caller's user id, creating the user on first sight."""
         principal = self.require()
         if "user_id" not in self.cache:
-            async with self.runtime.sessions() as session, session.begin():
-                user = await ensure_user(session, principal.name, principal.birthdate)
-                self.cache["user_id"] = user.id
+            known = self.runtime.known_users
+            key = (principal.name, principal.birthdate)
+            if key not in known:
+                async with self.runtime.sessions() as session, session.begin():
+                    user = await ensure_user(session, principal.name, principal.birthdate)
+                known.remember(key, user.id)  # committed: users are never renamed or removed
+            self.cache["user_id"] = known[key]
         return self.cache["user_id"]
 
     def is_admin(self) -> bool:
         principal = self.principal()
         return principal is not None and principal.has(Role.ADMIN)
+
+    def rows_loader(self, model: Any) -> DataLoader[int, Any]:
+        """Rows of ``model`` by primary key, one query per batch, None where missing."""
+        key = f"rows:{model.__tablename__}"
+        if key not in self.cache:
+            async def load(ids: list[int]) -> list[Any]:
+                async with self.runtime.sessions() as session:
+                    found = {row.id: row for row in (await session.scalars(
+                        select(model).where(model.id.in_(set(ids))))).all()}
+                return [found.get(i) for i in ids]
+
+            self.cache[key] = DataLoader(load_fn=load)
+        return self.cache[key]
 
     @property
     def entries_loader(self) -> DataLoader[int, list]:

@@ -519,11 +519,8 @@ class GiftingMutation:
         except DomainError as error:
             return SendGiftPayload(receipt=None, wallet_coins=None, replayed=False,
                                    user_errors=[UserError.of(error)])
-        from app.services import wallets
-
-        async with context.runtime.sessions() as session:
-            held = await wallets.wallet(session, user_id)
-        return SendGiftPayload(receipt=GiftReceipt.of(result.receipt), wallet_coins=held.coins,
+        return SendGiftPayload(receipt=GiftReceipt.of(result.receipt),
+                               wallet_coins=result.wallet_coins,
                                replayed=result.replayed, user_errors=[])
 
     @strawberry.mutation(description="Creator: go live.")

@@ -8,6 +8,7 @@ import strawberry
 from graphql import GraphQLError
 from strawberry import relay
 from strawberry.extensions import (
+    AddValidationRules,
     DisableIntrospection,
     MaskErrors,
     MaxAliasesLimiter,
@@ -211,14 +212,18 @@ def create_schema(settings: Settings) -> strawberry.Schema:
     Strawberry builds one schema per set of types, so it is built once per process,
     with the limits from the environment (LIVEGIFTS_MAX_QUERY_DEPTH and the like).
     """
+    # The limiters' validation rules are built once: a rule class made per request would
+    # be a new key for the validation cache, which would then never hit.
+    limit_rules = [rule for limiter in (QueryDepthLimiter(max_depth=settings.max_query_depth),
+                                        MaxAliasesLimiter(max_alias_count=settings.max_aliases))
+                   for rule in limiter.validation_rules]
     extensions: list[Any] = [
         # Factories: a fresh extension per request; the LRU caches are module-level.
         lambda: ParserCache(maxsize=1000),
         lambda: ValidationCache(maxsize=1000),
         lambda: MaskErrors(should_mask_error=_should_mask,
                            error_message="Unexpected error; please try again."),
-        lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
-        lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
+        lambda: AddValidationRules(limit_rules),
         lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
         lambda: QueryCost(maximum=settings.max_query_cost),
         HttpForQueriesAndMutations,

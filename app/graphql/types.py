@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import Any
 
 import strawberry
-from sqlalchemy import select
 from strawberry import relay
 from strawberry.types import Info
 
@@ -174,14 +173,15 @@ class Wallet:
 
 
 async def _rows_by_id(info: Info, model: Any, node_ids: Iterable[str]) -> list[Any]:
+    """Rows of ``model`` by id (None where there is none), batched: every lookup of
+    the same model in one request tick becomes one query (no N+1 in lists)."""
     ids = []
     for node_id in node_ids:
         try:
             ids.append(int(node_id))
         except ValueError:
             ids.append(None)
-    wanted = [i for i in ids if i is not None]
-    async with ctx(info).runtime.sessions() as session:
-        found = {row.id: row for row in
-                 (await session.scalars(select(model).where(model.id.in_(wanted)))).all()}
-    return [found.get(i) for i in ids]
+    loader = ctx(info).rows_loader(model)
+    found = await loader.load_many([i for i in ids if i is not None])
+    rows = iter(found)
+    return [None if i is None else next(rows) for i in ids]

@@ -57,36 +57,19 @@ def _check_legs(legs: Sequence[Leg]) -> None:
 
 
 async def post_transaction(session: AsyncSession, *, kind: str, legs: Sequence[Leg],
-                           memo: str = "", reverses_id: int | None = None) -> int:
+                           memo: str = "", reverses_id: int | None = None,
+                           balances: dict[int, int] | None = None) -> int:
     """Post one balanced transaction in the caller's database transaction; return its id.
 
+    When ``balances`` is given, it receives the new balance of every cached account
+    the transaction moved, by account id (read in the same UPDATE, no extra query).
     Raises :class:`UnbalancedTransaction` for malformed legs and
     :class:`InsufficientFunds` when a limited account would go negative. On either,
     nothing of this transaction is written (the caller's transaction rolls back).
     """
     _check_legs(legs)
-    net: dict[int, int] = defaultdict(int)
-    accounts = {leg.account.id: leg.account for leg in legs}
-    for leg in legs:
-        if leg.account.cached:
-            net[leg.account.id] += leg.amount
-    # Sorted ids give every writer the same lock order: no deadlock between two posts.
-    for account_id in sorted(net):
-        delta = net[account_id]
-        if delta == 0:
-            continue
-        account = accounts[account_id]
-        statement = update(Account).where(Account.id == account_id)
-        if account.limited and delta < 0:
-            statement = statement.where(Account.balance >= -delta)
-        result = await session.execute(
-            statement.values(balance=Account.balance + delta)
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount != 1:
-            available = await session.scalar(
-                select(Account.balance).where(Account.id == account_id))
-            raise InsufficientFunds(account, needed=-delta, available=available or 0)
+    # Rows first, balances last: the balance UPDATEs lock rows other writers share
+    # (a popular creator's account), so they come as late as possible.
     created_at = datetime.now(UTC)
     transaction_id = await session.scalar(
         insert(LedgerTransaction)
@@ -101,4 +84,29 @@ async def post_transaction(session: AsyncSession, *, kind: str, legs: Sequence[L
              currency=leg.account.currency, amount=leg.amount)
         for leg in legs
     ])
+    net: dict[int, int] = defaultdict(int)
+    accounts = {leg.account.id: leg.account for leg in legs}
+    for leg in legs:
+        if leg.account.cached:
+            net[leg.account.id] += leg.amount
+    # Sorted ids give every writer the same lock order: no deadlock between two posts.
+    for account_id in sorted(net):
+        delta = net[account_id]
+        if delta == 0:
+            continue
+        account = accounts[account_id]
+        statement = update(Account).where(Account.id == account_id)
+        if account.limited and delta < 0:
+            statement = statement.where(Account.balance >= -delta)
+        balance = await session.scalar(
+            statement.values(balance=Account.balance + delta).returning(Account.balance)
+            .execution_options(synchronize_session=False)
+        )
+        if balance is None:
+            available = await session.scalar(
+                select(Account.balance).where(Account.id == account_id))
+            raise InsufficientFunds(account, needed=-delta, available=available or 0)
+        if balances is not None:
+            balances[account_id] = balance
+    session.info.setdefault("ledger_postings", []).append((kind, legs))  # counted at commit
     return transaction_id

@@ -46,8 +46,9 @@ from app.services.brands import budget_account, revenue_account
 from app.services.catalogue import is_available
 from app.services.live import LIVE, live_session_for_update
 from app.services.rates import GiftSplit, current_rate_card, split_gift
-from app.services.safeguards import check_spending, require_age
+from app.services.safeguards import check_spending, require_ages
 from app.services.users import coin_account, diamond_account
+from app.services.wallets import wallet
 from app.settings import Settings
 from app.sponsorship import (
     PluginAnswerInvalid,
@@ -70,6 +71,7 @@ ALL_TIME = date(1970, 1, 1)
 class SendResult:
     receipt: GiftSend
     replayed: bool
+    wallet_coins: int  # the sender's coins after the send (now, for a replay)
 
 
 def period_starts(day: date) -> dict[str, date]:
@@ -79,7 +81,8 @@ def period_starts(day: date) -> dict[str, date]:
 
 
 async def _post_gift_transaction(session: AsyncSession, *, sender_id: int, creator_id: int,
-                                 split: GiftSplit, memo: str, brand: str | None) -> int:
+                                 split: GiftSplit, memo: str, brand: str | None,
+                                 balances: dict[int, int]) -> int:
     brand_legs = [] if brand is None else [
         Leg(await budget_account(session, brand), -split.brand_subsidy),
         Leg(await revenue_account(session, brand), split.brand_coins)]
@@ -96,7 +99,8 @@ async def _post_gift_transaction(session: AsyncSession, *, sender_id: int, creat
     ]
     try:
         return await post_transaction(session, kind="gift", memo=memo,
-                                      legs=[leg for leg in legs if leg.amount != 0])
+                                      legs=[leg for leg in legs if leg.amount != 0],
+                                      balances=balances)
     except InsufficientFunds as refusal:
         if brand is not None and refusal.account.code.startswith("brand:"):
             raise BusinessRefusal(
@@ -156,23 +160,27 @@ async def _sponsored_split(session: AsyncSession, plugins: PluginHost | None, *,
 
 async def _continue_combo(session: AsyncSession, *, live: LiveSession, sender_id: int,
                           gift: Gift, quantity: int, value: int, now: datetime,
-                          window: timedelta) -> tuple[GiftCombo, dict[str, Any] | None]:
+                          window: timedelta) -> tuple[int, int, dict[str, Any] | None]:
     """Extend the sender's open combo for this gift, or start one (ending a stale one).
 
     The sender's wallet row is already locked by the debit, so one sender's sends
-    are serialised here and the combo cannot fork.
+    are serialised here and the combo cannot fork. The usual case, a combo still
+    open and within the window, is one UPDATE.
     """
+    extended = (await session.execute(
+        update(GiftCombo).where(GiftCombo.session_id == live.id, GiftCombo.sender_id == sender_id,
+                                GiftCombo.gift_id == gift.id, GiftCombo.ended_at.is_(None),
+                                GiftCombo.last_at >= now - window)
+        .values(count=GiftCombo.count + quantity, sends=GiftCombo.sends + 1,
+                coins=GiftCombo.coins + value, last_at=now)
+        .returning(GiftCombo.id, GiftCombo.count)
+        .execution_options(synchronize_session=False))).first()
+    if extended is not None:
+        return extended.id, extended.count, None
     open_combo = await session.scalar(
         select(GiftCombo).where(GiftCombo.session_id == live.id,
                                 GiftCombo.sender_id == sender_id, GiftCombo.gift_id == gift.id,
                                 GiftCombo.ended_at.is_(None)).with_for_update())
-    if open_combo is not None and open_combo.last_at >= now - window:
-        open_combo.count += quantity
-        open_combo.sends += 1
-        open_combo.coins += value
-        open_combo.last_at = now
-        await session.flush()
-        return open_combo, None
     ended = None
     if open_combo is not None:
         ended = await _end_combos(session, [GiftCombo.id == open_combo.id], now)
@@ -180,7 +188,8 @@ async def _continue_combo(session: AsyncSession, *, live: LiveSession, sender_id
                       sends=1, coins=value, started_at=now, last_at=now)
     session.add(combo)
     await session.flush()
-    return combo, (ended[0] if ended else None)
+    assert combo.id is not None
+    return combo.id, combo.count, (ended[0] if ended else None)
 
 
 async def _end_combos(session: AsyncSession, conditions: list[Any], now: datetime
@@ -250,10 +259,11 @@ async def send_gift(sessions: async_sessionmaker[AsyncSession], bus: EventBus, *
         if not is_available(gift, now):
             raise DomainError(ErrorCode.GIFT_UNAVAILABLE,
                               f"The gift {gift.name!r} is not available right now.", "giftId")
-        await require_age(session, settings, sender_id, doing="sending gifts")
-        await require_age(session, settings, live.creator_id, doing="receiving gifts",
-                          whose="The creator's")
-        # Serialise this viewer's sends: spending caps and campaign caps count exactly.
+        await require_ages(session, settings, [
+            (sender_id, "sending gifts", "Your"),
+            (live.creator_id, "receiving gifts", "The creator's")])
+        # This viewer's sends are serialised by the lock on their wallet, so spending caps
+        # and campaign caps count exactly.
         wallet = await coin_account(session, sender_id)
         await session.execute(select(Account.id).where(Account.id == wallet.id)
                               .with_for_update())
@@ -267,19 +277,22 @@ async def send_gift(sessions: async_sessionmaker[AsyncSession], bus: EventBus, *
             split = split_gift(gift.coin_price * quantity, card)
         value = split.value
         await check_spending(session, settings, sender_id, split.coins_paid, now)
+        combo_id, combo_count, ended = await _continue_combo(
+            session, live=live, sender_id=sender_id, gift=gift, quantity=quantity, value=value,
+            now=now, window=combo_window)
+        # The creator's rows (diamond balance, totals) are shared by everyone gifting them:
+        # they are written last, so their locks are held for the fewest statements.
+        balances: dict[int, int] = {}
         transaction_id = await _post_gift_transaction(
             session, sender_id=sender_id, creator_id=live.creator_id, split=split,
-            memo=f"{gift.sku} x{quantity}", brand=brand)
-        combo, ended = await _continue_combo(session, live=live, sender_id=sender_id, gift=gift,
-                                             quantity=quantity, value=value, now=now,
-                                             window=combo_window)
+            memo=f"{gift.sku} x{quantity}", brand=brand, balances=balances)
         receipt = GiftSend(
             session_id=live.id, gift_id=gift.id, sender_id=sender_id, creator_id=live.creator_id,
             quantity=quantity, unit_price=gift.coin_price, coins_paid=split.coins_paid,
             brand_subsidy=split.brand_subsidy, creator_coins=split.creator_coins,
             platform_coins=split.platform_coins, brand_coins=split.brand_coins,
             creator_diamonds=split.creator_diamonds, rate_card_version=card.version,
-            transaction_id=transaction_id, combo_id=combo.id, combo_count=combo.count,
+            transaction_id=transaction_id, combo_id=combo_id, combo_count=combo_count,
             created_at=now)
         session.add(receipt)
         await session.flush()
@@ -289,12 +302,16 @@ async def send_gift(sessions: async_sessionmaker[AsyncSession], bus: EventBus, *
         events.append({"type": "GiftSent", "session_id": live.id, "send_id": receipt.id,
                        "sender_id": sender_id, "gift_id": gift.id, "quantity": quantity,
                        "coins": value, "diamonds": split.creator_diamonds,
-                       "combo_id": combo.id, "combo_count": combo.count})
+                       "combo_id": combo_id, "combo_count": combo_count})
         if any(entry["user_id"] == sender_id for entry in top["top"]):
             events.append(top)
         sponsor = None if brand is None else {"plugin": gift.plugin, "brand": brand,
                                               "sku": gift.sku}
-        return {"send_id": receipt.id, "events": events, "sponsor": sponsor}
+        sent.append(receipt)
+        return {"send_id": receipt.id, "events": events, "sponsor": sponsor,
+                "wallet_coins": balances.get(wallet.id)}
+
+    sent: list[GiftSend] = []  # the receipt written by this call, when not a replay
 
     outcome = await run_idempotent(
         sessions, scope=f"user:{sender_id}", key=idempotency_key, operation="send_gift",
@@ -303,13 +320,17 @@ async def send_gift(sessions: async_sessionmaker[AsyncSession], bus: EventBus, *
     if not outcome["replayed"]:
         for event in outcome["events"]:
             await bus.publish(session_channel(session_id), event)
-    async with sessions() as session:
-        receipt = await session.get(GiftSend, outcome["send_id"])
+    if outcome["replayed"] or outcome.get("wallet_coins") is None:
+        async with sessions() as session:
+            receipt = await session.get(GiftSend, outcome["send_id"])
+            wallet_coins = (await wallet(session, sender_id)).coins
+    else:
+        receipt, wallet_coins = sent[-1], outcome["wallet_coins"]
     assert receipt is not None
     sponsor = outcome.get("sponsor")
     if sponsor and plugins is not None and not outcome["replayed"]:
         await _tell_sponsor(plugins, sponsor, receipt)
-    return SendResult(receipt=receipt, replayed=outcome["replayed"])
+    return SendResult(receipt=receipt, replayed=outcome["replayed"], wallet_coins=wallet_coins)
 
 
 async def _tell_sponsor(plugins: PluginHost, sponsor: dict[str, str], receipt: GiftSend) -> None:

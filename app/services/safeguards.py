@@ -56,14 +56,23 @@ async def set_birthdate(session: AsyncSession, user_id: int, birthdate: date) ->
 async def require_age(session: AsyncSession, settings: Settings, user_id: int, *,
                       doing: str, whose: str = "Your") -> None:
     """Refuse unless the user's birthdate shows the minimum age."""
-    birthdate = await session.scalar(select(Profile.birthdate).where(Profile.user_id == user_id))
-    if birthdate is None:
-        raise DomainError(ErrorCode.BIRTHDATE_REQUIRED, f"{whose} birthdate is needed before "
-                          f"{doing}; add it with updateProfile.", None)
-    if age_on(birthdate, datetime.now(UTC).date()) < settings.minimum_age:
-        raise DomainError(ErrorCode.AGE_RESTRICTED, f"{doing.capitalize()} needs "
-                          f"{'you' if whose == 'Your' else 'the creator'} to be at least "
-                          f"{settings.minimum_age}.", None)
+    await require_ages(session, settings, [(user_id, doing, whose)])
+
+
+async def require_ages(session: AsyncSession, settings: Settings,
+                       checks: list[tuple[int, str, str]]) -> None:
+    """Refuse unless each (user, doing, whose) birthdate shows the minimum age: one query."""
+    birthdates = dict((await session.execute(select(Profile.user_id, Profile.birthdate).where(
+        Profile.user_id.in_([user_id for user_id, _, _ in checks])))).all())
+    for user_id, doing, whose in checks:
+        birthdate = birthdates.get(user_id)
+        if birthdate is None:
+            raise DomainError(ErrorCode.BIRTHDATE_REQUIRED, f"{whose} birthdate is needed "
+                              f"before {doing}; add it with updateProfile.", None)
+        if age_on(birthdate, datetime.now(UTC).date()) < settings.minimum_age:
+            raise DomainError(ErrorCode.AGE_RESTRICTED, f"{doing.capitalize()} needs "
+                              f"{'you' if whose == 'Your' else 'the creator'} to be at least "
+                              f"{settings.minimum_age}.", None)
 
 
 async def own_limits(session: AsyncSession, user_id: int, at: datetime) -> Limits:
@@ -127,7 +136,8 @@ def _start_of_month(day: date) -> datetime:
 async def check_spending(session: AsyncSession, settings: Settings, user_id: int, coins: int,
                          now: datetime) -> None:
     """Refuse a send of ``coins`` that breaks a cool-off or a cap (the caller holds the
-    sender's wallet lock, so concurrent sends are counted exactly)."""
+    sender's wallet lock, so concurrent sends are counted exactly; a refusal after the
+    caller debited the wallet rolls the debit back with the rest of the send)."""
     limits = await own_limits(session, user_id, now)
     if limits.cooloff_until and limits.cooloff_until > now:
         raise DomainError(ErrorCode.COOLING_OFF, "You chose a break from gifting until "

@@ -17,6 +17,19 @@ PAYOUT_HOLD = "payout_hold"
 COIN_DEBT = "coin_debt"
 
 
+class KnownUsers(dict[tuple[str, date | None], int]):
+    """Ids of committed users by (name, birthdate claim): a token seen before needs no
+    query. Users are never renamed or removed and a birthdate is recorded once, so an
+    entry never goes stale; the map is cleared when it reaches ``LIMIT`` entries."""
+
+    LIMIT = 100_000
+
+    def remember(self, key: tuple[str, date | None], user_id: int) -> None:
+        if len(self) >= self.LIMIT:
+            self.clear()
+        self[key] = user_id
+
+
 async def ensure_user(session: AsyncSession, name: str, birthdate: date | None = None) -> User:
     """Return the user with this name, creating the user and their accounts on first sight.
 

@@ -8,15 +8,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import update
+from sqlalchemy import event, update
 
 from app.errors import DomainError, ErrorCode
+from app.events import session_channel
 from app.ledger import audit
 from app.models import Gift, RateCard
 from app.services import gifting, live, rates, recognition, wallets
 from app.services.recognition import Period
 from tests.gifting_support import Recorder, give_coins, new_viewer, send, stage
-from tests.support import snapshot
+from tests.support import snapshot, token
 
 
 @given(value=st.integers(1, 10**12), share=st.integers(0, 10_000),
@@ -248,3 +249,65 @@ async def test_top_gifters_changed_is_published_when_the_sender_is_on_the_podium
     tops = recorder.of("TopGiftersChanged")
     assert len(tops) == 3
     assert [e["name"] for e in tops[-1]["top"]] == ["fan0", "fan1", "fan2"]
+
+
+EVENTS = """subscription($id: ID!) { liveSessionEvents(sessionId: $id) {
+  __typename ... on GiftSent { sender { name } gift { name coinPrice } comboCount }
+  ... on ComboEnded { sender { name } gift { name } totalCount } } }"""
+
+
+async def _events_until(runtime, where, publish, kind: str) -> dict:
+    """Subscribe as a watcher, run ``publish``, return the first event of ``kind``."""
+    from strawberry.relay import to_base64
+
+    from app.graphql.context import Context
+    from app.graphql.schema import schema
+
+    stream = await schema.subscribe(
+        EVENTS, variable_values={"id": to_base64("LiveSession", where.session_id)},
+        context_value=Context(runtime=runtime, authorization=f"Bearer {token('watcher')}"))
+    await anext(stream)  # the viewer count comes first
+    await publish()
+    while (seen := (await asyncio.wait_for(anext(stream), 10)).data["liveSessionEvents"]
+           )["__typename"] != kind:
+        pass
+    await stream.aclose()
+    return seen
+
+
+async def test_gift_events_carry_the_gift_and_sender_so_watchers_need_no_query(runtime):
+    where = await stage(runtime)
+    viewer = await new_viewer(runtime, "ann", 100)
+    statements: list[str] = []
+
+    async def publish() -> None:
+        await send(runtime, viewer, where, "rose")
+        event.listen(runtime.engine.sync_engine, "before_cursor_execute",
+                     lambda *args: statements.append(args[2]))
+
+    async def end() -> None:
+        await send(runtime, viewer, where, "rose")
+        await gifting.end_stale_combos(runtime.sessions, runtime.bus, timedelta(0),
+                                       session_id=where.session_id)
+
+    sent = await _events_until(runtime, where, publish, "GiftSent")
+    assert sent == {"__typename": "GiftSent", "sender": {"name": "ann"},
+                    "gift": {"name": "Rose", "coinPrice": 1}, "comboCount": 1}
+    assert statements == []  # resolving the event for the watcher read nothing
+    ended = await _events_until(runtime, where, end, "ComboEnded")
+    assert ended == {"__typename": "ComboEnded", "sender": {"name": "ann"},
+                     "gift": {"name": "Rose"}, "totalCount": 2}
+
+
+async def test_events_from_an_older_process_without_the_gift_are_completed(runtime):
+    where = await stage(runtime)
+    viewer = await new_viewer(runtime, "bob", 100)
+
+    async def publish_bare() -> None:
+        await runtime.bus.publish(session_channel(where.session_id), {
+            "type": "GiftSent", "session_id": where.session_id, "send_id": 1,
+            "sender_id": viewer, "gift_id": where.gifts["rose"], "quantity": 1, "coins": 1,
+            "diamonds": 0, "combo_id": 1, "combo_count": 1})
+
+    sent = await _events_until(runtime, where, publish_bare, "GiftSent")
+    assert sent["sender"] == {"name": "bob"} and sent["gift"]["name"] == "Rose"

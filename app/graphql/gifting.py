@@ -292,9 +292,16 @@ LiveSessionEvent = Annotated[
 async def _event(info: Info, event: dict[str, Any]) -> Any:
     kind = event["type"]
     if kind in ("GiftSent", "ComboEnded"):
-        [gift_row] = await _rows_by_id(info, models.Gift, [str(event["gift_id"])])
-        [sender_row] = await _rows_by_id(info, models.User, [str(event["sender_id"])])
-        gift, sender = Gift.of(gift_row), User(id=sender_row.id, name=sender_row.name)
+        # Events carry the gift and the sender's name; an event published by an older
+        # process (during a rolling upgrade) may not, and is completed from the database.
+        if "gift" in event and "sender_name" in event:
+            gift_row = models.Gift.model_validate(event["gift"])
+            sender = User(id=event["sender_id"], name=event["sender_name"])
+        else:
+            [gift_row] = await _rows_by_id(info, models.Gift, [str(event["gift_id"])])
+            [sender_row] = await _rows_by_id(info, models.User, [str(event["sender_id"])])
+            sender = User(id=sender_row.id, name=sender_row.name)
+        gift = Gift.of(gift_row)
         combo_id = relay.GlobalID("GiftCombo", str(event["combo_id"]))
         if kind == "GiftSent":
             return GiftSent(receipt_id=relay.GlobalID("GiftReceipt", str(event["send_id"])),

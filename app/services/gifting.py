@@ -46,8 +46,8 @@ from app.services.brands import budget_account, revenue_account
 from app.services.catalogue import is_available
 from app.services.live import LIVE, live_session_for_update
 from app.services.rates import GiftSplit, current_rate_card, split_gift
-from app.services.safeguards import check_spending, require_ages
-from app.services.users import coin_account, diamond_account
+from app.services.safeguards import check_age, check_spending
+from app.services.users import coin_account, diamond_account, names_and_birthdates
 from app.services.wallets import wallet
 from app.settings import Settings
 from app.sponsorship import (
@@ -195,15 +195,28 @@ async def _continue_combo(session: AsyncSession, *, live: LiveSession, sender_id
 async def _end_combos(session: AsyncSession, conditions: list[Any], now: datetime
                       ) -> list[dict[str, Any]]:
     """End open combos matching ``conditions``; only the caller that ends one reports it."""
-    rows = await session.execute(
+    rows = (await session.execute(
         update(GiftCombo).where(GiftCombo.ended_at.is_(None), *conditions)
         .values(ended_at=now)
         .returning(GiftCombo.id, GiftCombo.session_id, GiftCombo.sender_id, GiftCombo.gift_id,
                    GiftCombo.count, GiftCombo.sends, GiftCombo.coins)
-        .execution_options(synchronize_session=False))
+        .execution_options(synchronize_session=False))).all()
+    if not rows:
+        return []
+    names = dict((await session.execute(select(User.id, User.name).where(
+        User.id.in_({r.sender_id for r in rows})))).all())
+    gifts = {g.id: g for g in (await session.scalars(select(Gift).where(
+        Gift.id.in_({r.gift_id for r in rows})))).all()}
     return [{"type": "ComboEnded", "combo_id": r.id, "session_id": r.session_id,
-             "sender_id": r.sender_id, "gift_id": r.gift_id, "total_count": r.count,
-             "sends": r.sends, "total_coins": r.coins} for r in rows]
+             "sender_id": r.sender_id, "sender_name": names[r.sender_id],
+             "gift_id": r.gift_id, "gift": gift_fields(gifts[r.gift_id]),
+             "total_count": r.count, "sends": r.sends, "total_coins": r.coins} for r in rows]
+
+
+def gift_fields(gift: Gift) -> dict[str, Any]:
+    """The gift as it was when sent, JSON-safe, carried by events so that subscribers
+    (thousands per session) need no query to show it."""
+    return gift.model_dump(mode="json")
 
 
 async def _add_to_totals(session: AsyncSession, send: GiftSend, value: int, now: datetime
@@ -259,9 +272,11 @@ async def send_gift(sessions: async_sessionmaker[AsyncSession], bus: EventBus, *
         if not is_available(gift, now):
             raise DomainError(ErrorCode.GIFT_UNAVAILABLE,
                               f"The gift {gift.name!r} is not available right now.", "giftId")
-        await require_ages(session, settings, [
-            (sender_id, "sending gifts", "Your"),
-            (live.creator_id, "receiving gifts", "The creator's")])
+        people = await names_and_birthdates(session, [sender_id, live.creator_id])
+        sender_name, sender_birthdate = people.get(sender_id, ("", None))
+        check_age(settings, sender_birthdate, doing="sending gifts")
+        check_age(settings, people.get(live.creator_id, ("", None))[1],
+                  doing="receiving gifts", whose="The creator's")
         # This viewer's sends are serialised by the lock on their wallet, so spending caps
         # and campaign caps count exactly.
         wallet = await coin_account(session, sender_id)
@@ -300,7 +315,8 @@ async def send_gift(sessions: async_sessionmaker[AsyncSession], bus: EventBus, *
         top = await top_gifters_event(session, live.id)
         events = [ended] if ended else []
         events.append({"type": "GiftSent", "session_id": live.id, "send_id": receipt.id,
-                       "sender_id": sender_id, "gift_id": gift.id, "quantity": quantity,
+                       "sender_id": sender_id, "sender_name": sender_name,
+                       "gift_id": gift.id, "gift": gift_fields(gift), "quantity": quantity,
                        "coins": value, "diamonds": split.creator_diamonds,
                        "combo_id": combo_id, "combo_count": combo_count})
         if any(entry["user_id"] == sender_id for entry in top["top"]):

@@ -56,23 +56,20 @@ async def set_birthdate(session: AsyncSession, user_id: int, birthdate: date) ->
 async def require_age(session: AsyncSession, settings: Settings, user_id: int, *,
                       doing: str, whose: str = "Your") -> None:
     """Refuse unless the user's birthdate shows the minimum age."""
-    await require_ages(session, settings, [(user_id, doing, whose)])
+    birthdate = await session.scalar(select(Profile.birthdate).where(Profile.user_id == user_id))
+    check_age(settings, birthdate, doing=doing, whose=whose)
 
 
-async def require_ages(session: AsyncSession, settings: Settings,
-                       checks: list[tuple[int, str, str]]) -> None:
-    """Refuse unless each (user, doing, whose) birthdate shows the minimum age: one query."""
-    birthdates = dict((await session.execute(select(Profile.user_id, Profile.birthdate).where(
-        Profile.user_id.in_([user_id for user_id, _, _ in checks])))).all())
-    for user_id, doing, whose in checks:
-        birthdate = birthdates.get(user_id)
-        if birthdate is None:
-            raise DomainError(ErrorCode.BIRTHDATE_REQUIRED, f"{whose} birthdate is needed "
-                              f"before {doing}; add it with updateProfile.", None)
-        if age_on(birthdate, datetime.now(UTC).date()) < settings.minimum_age:
-            raise DomainError(ErrorCode.AGE_RESTRICTED, f"{doing.capitalize()} needs "
-                              f"{'you' if whose == 'Your' else 'the creator'} to be at least "
-                              f"{settings.minimum_age}.", None)
+def check_age(settings: Settings, birthdate: date | None, *, doing: str,
+              whose: str = "Your") -> None:
+    """Refuse unless ``birthdate`` (None: not on file) shows the minimum age."""
+    if birthdate is None:
+        raise DomainError(ErrorCode.BIRTHDATE_REQUIRED, f"{whose} birthdate is needed before "
+                          f"{doing}; add it with updateProfile.", None)
+    if age_on(birthdate, datetime.now(UTC).date()) < settings.minimum_age:
+        raise DomainError(ErrorCode.AGE_RESTRICTED, f"{doing.capitalize()} needs "
+                          f"{'you' if whose == 'Your' else 'the creator'} to be at least "
+                          f"{settings.minimum_age}.", None)
 
 
 async def own_limits(session: AsyncSession, user_id: int, at: datetime) -> Limits:

@@ -48,6 +48,15 @@ async def ensure_user(session: AsyncSession, name: str, birthdate: date | None =
     return user
 
 
+async def names_and_birthdates(session: AsyncSession, user_ids: list[int]
+                               ) -> dict[int, tuple[str, date | None]]:
+    """Each user's name and birthdate (None when not on file), in one query."""
+    rows = await session.execute(
+        select(User.id, User.name, Profile.birthdate)
+        .outerjoin(Profile, Profile.user_id == User.id).where(User.id.in_(user_ids)))
+    return {row.id: (row.name, row.birthdate) for row in rows}
+
+
 async def coin_account(session: AsyncSession, user_id: int) -> AccountRef:
     return await user_account(session, user_id, WALLET, Currency.COIN)
 

@@ -22,7 +22,14 @@ Rules (each enforced in exactly one place):
   balance = sum of entries, no limited account below zero, every transaction balanced.
 """
 
-from app.ledger.accounts import AccountRef, Currency, open_account, system_account, user_account
+from app.ledger.accounts import (
+    AccountRef,
+    Currency,
+    lock_account,
+    open_account,
+    system_account,
+    user_account,
+)
 from app.ledger.audit import AuditFinding, audit
 from app.ledger.idempotency import run_idempotent
 from app.ledger.posting import InsufficientFunds, Leg, UnbalancedTransaction, post_transaction
@@ -35,6 +42,7 @@ __all__ = [
     "Leg",
     "UnbalancedTransaction",
     "audit",
+    "lock_account",
     "open_account",
     "post_transaction",
     "run_idempotent",

@@ -79,3 +79,18 @@ async def user_account(session: AsyncSession, user_id: int, purpose: str,
     """A user's own account (wallet coins, earned diamonds): cached and never negative."""
     return await open_account(session, f"user:{user_id}:{purpose}", currency,
                               cached=True, limited=True, owner_user_id=user_id)
+
+
+async def lock_account(session: AsyncSession, account: AccountRef) -> int:
+    """Lock the account's row until the end of the transaction; return its cached balance.
+
+    The lock is ``FOR NO KEY UPDATE``, the lock an UPDATE of the balance takes itself.
+    Unlike ``FOR UPDATE`` it does not wait for the key-share locks that inserting ledger
+    entries (a foreign key to the account) takes, so a writer that inserts its entries
+    before updating the balance can never deadlock with a writer waiting here.
+    """
+    balance = await session.scalar(select(Account.balance).where(Account.id == account.id)
+                                   .with_for_update(key_share=True))
+    assert balance is not None
+    return balance
+

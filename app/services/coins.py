@@ -11,9 +11,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.errors import DomainError, ErrorCode
-from app.ledger import Currency, Leg, post_transaction, run_idempotent, system_account
+from app.ledger import (
+    Currency,
+    Leg,
+    lock_account,
+    post_transaction,
+    run_idempotent,
+    system_account,
+)
 from app.ledger.idempotency import check_key
-from app.models import Account, CoinPackage, Purchase
+from app.models import CoinPackage, Purchase
 from app.payments import PaymentProvider, ReceiptRejected, VerifiedReceipt
 from app.services.safeguards import require_age
 from app.services.users import coin_account, debt_account
@@ -164,11 +171,9 @@ async def purchase_coins(sessions: async_sessionmaker[AsyncSession],
             raise _already_redeemed()
         # Wallet before debt, the order refunds lock them in: the two cannot deadlock.
         wallet = await coin_account(session, user_id)
-        await session.execute(select(Account.id).where(Account.id == wallet.id)
-                              .with_for_update())
+        await lock_account(session, wallet)
         debt = await debt_account(session, user_id)
-        owed = -(await session.scalar(select(Account.balance).where(Account.id == debt.id)
-                                      .with_for_update()))
+        owed = -await lock_account(session, debt)
         settled = min(owed, package.coins)
         legs = [
             Leg(await system_account(session, "coin_issuance", Currency.COIN), -package.coins),

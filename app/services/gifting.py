@@ -23,13 +23,13 @@ from app.ledger import (
     Currency,
     InsufficientFunds,
     Leg,
+    lock_account,
     post_transaction,
     run_idempotent,
     system_account,
 )
 from app.ledger.idempotency import check_key
 from app.models import (
-    Account,
     Brand,
     CreatorTotal,
     Gift,
@@ -280,8 +280,7 @@ async def send_gift(sessions: async_sessionmaker[AsyncSession], bus: EventBus, *
         # This viewer's sends are serialised by the lock on their wallet, so spending caps
         # and campaign caps count exactly.
         wallet = await coin_account(session, sender_id)
-        await session.execute(select(Account.id).where(Account.id == wallet.id)
-                              .with_for_update())
+        await lock_account(session, wallet)
         card = await current_rate_card(session, now)
         brand = None
         if gift.plugin is not None:

@@ -20,9 +20,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import total
 from app.errors import DomainError, ErrorCode
-from app.ledger import Currency, Leg, post_transaction, run_idempotent, system_account
+from app.ledger import (
+    Currency,
+    Leg,
+    lock_account,
+    post_transaction,
+    run_idempotent,
+    system_account,
+)
 from app.ledger.idempotency import check_key
-from app.models import Account, Payout
+from app.models import Payout
 from app.payments import PayoutOrder, PayoutProvider, PayoutRejected, WebhookRejected
 from app.services.rates import current_rate_card
 from app.services.users import diamond_account, payout_hold_account
@@ -62,8 +69,7 @@ async def request_payout(sessions: async_sessionmaker[AsyncSession],
     async def hold(session: AsyncSession) -> dict[str, int]:
         earnings = await diamond_account(session, creator_id)
         # Lock the earnings row: one creator's payout requests are counted one at a time.
-        await session.execute(select(Account.id).where(Account.id == earnings.id)
-                              .with_for_update())
+        await lock_account(session, earnings)
         midnight = datetime.combine(datetime.now(UTC).date(), datetime.min.time(), tzinfo=UTC)
         today = await session.scalar(select(total(Payout.diamonds)).where(
             Payout.creator_id == creator_id, Payout.created_at >= midnight,

@@ -19,8 +19,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import total
-from app.ledger import Currency, Leg, post_transaction, system_account
-from app.models import Account, Clawback, GiftSend, Purchase, PurchaseReversal, User
+from app.ledger import Currency, Leg, lock_account, post_transaction, system_account
+from app.models import Clawback, GiftSend, Purchase, PurchaseReversal, User
 from app.payments import PaymentProvider, WebhookRejected
 from app.services.payouts import WebhookError
 from app.services.users import coin_account, debt_account, diamond_account
@@ -64,8 +64,7 @@ async def _reverse(session: AsyncSession, provider: str, transaction_id: str, ki
             PurchaseReversal.purchase_id == purchase.id)):
         raise _already()
     wallet = await coin_account(session, purchase.user_id)
-    held = await session.scalar(select(Account.balance).where(Account.id == wallet.id)
-                                .with_for_update())
+    held = await lock_account(session, wallet)
     removed = min(held, purchase.coins)
     debt = purchase.coins - removed
     legs = [
@@ -107,8 +106,7 @@ async def _claw_back(session: AsyncSession, purchase: Purchase, reversal: Purcha
                 for creator in {send.creator_id for send in sends}}
     balances = {}
     for account in sorted(earnings.values(), key=lambda a: a.id):
-        balances[account.id] = await session.scalar(
-            select(Account.balance).where(Account.id == account.id).with_for_update())
+        balances[account.id] = await lock_account(session, account)
     remaining, clawed = spent, 0
     for send in sends:
         if remaining <= 0:

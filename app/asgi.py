@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Litestar, Request, Response, get
+from litestar import Litestar, Request, Response
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import Headers, State
 from litestar.middleware import DefineMiddleware
 from litestar.types import Scope
 from strawberry.litestar import make_graphql_controller
 
+from app import observability
+from app.graphiql import with_example
 from app.graphql.context import Context
 from app.graphql.schema import schema
 from app.http_media import GraphQLResponseMedia
 from app.http_routes import ROUTES
+from app.overlay import OVERLAY_ROUTES
 from app.ratelimit import Counters, RateLimit
 from app.runtime import Runtime
 from app.settings import Settings
@@ -30,18 +33,14 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         return Context(runtime=state.runtime,
                        authorization=Headers.from_scope(scope).get("authorization"))
 
-    graphql = make_graphql_controller(
+    graphql = with_example(make_graphql_controller(
         schema,
         path="/graphql",
         graphql_ide="graphiql" if settings.graphiql_enabled else None,
         context_getter=context_getter,
         allowed_origins=_origins(settings.websocket_origins),
-    )
+    ))
     counters = Counters(settings.redis_url)
-
-    @get("/healthz", sync_to_thread=False)
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
 
     async def start_runtime(app: Litestar) -> None:
         await app.state.runtime.start()
@@ -50,20 +49,29 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         await app.state.runtime.close()
         await counters.close()
 
-    return Litestar(
-        route_handlers=[graphql, healthz, *ROUTES],
+    app = Litestar(
+        route_handlers=[graphql, observability.health, observability.ready,
+                        observability.metrics, *ROUTES, *OVERLAY_ROUTES],
         state=State({"runtime": runtime}),
         on_startup=[start_runtime],
         on_shutdown=[close_runtime],
         middleware=[DefineMiddleware(RateLimit, settings=settings, counters=counters),
                     GraphQLResponseMedia],
         cors_config=CORSConfig(allow_origins=_origins(settings.cors_origins),
-                               allow_headers=["authorization", "content-type"],
+                               allow_headers=["authorization", "content-type",
+                                              observability.REQUEST_ID_HEADER],
+                               expose_headers=[observability.REQUEST_ID_HEADER],
                                allow_methods=["GET", "POST", "OPTIONS"])
         if settings.cors_origins else None,
         request_max_body_size=settings.max_request_bytes,
         exception_handlers={UnicodeDecodeError: _not_utf8},
+        plugins=observability.tracing_plugins(settings, runtime.engine),
+        after_exception=[observability.log_unhandled_error],
+        logging_config=None,  # logging is configured once, by app.observability.logging_config
     )
+    # Outermost, so that unmatched paths and CORS preflights get a request id and are counted.
+    app.asgi_handler = observability.ObservedRequests(app.asgi_handler)
+    return app
 
 
 def _not_utf8(request: Request[Any, Any, Any], error: UnicodeDecodeError) -> Response[Any]:

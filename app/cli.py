@@ -1,11 +1,14 @@
-"""The ``livegifts`` command: serve, migrate, export-schema, token, receipt, plugins, audit,
-seed."""
+"""The ``livegifts`` command: serve, migrate, export-schema, token, overlay-url, receipt,
+plugins, audit, seed."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import click
@@ -29,6 +32,33 @@ def _with_runtime(work: Callable[..., Awaitable[T]]) -> T:
     return asyncio.run(run())
 
 
+@contextlib.contextmanager
+def _progress(wanted: bool | None) -> Iterator[Callable[[str, int, int], None]]:
+    """Progress bars on stderr, when asked for or when stderr is a terminal; yields a
+    ``report(step, done, total)`` that does nothing otherwise, so stdout stays clean."""
+    if not (sys.stderr.isatty() if wanted is None else wanted):
+        yield lambda step, done, total: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=Console(stderr=True)) as bars:
+        steps: dict[str, Any] = {}
+
+        def report(step: str, done: int, total: int) -> None:
+            if step not in steps:
+                steps[step] = bars.add_task(step, total=total)
+            bars.update(steps[step], completed=done, total=total)
+
+        yield report
+
+
+progress_option = click.option(
+    "--progress/--no-progress", "show_progress", default=None,
+    help="Show progress on stderr (default: only when stderr is a terminal).")
+
+
 @click.group(help="livegifts: coins, gifts, diamonds and payouts for live streaming.")
 def main() -> None:
     pass
@@ -37,20 +67,50 @@ def main() -> None:
 @main.command(help="Migrate the database, seed demo data if empty, and serve the API.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              envvar="LIVEGIFTS_WORKERS", show_envvar=True, help="Server processes.")
 @click.option("--migrate/--no-migrate", default=True, show_default=True,
               help="Apply migrations (and the demo seed) before serving.")
 def serve(host: str, port: int, workers: int, migrate: bool) -> None:
+    import logging.config
+    import os
+    import shutil
+    import signal
+    import tempfile
+
     import uvicorn
 
     settings = Settings()
-    if migrate:
-        _with_runtime(lambda runtime: runtime.prepare_database())
-    if settings.graphiql_enabled:
-        click.echo(f"GraphiQL: http://{host}:{port}/graphql  "
-                   "(token: livegifts token --user demo-viewer --role viewer)")
-    uvicorn.run("app.asgi:create_app_from_environment", factory=True, host=host, port=port,
-                workers=workers, log_level="info")
+    metrics_directory = None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # The workers add up their metrics through files there (see app.observability); it
+        # must be set before anything imports prometheus_client.
+        metrics_directory = tempfile.mkdtemp(prefix="livegifts-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_directory
+        # uvicorn re-raises the signal that stopped it: exit through Python, so the
+        # directory is removed below.
+        signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+    try:
+        from app import observability
+
+        try:
+            observability.require_tracing_packages(settings)
+        except observability.TracingUnavailable as error:
+            raise click.ClickException(str(error)) from None
+        log_config = observability.logging_config(settings)
+        logging.config.dictConfig(log_config)
+        if migrate:
+            _with_runtime(lambda runtime: runtime.prepare_database())
+        if settings.graphiql_enabled:
+            click.echo(f"GraphiQL: http://{host}:{port}/graphql  "
+                       "(token: livegifts token --user demo-viewer --role viewer)")
+        # Access lines come from app.observability, with the request id and duration.
+        uvicorn.run("app.asgi:create_app_from_environment", factory=True, host=host, port=port,
+                    workers=workers, log_config=log_config, log_level=settings.log_level.lower(),
+                    access_log=False)
+    finally:
+        if metrics_directory:
+            shutil.rmtree(metrics_directory, ignore_errors=True)
 
 
 @main.command(help="Apply database migrations up to the latest schema.")
@@ -85,6 +145,46 @@ def token(name: str, roles: tuple[str, ...], brand: str | None, birthdate: Any,
         click.echo(mint_token(Settings(), name, [Role(r) for r in roles], ttl, brand, born))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--user/--brand") from exc
+
+
+@main.command("overlay-url", help="Print a live session's overlay URL for broadcasting "
+                                  "software (OBS browser source), carrying a long-lived viewer "
+                                  "token signed with LIVEGIFTS_JWT_SECRET.")
+@click.argument("session_id")
+@click.option("--base-url", default="http://127.0.0.1:8000", show_default=True,
+              help="The server's address as the broadcasting software reaches it.")
+@click.option("--user", "name", default="overlay", show_default=True,
+              help="User name of the overlay's viewer token.")
+@click.option("--days", type=click.IntRange(1, 3650), default=365, show_default=True,
+              help="Lifetime of the token in days.")
+def overlay_url(session_id: str, base_url: str, name: str, days: int) -> None:
+    from app.auth import Role, mint_token
+    from app.errors import DomainError
+    from app.graphql.common import decode_id
+    from app.models import LiveSession
+    from app.overlay import overlay_url as url_with_token
+
+    if not base_url.startswith(("http://", "https://")):
+        raise click.BadParameter("must start with http:// or https://", param_hint="--base-url")
+    try:
+        number = decode_id(session_id, "LiveSession", "SESSION_ID")
+    except DomainError as exc:
+        raise click.BadParameter(exc.message, param_hint="SESSION_ID") from exc
+
+    async def find(runtime):  # type: ignore[no-untyped-def]
+        async with runtime.sessions() as session:
+            return await session.get(LiveSession, number)
+
+    live_session = _with_runtime(find)
+    if live_session is None:
+        raise click.BadParameter("no live session has this ID", param_hint="SESSION_ID")
+    try:
+        token = mint_token(Settings(), name, [Role.VIEWER], days * 24 * 3600)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--user") from exc
+    if live_session.status != "live":
+        click.echo("note: this session has ended; the overlay will say so", err=True)
+    click.echo(url_with_token(base_url, session_id, token))
 
 
 @main.command(help="Make a sandbox store receipt for a coin package (development only).")
@@ -130,7 +230,8 @@ def plugins(as_json: bool) -> None:
 @main.command(help="Check the ledger: conservation, cached balances, no negative balances, "
                    "and the journal's digests and hash chain.")
 @click.option("--seal", is_flag=True, help="First seal the transactions not yet sealed.")
-def audit(seal: bool) -> None:
+@progress_option
+def audit(seal: bool, show_progress: bool | None) -> None:
     from app.ledger import audit as run_audit
     from app.ledger import journal
 
@@ -139,9 +240,10 @@ def audit(seal: bool) -> None:
             async with runtime.sessions() as session, session.begin():
                 await journal.seal(session)
         async with runtime.sessions() as session:
-            return await run_audit(session)
+            return await run_audit(session, report)
 
-    findings = _with_runtime(check)
+    with _progress(show_progress) as report:
+        findings = _with_runtime(check)
     for finding in findings:
         click.echo(f"FAIL {finding}", err=True)
     if findings:
@@ -150,17 +252,57 @@ def audit(seal: bool) -> None:
                "entries, no limited account is negative, the journal is intact")
 
 
-@main.command(help="Create the default coin packages and demo users (safe to repeat).")
-def seed() -> None:
+@main.command(help="Create the default coin packages and demo users (safe to repeat). With "
+                   "--creators, --viewers, --sessions and --gifts, also add a large, realistic "
+                   "data set for benchmarks to an empty database.")
+@click.option("--creators", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Creators to add; popularity is skewed towards the first few.")
+@click.option("--viewers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Viewers to add; each buys the coins for the gifts they send.")
+@click.option("--sessions", type=click.IntRange(min=0), default=None,
+              help="Live sessions, some still live (default: 4 per creator).")
+@click.option("--gifts", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Gift sends, in combos, spread over the sessions.")
+@click.option("--days", type=click.IntRange(min=1), default=28, show_default=True,
+              help="The period the sessions and gifts are spread over.")
+@click.option("--until", type=click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]), default=None,
+              help="The end of that period, in UTC (default: now).")
+@click.option("--random-seed", type=int, default=0, show_default=True,
+              help="The same seed and options give the same data set.")
+@progress_option
+def seed(creators: int, viewers: int, sessions: int | None, gifts: int, days: int,
+         until: datetime | None, random_seed: int, show_progress: bool | None) -> None:
     from app.migrate import upgrade
     from app.seed import seed_demo_data
+    from app.seeding import ScaleOptions, SeedOptionsInvalid, SeedRefused, seed_at_scale
+
+    options = ScaleOptions(creators=creators, viewers=viewers, sessions=sessions, gifts=gifts,
+                           days=days, random_seed=random_seed,
+                           until=until.replace(tzinfo=UTC) if until else None)
+    try:
+        options.check(datetime.now(UTC))
+    except SeedOptionsInvalid as invalid:
+        raise click.UsageError(str(invalid)) from None
 
     async def run(runtime):  # type: ignore[no-untyped-def]
         await upgrade(runtime.engine)
         await seed_demo_data(runtime)
+        if options.requested:
+            return await seed_at_scale(runtime, options, report)
 
-    _with_runtime(run)
+    started = time.perf_counter()
+    with _progress(show_progress) as report:
+        try:
+            summary = _with_runtime(run)
+        except SeedRefused as refused:
+            raise click.ClickException(str(refused)) from None
     click.echo("demo data is in place")
+    if summary is not None:
+        click.echo(f"seeded {summary.creators:,} creators, {summary.viewers:,} viewers, "
+                   f"{summary.sessions:,} sessions ({summary.live_sessions:,} live), "
+                   f"{summary.gifts:,} gifts in {summary.combos:,} combos and "
+                   f"{summary.purchases:,} coin purchases in "
+                   f"{time.perf_counter() - started:.1f} s")
 
 
 @main.command(help="Sign a sandbox webhook (refund, chargeback or payout result) and print "

@@ -10,6 +10,7 @@ stops the start when ``LIVEGIFTS_PLUGINS_STRICT`` is on.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import importlib.metadata
 import logging
@@ -21,12 +22,15 @@ from typing import Any
 import pluggy
 
 from app import hookspecs
+from app.observability import PLUGIN_FAILURES
 from app.payments import PaymentProvider, PayoutProvider
 from app.services.catalogue import SKU as GIFT_SKU
 from app.settings import Settings
 from app.sponsorship import SLUG, Brand, SponsoredGift
 
 logger = logging.getLogger("livegifts.plugins")
+# The hook this task last called on a plugin: an answer found invalid later came from it.
+_hook_called: contextvars.ContextVar[str] = contextvars.ContextVar("hook_called", default="")
 
 DEFAULT_PLUGINS = ("app.sandbox",)
 ACTIVE, FAILED, BLOCKED, NOT_ALLOWED = "active", "failed", "blocked", "not allowed"
@@ -118,7 +122,8 @@ class PluginHost:
             if plugin is not None and self.manager.is_registered(plugin):
                 self.manager.unregister(plugin)
             error = f"{stage} failed: {type(exc).__name__}: {exc}"
-            logger.error("plugin %s: %s", name, error)
+            logger.error("plugin %s: %s", name, error,
+                         extra={"plugin": name, "stage": stage, "error": error})
             if self.settings.plugins_strict:
                 raise PluginStartupError(f"plugin {name!r}: {error}") from exc
             self.records[name] = PluginRecord(name, version, FAILED, error=error)
@@ -176,7 +181,10 @@ class PluginHost:
         if not impls:
             return None
         impl = impls[0]
-        call = functools.partial(impl.function, **{a: kwargs[a] for a in impl.argnames})
+        _hook_called.set(hook)
+        # In the plugin's thread too, log lines carry the id of the request being served.
+        call = functools.partial(contextvars.copy_context().run, impl.function,
+                                 **{a: kwargs[a] for a in impl.argnames})
         timeout = self.settings.plugin_timeout_seconds
         try:
             return await asyncio.wait_for(
@@ -185,15 +193,21 @@ class PluginHost:
             reason = f"{hook} did not answer within {timeout:g} s"
         except Exception as exc:
             reason = f"{hook} raised {type(exc).__name__}: {exc}"
-        self.record_failure(plugin, reason)
+        self.record_failure(plugin, reason, hook)
         raise PluginCallFailed(plugin, reason)
 
-    def record_failure(self, plugin: str, reason: str) -> None:
-        """Log a plugin failure with the plugin's name and count it."""
+    def record_failure(self, plugin: str, reason: str, hook: str | None = None) -> None:
+        """Log a plugin failure with the plugin's name and hook, and count it.
+
+        ``hook`` defaults to the hook this task last called on a plugin.
+        """
+        hook = hook or _hook_called.get() or "unknown"
         record = self.records.get(plugin)
         if record is not None:
             record.failures += 1
-        logger.error("plugin %s failed: %s", plugin, reason)
+        PLUGIN_FAILURES.labels(plugin, hook).inc()
+        logger.error("plugin %s failed: %s", plugin, reason,
+                     extra={"plugin": plugin, "hook": hook, "reason": reason})
 
     def payment_providers(self) -> dict[str, PaymentProvider]:
         return self._providers("register_payment_providers", "payment")

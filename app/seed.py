@@ -1,5 +1,6 @@
 """Demo data for a first start: coin packages, the gift catalogue, a few users with coins,
-a live session by ``demo-creator`` to send gifts into, and a budget for each installed brand."""
+a live session by ``demo-creator`` to send gifts into, and a budget for each installed brand.
+A data set at benchmark scale is :mod:`app.seeding`."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ Variables: ``DATABASE_URL``, ``REDIS_URL`` and everything prefixed ``LIVEGIFTS_`
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -18,6 +19,11 @@ DEVELOPMENT_SECRET = "livegifts-development-secret-change-me"
 class Environment(StrEnum):
     DEVELOPMENT = "development"
     PRODUCTION = "production"
+
+
+class LogFormat(StrEnum):
+    JSON = "json"  # one JSON object per line, for log collectors
+    TEXT = "text"  # readable lines, for development
 
 
 class Settings(BaseSettings):
@@ -69,6 +75,13 @@ class Settings(BaseSettings):
     websocket_origins: str = ""  # comma-separated origins allowed to open subscriptions
     rate_limit_per_user: int = 600  # requests a minute
     rate_limit_per_ip: int = 1200
+    # Observability (app/observability.py): logs, readiness and OpenTelemetry tracing.
+    log_format: LogFormat = LogFormat.JSON
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    ready_timeout_seconds: float = 2.0  # each /ready check must answer within this
+    otel_enabled: bool = False
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None, validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT"))
 
     @model_validator(mode="after")
     def _production_needs_real_secrets(self) -> Settings:
@@ -92,6 +105,10 @@ class Settings(BaseSettings):
         if self.introspection is not None:
             return self.introspection
         return self.environment is Environment.DEVELOPMENT
+
+    @property
+    def tracing_enabled(self) -> bool:
+        return self.otel_enabled or bool(self.otel_exporter_otlp_endpoint)
 
     @property
     def graphiql_enabled(self) -> bool:

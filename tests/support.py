@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from datetime import date
 from typing import Any
@@ -62,6 +63,7 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}/graphql"
         self.environment = environment
         self.process: subprocess.Popen[bytes] | None = None
+        self.log: list[str] = []  # the server's stderr, line by line
 
     def start(self) -> None:
         env = {**os.environ, "DATABASE_URL": self.database_url,
@@ -71,10 +73,15 @@ class ServerProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "app", "serve", "--port", str(self.port)], env=env,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # Read the log as it comes: a full pipe would block the server.
+        reader = threading.Thread(target=self._read_log, args=(self.process.stderr,),
+                                  daemon=True)
+        reader.start()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError("server exited: " + self.process.stderr.read().decode())
+                reader.join(timeout=10)
+                raise RuntimeError("server exited: " + "".join(self.log))
             try:
                 if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200:
                     return
@@ -82,6 +89,10 @@ class ServerProcess:
                 time.sleep(0.1)
         self.stop()
         raise RuntimeError("server did not answer /healthz within 60 s")
+
+    def _read_log(self, stream: Any) -> None:
+        for line in stream:
+            self.log.append(line.decode(errors="replace"))
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -6,7 +6,11 @@ import os
 import subprocess
 import sys
 
+import jwt
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from strawberry import relay
 
 from app.auth import verify_token
 from app.settings import Settings
@@ -69,3 +73,49 @@ async def test_audit_fails_naming_the_account(database_url):
 def test_export_schema_prints_the_sdl():
     done = livegifts("sqlite+aiosqlite:///unused.db", "export-schema")
     assert done.returncode == 0 and "purchaseCoins(input: PurchaseCoinsInput!)" in done.stdout
+
+
+async def live_session_id(database_url: str) -> str:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            number = await connection.scalar(text("SELECT min(id) FROM live_session"))
+    finally:
+        await engine.dispose()
+    return relay.to_base64("LiveSession", number)
+
+
+async def test_overlay_url_prints_the_page_with_a_long_lived_viewer_token(database_url):
+    assert livegifts(database_url, "seed").returncode == 0  # the demo creator is live
+    session_id = await live_session_id(database_url)
+    done = livegifts(database_url, "overlay-url", session_id,
+                     "--base-url", "https://live.example.com/")
+    assert done.returncode == 0, done.stderr
+    prefix = f"https://live.example.com/overlay/{session_id}#token="
+    assert done.stdout.startswith(prefix) and done.stderr == ""
+    minted = done.stdout.strip().removeprefix(prefix)
+    principal = verify_token(Settings(jwt_secret=JWT_SECRET), minted)
+    assert principal.name == "overlay" and {r.value for r in principal.roles} == {"viewer"}
+    claims = jwt.decode(minted, options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] == 365 * 24 * 3600
+
+    await execute_sql(database_url, "UPDATE live_session SET status = 'ended'")
+    ended = livegifts(database_url, "overlay-url", session_id, "--days", "1")
+    assert ended.returncode == 0 and ended.stdout.startswith("http://127.0.0.1:8000/overlay/")
+    assert "note: this session has ended; the overlay will say so" in ended.stderr
+
+
+async def test_overlay_url_refuses_bad_arguments(database_url):
+    assert livegifts(database_url, "seed").returncode == 0
+    session_id = await live_session_id(database_url)
+    for args, message in [
+        (["TGl2ZVNlc3Npb246OTk5OQ=="], "Invalid value for SESSION_ID: no live session has this ID"),
+        (["nope"], "Invalid value for SESSION_ID: SESSION_ID is not a valid LiveSession ID."),
+        ([session_id, "--base-url", "live.example.com"],
+         "Invalid value for --base-url: must start with http:// or https://"),
+        ([session_id, "--user", "no spaces"], "Invalid value for --user: user name must be 1-64"),
+        ([session_id, "--days", "0"], "Invalid value for '--days': 0 is not in the range"),
+    ]:
+        done = livegifts(database_url, "overlay-url", *args)
+        assert done.returncode == 2 and message in done.stderr, (args, done.stderr)
+        assert done.stdout == ""

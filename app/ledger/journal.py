@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.ledger.audit import AuditFinding
@@ -65,31 +67,72 @@ async def seal(session: AsyncSession, *, now: datetime | None = None) -> LedgerS
     return sealed
 
 
-async def verify(session: AsyncSession) -> list[AuditFinding]:
-    """Recompute every digest and every seal; report what no longer matches."""
+async def verify(session: AsyncSession, progress: Callable[[int, int], None] | None = None,
+                 batch: int = 50_000) -> list[AuditFinding]:
+    """Recompute every digest and every seal; report what no longer matches.
+
+    Transactions are read in batches of ``batch`` ids (memory stays flat however long
+    the ledger); the seals' chain is recomputed in the same pass. ``progress`` is told
+    (transactions checked up to, last transaction id) after each batch.
+    """
     findings: list[AuditFinding] = []
-    entries: dict[int, list[tuple[int, str, int]]] = {}
-    for entry in (await session.scalars(select(Entry))).all():
-        entries.setdefault(entry.transaction_id, []).append(
-            (entry.account_id, entry.currency, entry.amount))
-    stored: dict[int, str] = {}
-    for txn in (await session.scalars(select(LedgerTransaction)
-                                      .order_by(LedgerTransaction.id))).all():
-        stored[txn.id] = txn.digest
-        expected = digest(txn.kind, txn.memo, txn.reverses_id, txn.created_at,
-                          entries.get(txn.id, []))
-        if expected != txn.digest:
-            findings.append(AuditFinding("journal digest", f"transaction {txn.id}",
-                                         "its rows no longer match the digest taken when it "
-                                         "was posted"))
-    previous, start = GENESIS, 0
-    ids = sorted(stored)
-    for seal_row in (await session.scalars(select(LedgerSeal).order_by(LedgerSeal.id))).all():
-        covered = [stored[i] for i in ids if start < i <= seal_row.through_transaction_id]
-        if _chain(previous, covered) != seal_row.chain:
-            findings.append(AuditFinding(
-                "journal chain", f"seal {seal_row.id}",
-                f"transactions {start + 1}..{seal_row.through_transaction_id} were edited, "
-                "inserted or deleted after they were sealed"))
-        previous, start = seal_row.chain, seal_row.through_transaction_id
+    seals = list((await session.execute(
+        select(LedgerSeal.id, LedgerSeal.through_transaction_id, LedgerSeal.chain)
+        .order_by(LedgerSeal.id))).all())
+    last = await session.scalar(select(func.max(LedgerTransaction.id))) or 0
+    chain = _Chain(seals, findings)
+    for start in range(0, last, batch):
+        end = min(start + batch, last)
+        entries: dict[int, list[tuple[int, str, int]]] = defaultdict(list)
+        for row in await session.execute(
+                select(Entry.transaction_id, Entry.account_id, Entry.currency, Entry.amount)
+                .where(Entry.transaction_id > start, Entry.transaction_id <= end)):
+            entries[row.transaction_id].append((row.account_id, row.currency, row.amount))
+        for txn in await session.execute(
+                select(LedgerTransaction.id, LedgerTransaction.kind, LedgerTransaction.memo,
+                       LedgerTransaction.reverses_id, LedgerTransaction.created_at,
+                       LedgerTransaction.digest)
+                .where(LedgerTransaction.id > start, LedgerTransaction.id <= end)
+                .order_by(LedgerTransaction.id)):
+            expected = digest(txn.kind, txn.memo, txn.reverses_id, txn.created_at,
+                              entries.get(txn.id, []))
+            if expected != txn.digest:
+                findings.append(AuditFinding("journal digest", f"transaction {txn.id}",
+                                             "its rows no longer match the digest taken when "
+                                             "it was posted"))
+            chain.add(txn.id, txn.digest)
+        if progress:
+            progress(end, last)
+    chain.finish()
     return findings
+
+
+class _Chain:
+    """Recomputes the seals' hash chain from digests fed in transaction id order."""
+
+    def __init__(self, seals: list[Any], findings: list[AuditFinding]) -> None:
+        self.seals, self.findings, self.next = seals, findings, 0
+        self.previous, self.start = GENESIS, 0
+        self.hasher = hashlib.sha256(GENESIS.encode())
+
+    def add(self, transaction_id: int, value: str) -> None:
+        while self.next < len(self.seals) and \
+                transaction_id > self.seals[self.next].through_transaction_id:
+            self._close()
+        if self.next < len(self.seals):
+            self.hasher.update(value.encode())
+
+    def finish(self) -> None:
+        while self.next < len(self.seals):
+            self._close()
+
+    def _close(self) -> None:
+        sealed = self.seals[self.next]
+        if self.hasher.hexdigest() != sealed.chain:
+            self.findings.append(AuditFinding(
+                "journal chain", f"seal {sealed.id}",
+                f"transactions {self.start + 1}..{sealed.through_transaction_id} were edited, "
+                "inserted or deleted after they were sealed"))
+        self.previous, self.start = sealed.chain, sealed.through_transaction_id
+        self.hasher = hashlib.sha256(self.previous.encode())
+        self.next += 1

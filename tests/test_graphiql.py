@@ -1,0 +1,143 @@
+"""GraphiQL opens on the example document, whose operations validate and run against the
+demo data of a real ``livegifts serve``; production serves no GraphiQL."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import httpx
+import pytest
+from graphql import OperationDefinitionNode, parse, print_ast, validate
+
+from app.graphiql import DEFAULT_HEADERS, example_document, graphiql_page
+from app.graphql.schema import schema
+from tests.conftest import REQUIRE_POSTGRES, fresh_database
+from tests.support import ServerProcess, Subscription, token
+
+OPERATIONS = {"Wallet": "query", "GiftCatalogue": "query", "LiveNow": "query",
+              "SendGift": "mutation", "LiveSessionEvents": "subscription"}
+
+
+def operation(name: str) -> str:
+    """One operation of the example document, on its own."""
+    [found] = [d for d in parse(example_document()).definitions
+               if isinstance(d, OperationDefinitionNode) and d.name and d.name.value == name]
+    return print_ast(found)
+
+
+def test_every_example_operation_validates_against_the_schema():
+    document = parse(example_document())
+    assert validate(schema._schema, document) == []
+    operations = {d.name.value: d.operation.value for d in document.definitions
+                  if isinstance(d, OperationDefinitionNode)}
+    assert operations == OPERATIONS
+
+
+def test_the_example_tells_how_to_authenticate():
+    text = example_document()
+    assert "livegifts token --user demo-viewer --role viewer" in text
+    assert '{"Authorization": "Bearer <token>"}' in text
+
+
+def test_an_unexpected_graphiql_page_is_refused_with_a_clear_error():
+    with pytest.raises(RuntimeError, match="no longer has the example query"):
+        graphiql_page("<html><script>GraphiQL()</script></html>", "{ rateCard { version } }",
+                      DEFAULT_HEADERS)
+
+
+@pytest.fixture(scope="module")
+def demo_server(request, tmp_path_factory):
+    # The page and the demo seed do not depend on the database: SQLite is enough.
+    url = fresh_database("sqlite", request, tmp_path_factory.mktemp("graphiql"))
+    process = ServerProcess(url, LIVEGIFTS_SEED_DEMO_DATA="true")
+    process.start()
+    yield process
+    process.stop()
+
+
+def graphiql_html(url: str) -> httpx.Response:
+    return httpx.get(url, headers={"accept": "text/html"}, timeout=30)
+
+
+def test_graphiql_opens_on_the_example_with_a_header_placeholder(demo_server):
+    page = graphiql_html(demo_server.url)
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "<title>livegifts GraphiQL</title>" in page.text
+    query = re.search(r'const EXAMPLE_QUERY = (".*?");\n', page.text).group(1)
+    assert json.loads(query) == example_document()
+    assert "defaultQuery: EXAMPLE_QUERY," in page.text
+    assert 'defaultHeaders: "{\\n  \\"Authorization\\": \\"Bearer ' \
+           'paste-a-token-from-livegifts-token\\"\\n}",' in page.text
+
+
+def test_graphiql_page_script_is_valid_javascript(demo_server, tmp_path):
+    node = shutil.which("node")
+    if node is None:
+        if REQUIRE_POSTGRES:  # CI runs every external check
+            pytest.fail("node is needed to check the GraphiQL page's script", pytrace=False)
+        pytest.skip("node is not installed: the GraphiQL script check was skipped")
+    scripts = re.findall(r"<script>(.*?)</script>", graphiql_html(demo_server.url).text, re.S)
+    assert len(scripts) == 1
+    (tmp_path / "graphiql.js").write_text(scripts[0])
+    check = subprocess.run([node, "--check", str(tmp_path / "graphiql.js")],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+
+
+async def test_the_examples_run_against_the_demo_data(demo_server):
+    viewer, fan = token("demo-viewer"), token("demo-fan")
+
+    async def run(name: str, variables: dict | None = None, bearer: str | None = None) -> dict:
+        # As GraphiQL sends it: the whole document and the chosen operation's name.
+        headers = {"authorization": f"Bearer {bearer}"} if bearer else {}
+        async with httpx.AsyncClient(timeout=30) as http:
+            response = await http.post(demo_server.url, headers=headers, json={
+                "query": example_document(), "operationName": name, "variables": variables})
+        body = response.json()
+        assert "errors" not in body, body
+        return body["data"]
+
+    wallet = await run("Wallet", bearer=viewer)
+    assert wallet["viewer"]["wallet"]["coins"] == 1400
+    assert {t["node"]["kind"] for t in wallet["viewer"]["transactions"]["edges"]} == \
+        {"coin_purchase"}
+    catalogue = await run("GiftCatalogue")
+    rose = next(e["node"] for e in catalogue["gifts"]["edges"] if e["node"]["name"] == "Rose")
+    assert rose["coinPrice"] == 1 and rose["available"]
+    live = await run("LiveNow", bearer=viewer)
+    [stream] = [e["node"] for e in live["liveSessions"]["edges"]]
+    assert (stream["title"], stream["creator"]["name"]) == ("Demo stream: say hi!",
+                                                           "demo-creator")
+
+    async with Subscription(demo_server.url, fan, operation("LiveSessionEvents"),
+                            {"sessionId": stream["id"]}) as events:
+        assert await events.next_data() == {"liveSessionEvents": {
+            "__typename": "ViewerCountChanged", "viewers": 0}}
+        send = {"sessionId": stream["id"], "giftId": rose["id"], "quantity": 5,
+                "idempotencyKey": "gift-1"}
+        sent = (await run("SendGift", send, bearer=viewer))["sendGift"]
+        assert sent["userErrors"] == [] and not sent["replayed"]
+        assert sent["receipt"]["coinsPaid"] == 5 and sent["walletCoins"] == 1395
+        event = (await events.next_data())["liveSessionEvents"]
+        assert (event["__typename"], event["sender"]["name"], event["gift"]["name"],
+                event["quantity"]) == ("GiftSent", "demo-viewer", "Rose", 5)
+    again = (await run("SendGift", send, bearer=viewer))["sendGift"]
+    assert again["replayed"] and again["walletCoins"] == 1395
+
+
+def test_production_serves_no_graphiql(request, tmp_path):
+    url = fresh_database("sqlite", request, tmp_path)
+    production = ServerProcess(url, LIVEGIFTS_ENVIRONMENT="production")
+    production.start()
+    try:
+        page = graphiql_html(production.url)
+        assert page.status_code == 404
+        assert "EXAMPLE_QUERY" not in page.text and "GraphiQL" not in page.text
+        api = httpx.post(production.url, json={"query": "{ rateCard { version } }"}, timeout=30)
+        assert api.json()["data"] == {"rateCard": {"version": 1}}
+    finally:
+        production.stop()

@@ -34,10 +34,13 @@ class LocalFanout:
         self._queues: dict[str, set[asyncio.Queue[Event]]] = defaultdict(set)
 
     def deliver(self, channel: str, event: Event) -> None:
+        # One copy for all of this process's subscribers: what they derive from the
+        # event is computed once and kept on it, never on the publisher's dict.
+        shared = dict(event)
         for queue in list(self._queues.get(channel, ())):
             if queue.full():
                 queue.get_nowait()  # drop the oldest for a subscriber that fell behind
-            queue.put_nowait(event)
+            queue.put_nowait(shared)
 
     @contextlib.asynccontextmanager
     async def subscription(self, channel: str) -> AsyncIterator[AsyncIterator[Event]]:

@@ -289,6 +289,19 @@ LiveSessionEvent = Annotated[
     strawberry.union("LiveSessionEvent", description="Something that happened in a live session.")]
 
 
+async def _shared_event(info: Info, event: dict[str, Any]) -> Any:
+    """The GraphQL object for an event, built once per process and event: the same
+    event dict reaches every subscriber of the session in this process, and the
+    object depends on the event only, so the first subscriber's is kept on it."""
+    built = event.get(_BUILT)
+    if built is None:
+        built = event[_BUILT] = await _event(info, event)
+    return built
+
+
+_BUILT = "_graphql_object"  # kept on the delivered copy only (see events.LocalFanout)
+
+
 async def _event(info: Info, event: dict[str, Any]) -> Any:
     kind = event["type"]
     if kind in ("GiftSent", "ComboEnded"):
@@ -651,6 +664,6 @@ class Subscription:
             if row.status != live.LIVE:
                 return
             async for event in events:
-                yield await _event(info, event)
+                yield await _shared_event(info, event)
                 if event["type"] == "SessionEnded":
                     return

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -58,11 +58,16 @@ def _check_legs(legs: Sequence[Leg]) -> None:
 
 async def post_transaction(session: AsyncSession, *, kind: str, legs: Sequence[Leg],
                            memo: str = "", reverses_id: int | None = None,
-                           balances: dict[int, int] | None = None) -> int:
+                           balances: dict[int, int] | None = None,
+                           before_balances: Callable[[int], Awaitable[None]] | None = None
+                           ) -> int:
     """Post one balanced transaction in the caller's database transaction; return its id.
 
     When ``balances`` is given, it receives the new balance of every cached account
     the transaction moved, by account id (read in the same UPDATE, no extra query).
+    ``before_balances(transaction_id)`` runs after the rows are written and before the
+    balances are updated: work that needs the id and locks no shared row goes there, so
+    that the rows other writers share (a popular creator's account) are held briefly.
     Raises :class:`UnbalancedTransaction` for malformed legs and
     :class:`InsufficientFunds` when a limited account would go negative. On either,
     nothing of this transaction is written (the caller's transaction rolls back).
@@ -84,6 +89,8 @@ async def post_transaction(session: AsyncSession, *, kind: str, legs: Sequence[L
              currency=leg.account.currency, amount=leg.amount)
         for leg in legs
     ])
+    if before_balances is not None:
+        await before_balances(transaction_id)
     net: dict[int, int] = defaultdict(int)
     accounts = {leg.account.id: leg.account for leg in legs}
     for leg in legs:

@@ -9,6 +9,7 @@ after the transaction commits, and never for a replayed request.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -82,7 +83,8 @@ def period_starts(day: date) -> dict[str, date]:
 
 async def _post_gift_transaction(session: AsyncSession, *, sender_id: int, creator_id: int,
                                  split: GiftSplit, memo: str, brand: str | None,
-                                 balances: dict[int, int]) -> int:
+                                 balances: dict[int, int],
+                                 before_balances: Callable[[int], Awaitable[None]]) -> int:
     brand_legs = [] if brand is None else [
         Leg(await budget_account(session, brand), -split.brand_subsidy),
         Leg(await revenue_account(session, brand), split.brand_coins)]
@@ -100,7 +102,7 @@ async def _post_gift_transaction(session: AsyncSession, *, sender_id: int, creat
     try:
         return await post_transaction(session, kind="gift", memo=memo,
                                       legs=[leg for leg in legs if leg.amount != 0],
-                                      balances=balances)
+                                      balances=balances, before_balances=before_balances)
     except InsufficientFunds as refusal:
         if brand is not None and refusal.account.code.startswith("brand:"):
             raise BusinessRefusal(
@@ -219,22 +221,31 @@ def gift_fields(gift: Gift) -> dict[str, Any]:
     return gift.model_dump(mode="json")
 
 
-async def _add_to_totals(session: AsyncSession, send: GiftSend, value: int, now: datetime
-                         ) -> None:
-    amounts = {"coins": value, "diamonds": send.creator_diamonds, "gifts": send.quantity}
-    periods = period_starts(now.date()).items()
+def _amounts(send: GiftSend, value: int) -> dict[str, int]:
+    return {"coins": value, "diamonds": send.creator_diamonds, "gifts": send.quantity}
+
+
+async def _add_to_gifter_totals(session: AsyncSession, send: GiftSend, value: int,
+                                now: datetime) -> None:
+    """The rows of this sender's totals (as a creator's supporter, in the session)."""
     await add_to_counters(session, SupporterTotal,
                           ("creator_id", "period", "period_start", "sender_id"),
                           [{"creator_id": send.creator_id, "period": period,
-                            "period_start": start, "sender_id": send.sender_id, **amounts}
-                           for period, start in periods])
-    await add_to_counters(session, CreatorTotal, ("period", "period_start", "creator_id"),
-                          [{"period": period, "period_start": start,
-                            "creator_id": send.creator_id, **amounts}
-                           for period, start in periods])
+                            "period_start": start, "sender_id": send.sender_id,
+                            **_amounts(send, value)}
+                           for period, start in period_starts(now.date()).items()])
     await add_to_counters(session, SessionGifterTotal, ("session_id", "sender_id"),
                           [{"session_id": send.session_id, "sender_id": send.sender_id,
-                            **amounts}])
+                            **_amounts(send, value)}])
+
+
+async def _add_to_creator_totals(session: AsyncSession, send: GiftSend, value: int,
+                                 now: datetime) -> None:
+    """The creator's own totals: rows shared by everyone gifting that creator."""
+    await add_to_counters(session, CreatorTotal, ("period", "period_start", "creator_id"),
+                          [{"period": period, "period_start": start,
+                            "creator_id": send.creator_id, **_amounts(send, value)}
+                           for period, start in period_starts(now.date()).items()])
 
 
 async def top_gifters_event(session: AsyncSession, session_id: int) -> dict[str, Any]:
@@ -294,24 +305,31 @@ async def send_gift(sessions: async_sessionmaker[AsyncSession], bus: EventBus, *
         combo_id, combo_count, ended = await _continue_combo(
             session, live=live, sender_id=sender_id, gift=gift, quantity=quantity, value=value,
             now=now, window=combo_window)
-        # The creator's rows (diamond balance, totals) are shared by everyone gifting them:
-        # they are written last, so their locks are held for the fewest statements.
-        balances: dict[int, int] = {}
-        transaction_id = await _post_gift_transaction(
-            session, sender_id=sender_id, creator_id=live.creator_id, split=split,
-            memo=f"{gift.sku} x{quantity}", brand=brand, balances=balances)
         receipt = GiftSend(
             session_id=live.id, gift_id=gift.id, sender_id=sender_id, creator_id=live.creator_id,
             quantity=quantity, unit_price=gift.coin_price, coins_paid=split.coins_paid,
             brand_subsidy=split.brand_subsidy, creator_coins=split.creator_coins,
             platform_coins=split.platform_coins, brand_coins=split.brand_coins,
             creator_diamonds=split.creator_diamonds, rate_card_version=card.version,
-            transaction_id=transaction_id, combo_id=combo_id, combo_count=combo_count,
-            created_at=now)
-        session.add(receipt)
-        await session.flush()
-        await _add_to_totals(session, receipt, value, now)
-        top = await top_gifters_event(session, live.id)
+            combo_id=combo_id, combo_count=combo_count, created_at=now)
+        top: dict[str, Any] = {}
+
+        async def record(transaction_id: int) -> None:
+            receipt.transaction_id = transaction_id
+            session.add(receipt)
+            await session.flush()
+            await _add_to_gifter_totals(session, receipt, value, now)
+            top.update(await top_gifters_event(session, live.id))
+
+        # The creator's rows (diamond balance, totals) are shared by everyone gifting them:
+        # everything else is written first (``record``), so their locks are held for the
+        # fewest statements before the commit.
+        balances: dict[int, int] = {}
+        await _post_gift_transaction(
+            session, sender_id=sender_id, creator_id=live.creator_id, split=split,
+            memo=f"{gift.sku} x{quantity}", brand=brand, balances=balances,
+            before_balances=record)
+        await _add_to_creator_totals(session, receipt, value, now)
         events = [ended] if ended else []
         events.append({"type": "GiftSent", "session_id": live.id, "send_id": receipt.id,
                        "sender_id": sender_id, "sender_name": sender_name,

@@ -62,3 +62,23 @@ async def test_the_validation_cache_hits_for_a_document_seen_before(runtime):
     await schema.execute(document, context_value=Context(runtime=runtime))
     after = cache.cache_info()
     assert (after.hits - before.hits, after.misses - before.misses) == (1, 0)
+
+
+async def test_one_connection_sees_rows_as_they_are_now_in_each_operation(runtime):
+    """A WebSocket connection keeps one context: batching must not become a stale cache."""
+    from strawberry.relay import to_base64
+
+    from app.services import live
+    from app.testing import go_live
+    from tests.support import token
+
+    stage = await go_live(runtime, "star")
+    query = "query($id: ID!) { liveSession(id: $id) { status } }"
+    variables = {"id": to_base64("LiveSession", stage.session_id)}
+    connection = Context(runtime=runtime, authorization=f"Bearer {token('fan')}")
+    before = await schema.execute(query, variables, context_value=connection)
+    async with runtime.sessions() as session, session.begin():
+        await live.end_session(session, stage.session_id, stage.creator_id)
+    after = await schema.execute(query, variables, context_value=connection)
+    assert before.data == {"liveSession": {"status": "LIVE"}}
+    assert after.data == {"liveSession": {"status": "ENDED"}}

@@ -73,7 +73,11 @@ class Context(BaseContext, kw_only=True):
         return principal is not None and principal.has(Role.ADMIN)
 
     def rows_loader(self, model: Any) -> DataLoader[int, Any]:
-        """Rows of ``model`` by primary key, one query per batch, None where missing."""
+        """Rows of ``model`` by primary key, one query per batch, None where missing.
+
+        Batching only, no cache: a WebSocket connection keeps one context for all its
+        operations, and a row read by one of them must not be served to a later one.
+        """
         key = f"rows:{model.__tablename__}"
         if key not in self.cache:
             async def load(ids: list[int]) -> list[Any]:
@@ -82,7 +86,7 @@ class Context(BaseContext, kw_only=True):
                         select(model).where(model.id.in_(set(ids))))).all()}
                 return [found.get(i) for i in ids]
 
-            self.cache[key] = DataLoader(load_fn=load)
+            self.cache[key] = DataLoader(load_fn=load, cache=False)
         return self.cache[key]
 
     @property

@@ -291,7 +291,7 @@ async def send_gift(sessions: async_sessionmaker[AsyncSession], bus: EventBus, *
         # This viewer's sends are serialised by the lock on their wallet, so spending caps
         # and campaign caps count exactly.
         wallet = await coin_account(session, sender_id)
-        await lock_account(session, wallet)
+        held = await lock_account(session, wallet)
         card = await current_rate_card(session, now)
         brand = None
         if gift.plugin is not None:
@@ -301,6 +301,8 @@ async def send_gift(sessions: async_sessionmaker[AsyncSession], bus: EventBus, *
         else:
             split = split_gift(gift.coin_price * quantity, card)
         value = split.value
+        if held < split.coins_paid:  # refused before anything is written or locked
+            raise InsufficientFunds(wallet, needed=split.coins_paid, available=held)
         await check_spending(session, settings, sender_id, split.coins_paid, now)
         combo_id, combo_count, ended = await _continue_combo(
             session, live=live, sender_id=sender_id, gift=gift, quantity=quantity, value=value,

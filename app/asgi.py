@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 from typing import Any
 
@@ -45,11 +46,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
     async def start_runtime(app: Litestar) -> None:
         await app.state.runtime.start()
-        # What is alive now (schema, models, plugins) lives as long as the process: keep it
-        # out of the collector's scans, and collect young objects less often (every request
-        # and every event delivered allocates many short-lived ones).
-        gc.freeze()
-        gc.set_threshold(20_000, 20, 20)
+        _tune_garbage_collector()
 
     async def close_runtime(app: Litestar) -> None:
         await app.state.runtime.close()
@@ -78,6 +75,15 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     # Outermost, so that unmatched paths and CORS preflights get a request id and are counted.
     app.asgi_handler = observability.ObservedRequests(app.asgi_handler)
     return app
+
+
+@functools.cache  # once per process, however many apps it starts
+def _tune_garbage_collector() -> None:
+    # What is alive now (schema, models, plugins) lives as long as the process: keep it out
+    # of the collector's scans, and collect young objects less often (every request and
+    # every event delivered allocates many short-lived ones).
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
 
 
 def _not_utf8(request: Request[Any, Any, Any], error: UnicodeDecodeError) -> Response[Any]:

@@ -115,8 +115,10 @@ def logging_config(settings: Settings) -> dict[str, Any]:
                                 "formatter": "default", "filters": ["request_id"]}},
         "root": {"handlers": ["stderr"], "level": settings.log_level},
         # uvicorn's loggers pass their lines on to the root handler, like every other.
-        "loggers": {name: {"handlers": [], "propagate": True}
-                    for name in ("uvicorn", "uvicorn.error", "uvicorn.access")},
+        "loggers": {**{name: {"handlers": [], "propagate": True}
+                       for name in ("uvicorn", "uvicorn.error", "uvicorn.access")},
+                    # Alembic announces each of its plugins at start: noise, not news.
+                    "alembic.runtime.plugins": {"level": "WARNING"}},
     }
 
 

@@ -25,8 +25,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import aiohttp
 import asyncpg
@@ -35,9 +36,10 @@ from sqlalchemy.engine import make_url
 from strawberry.relay import to_base64
 
 from app.auth import Role, mint_token
-from app.ledger import audit
+from app.ledger import audit, system_account
 from app.runtime import Runtime
 from app.services.gifting import period_starts
+from app.services.users import coin_account, diamond_account
 from app.settings import Settings
 from app.testing import go_live, new_viewer
 from bench.common import BENCH_URL, fresh_runtime
@@ -72,7 +74,7 @@ class Phase:
 
 
 async def drive(name: str, clients: int, seconds: float,
-                send: callable) -> Phase:  # type: ignore[valid-type]
+                send: Callable[[int, int], Awaitable[bool]]) -> Phase:
     """Run ``send(client, n)`` in a loop from ``clients`` concurrent clients for ``seconds``."""
     phase = Phase(name)
     deadline = time.perf_counter() + seconds
@@ -129,12 +131,12 @@ class Server:
 
 
 async def http_phase(server: Server, name: str, clients: int, seconds: float,
-                     sessions: list[str], rose: str, tokens: list[str]) -> Phase:
+                     sessions: list[str], gift: str, tokens: list[str]) -> Phase:
     connector = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(connector=connector) as http:
         async def send(client: int, n: int) -> bool:
             variables = {"input": {"sessionId": sessions[(client + n * clients) % len(sessions)],
-                                   "giftId": rose, "quantity": 1,
+                                   "giftId": gift, "quantity": 1,
                                    "idempotencyKey": f"{name}-{client}-{n}"}}
             async with http.post(server.url, json={"query": SEND_GIFT, "variables": variables},
                                  headers={"authorization": f"Bearer {tokens[client]}"}) as reply:
@@ -233,12 +235,9 @@ async def main(workers: int, clients: int, seconds: float) -> None:
     settings = Settings(jwt_secret=JWT_SECRET)
     tokens = [mint_token(settings, name, [Role.VIEWER], 3600, None, datetime(1990, 1, 1).date())
               for name in names]
-    rose = stages[0].gifts["finger-heart"]
+    finger_heart = stages[0].gifts["finger-heart"]
     accounts = {}
     async with runtime.sessions() as session:
-        from app.ledger import system_account
-        from app.services.users import coin_account, diamond_account
-
         wallets = [(await coin_account(session, v)).id for v in viewer_ids]
         creator_accounts = [(await diamond_account(session, s.creator_id)).id for s in stages]
         for name, currency in (("platform_revenue", "COIN"), ("creator_earnings", "COIN"),
@@ -252,7 +251,7 @@ async def main(workers: int, clients: int, seconds: float) -> None:
     try:
         server.wait()
         spread_ids = [to_base64("LiveSession", s.session_id) for s in stages]
-        gift = to_base64("Gift", rose)
+        gift = to_base64("Gift", finger_heart)
         spread = await http_phase(server, "sendGift over HTTP, 1,000 creators", clients,
                                   seconds, spread_ids, gift, tokens)
         hot = await http_phase(server, "sendGift over HTTP, one hot creator", clients, seconds,
@@ -272,7 +271,7 @@ async def main(workers: int, clients: int, seconds: float) -> None:
                                                                 strict=True)]
     random.shuffle(targets)
     baseline = await sql_phase(pool, clients, seconds, targets, list(zip(viewer_ids, wallets,
-                               strict=True)), rose, price, accounts["platform_revenue"],
+                               strict=True)), finger_heart, price, accounts["platform_revenue"],
                                accounts["creator_earnings"], accounts["diamond_issuance"])
     await pool.close()
 
@@ -283,6 +282,7 @@ async def main(workers: int, clients: int, seconds: float) -> None:
     print(hot.line(spread))
     print(f"{'target':<34} end to end >= 0.5x raw SQL; hot creator >= 0.9x spread")
     print(f"audit after the server phases: {verdict}")
+
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

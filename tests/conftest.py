@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from app.migrate import upgrade
 from app.models import metadata
 from app.runtime import Runtime
-from tests.support import ServerProcess, settings_for
+from tests.support import GraphQLClient, ServerProcess, settings_for
 
 POSTGRES_URL = os.environ.get("LIVEGIFTS_TEST_POSTGRES_URL",
                               "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
@@ -132,6 +132,14 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     process.start()
     yield process
     process.stop()
+
+
+@pytest.fixture
+async def gql(server: ServerProcess) -> AsyncIterator[GraphQLClient]:
+    """A GraphQL-over-HTTP client of the test module's ``server``."""
+    client = GraphQLClient(server.url)
+    yield client
+    await client.close()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -13,7 +13,7 @@ import pytest
 from strawberry.relay import to_base64
 
 from app.sandbox import SandboxPaymentProvider
-from tests.support import GraphQLClient, sandbox, snapshot, token
+from tests.support import sandbox, snapshot, token
 
 PURCHASE = """
 mutation($input: PurchaseCoinsInput!) { purchaseCoins(input: $input) {
@@ -39,13 +39,6 @@ async def registered_user(gql, prefix: str = "viewer") -> str:
     bearer = new_user(prefix)
     await gql("{ viewer { id } }", token=bearer)
     return bearer
-
-
-@pytest.fixture
-async def gql(server):
-    client = GraphQLClient(server.url)
-    yield client
-    await client.close()
 
 
 async def packages(gql) -> dict[str, dict]:

@@ -31,7 +31,7 @@ from app.ledger import Currency, Leg, post_transaction, system_account
 from app.observability import readiness
 from tests.conftest import fresh_database
 from tests.sample_plugins.acme import Acme
-from tests.support import GraphQLClient, ServerProcess, settings_for, token
+from tests.support import ServerProcess, settings_for, token
 from tests.test_http_gifting import SEND, buy_coins, gift_ids, go_live, person, send_input
 
 ADMIN = token("observer-admin", "admin")
@@ -61,13 +61,6 @@ def server(request, tmp_path_factory):
     process.start()
     yield process
     process.stop()
-
-
-@pytest.fixture
-async def gql(server):
-    client = GraphQLClient(server.url)
-    yield client
-    await client.close()
 
 
 @pytest.fixture

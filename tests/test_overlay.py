@@ -53,13 +53,6 @@ def server(chromium, request, tmp_path_factory):
 
 
 @pytest.fixture
-async def gql(server):
-    client = GraphQLClient(server.url)
-    yield client
-    await client.close()
-
-
-@pytest.fixture
 def open_overlay(chromium, server):
     """Opens a URL (a path: on the module's server) in a fresh headless Chromium; yields (page,
     requests made to anywhere but that server, which are refused). The page must raise no

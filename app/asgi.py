@@ -15,6 +15,7 @@ from strawberry.litestar import make_graphql_controller
 
 from app import observability
 from app.graphiql import with_example
+from app.graphql.broadcast import encoding_once
 from app.graphql.context import Context
 from app.graphql.schema import schema
 from app.http_media import GraphQLResponseMedia
@@ -35,13 +36,13 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         return Context(runtime=state.runtime,
                        authorization=Headers.from_scope(scope).get("authorization"))
 
-    graphql = with_example(make_graphql_controller(
+    graphql = encoding_once(with_example(make_graphql_controller(
         schema,
         path="/graphql",
         graphql_ide="graphiql" if settings.graphiql_enabled else None,
         context_getter=context_getter,
         allowed_origins=_origins(settings.websocket_origins),
-    ))
+    )))
     counters = Counters(settings.redis_url)
 
     async def start_runtime(app: Litestar) -> None:

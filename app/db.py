@@ -57,12 +57,13 @@ def create_session_factory(engine: AsyncEngine) -> SessionFactory:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-def insert_ignoring_conflict(session: AsyncSession, table: Any, values: dict[str, Any],
+def insert_ignoring_conflict(session: AsyncSession, table: Any,
+                             values: dict[str, Any] | list[dict[str, Any]],
                              conflict_columns: list[str]) -> Any:
-    """An INSERT that does nothing when a row with the same unique key exists."""
+    """An INSERT of one row or several that skips a row whose unique key exists."""
     dialect = session.get_bind().dialect.name
     module = postgresql if dialect == "postgresql" else sqlite
-    return module.insert(table).values(**values).on_conflict_do_nothing(
+    return module.insert(table).values(values).on_conflict_do_nothing(
         index_elements=conflict_columns
     )
 

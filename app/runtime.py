@@ -109,6 +109,9 @@ class Runtime:
                 await seed_demo_data(self)
 
     async def close(self) -> None:
+        from app.services.gifting import written
+
+        await written(self.sessions)  # sends already accepted are written, not dropped
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

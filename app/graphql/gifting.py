@@ -16,6 +16,7 @@ from app.auth import Role
 from app.errors import DomainError
 from app.events import session_channel
 from app.graphql.brands import Brand
+from app.graphql.broadcast import share
 from app.graphql.common import (
     Long,
     UserError,
@@ -295,7 +296,7 @@ async def _shared_event(info: Info, event: dict[str, Any]) -> Any:
     object depends on the event only, so the first subscriber's is kept on it."""
     built = event.get(_BUILT)
     if built is None:
-        built = event[_BUILT] = await _event(info, event)
+        built = event[_BUILT] = share(await _event(info, event))
     return built
 
 

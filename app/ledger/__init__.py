@@ -26,26 +26,40 @@ from app.ledger.accounts import (
     AccountRef,
     Currency,
     lock_account,
+    lock_accounts,
     open_account,
     system_account,
     user_account,
 )
 from app.ledger.audit import AuditFinding, audit
-from app.ledger.idempotency import run_idempotent
-from app.ledger.posting import InsufficientFunds, Leg, UnbalancedTransaction, post_transaction
+from app.ledger.idempotency import Claim, claim_keys, run_idempotent, settle_keys
+from app.ledger.posting import (
+    InsufficientFunds,
+    Leg,
+    Posting,
+    UnbalancedTransaction,
+    post_transaction,
+    post_transactions,
+)
 
 __all__ = [
     "AccountRef",
     "AuditFinding",
+    "Claim",
     "Currency",
     "InsufficientFunds",
     "Leg",
+    "Posting",
     "UnbalancedTransaction",
     "audit",
+    "claim_keys",
     "lock_account",
+    "lock_accounts",
     "open_account",
     "post_transaction",
+    "post_transactions",
     "run_idempotent",
+    "settle_keys",
     "system_account",
     "user_account",
 ]

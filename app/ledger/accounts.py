@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -82,15 +83,23 @@ async def user_account(session: AsyncSession, user_id: int, purpose: str,
 
 
 async def lock_account(session: AsyncSession, account: AccountRef) -> int:
-    """Lock the account's row until the end of the transaction; return its cached balance.
+    """Lock the account's row until the end of the transaction; return its cached balance."""
+    return (await lock_accounts(session, [account]))[account.id]
+
+
+async def lock_accounts(session: AsyncSession, accounts: Iterable[AccountRef]) -> dict[int, int]:
+    """Lock the accounts' rows in id order until the end of the transaction; return their
+    cached balances by id.
 
     The lock is ``FOR NO KEY UPDATE``, the lock an UPDATE of the balance takes itself.
     Unlike ``FOR UPDATE`` it does not wait for the key-share locks that inserting ledger
     entries (a foreign key to the account) takes, so a writer that inserts its entries
-    before updating the balance can never deadlock with a writer waiting here.
+    before updating the balance can never deadlock with a writer waiting here. Id order
+    is every writer's lock order.
     """
-    balance = await session.scalar(select(Account.balance).where(Account.id == account.id)
-                                   .with_for_update(key_share=True))
-    assert balance is not None
-    return balance
-
+    ids = sorted({account.id for account in accounts})
+    rows = await session.execute(select(Account.id, Account.balance).where(Account.id.in_(ids))
+                                 .order_by(Account.id).with_for_update(key_share=True))
+    balances = dict(rows.all())
+    assert len(balances) == len(ids)
+    return balances

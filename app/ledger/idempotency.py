@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, bindparam, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import insert_ignoring_conflict
@@ -56,6 +57,76 @@ def _replay(record: IdempotencyRecord, expected: str, operation: str) -> dict[st
     return {**record.result, "replayed": True}
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A request's claim on its idempotency key."""
+
+    scope: str
+    key: str
+    operation: str
+    fingerprint: str
+
+    @classmethod
+    def of(cls, scope: str, key: str, operation: str, request: Mapping[str, Any]) -> Claim:
+        check_key(key)
+        return cls(scope, key, operation, fingerprint(operation, request))
+
+
+async def claim_keys(session: AsyncSession, claims: Sequence[Claim]
+                     ) -> list[int | dict[str, Any] | DomainError]:
+    """Claim every key in one INSERT, in the caller's transaction. For each claim, in
+    order: the new record's id (the work is this request's to do), or for a key used
+    before, its replayed result or the refusal to give.
+
+    A key another transaction is claiming is waited for (the database holds the INSERT
+    until that transaction ends), so the answer is always final. The keys must differ.
+    """
+    claimed = {(row.scope, row.key): row.id for row in await session.execute(
+        insert_ignoring_conflict(session, IdempotencyRecord, [
+            dict(scope=c.scope, key=c.key, operation=c.operation, fingerprint=c.fingerprint,
+                 status="pending") for c in claims], ["scope", "key"])
+        .returning(IdempotencyRecord.id, IdempotencyRecord.scope, IdempotencyRecord.key))}
+    used = [c for c in claims if (c.scope, c.key) not in claimed]
+    records = {} if not used else {(r.scope, r.key): r for r in await session.scalars(
+        select(IdempotencyRecord).where(or_(*(
+            and_(IdempotencyRecord.scope == c.scope, IdempotencyRecord.key == c.key)
+            for c in used))))}
+    answers: list[int | dict[str, Any] | DomainError] = []
+    for c in claims:
+        if (c.scope, c.key) in claimed:
+            answers.append(claimed[c.scope, c.key])
+            continue
+        try:
+            answers.append(_replay(records[c.scope, c.key], c.fingerprint, c.operation))
+        except DomainError as refusal:
+            answers.append(refusal)
+    return answers
+
+
+_records = IdempotencyRecord.__table__  # core, for one UPDATE executed with many rows
+_SETTLE = update(_records).where(_records.c.id == bindparam("claim_id")).values(
+    status=bindparam("status"), result=bindparam("result"))
+
+
+async def settle_keys(session: AsyncSession, outcomes: Mapping[int, dict[str, Any] | DomainError]
+                      ) -> None:
+    """Record each claimed key's outcome (by record id), in the caller's transaction: a
+    result or a business refusal is kept for replays; a key whose request was refused
+    for its input is released, as if never used."""
+    kept = [dict(claim_id=claim_id, status="succeeded" if isinstance(outcome, dict) else
+                 "failed", result=outcome if isinstance(outcome, dict) else outcome.as_dict())
+            for claim_id, outcome in outcomes.items()
+            if isinstance(outcome, dict) or outcome.recorded]
+    released = [claim_id for claim_id, outcome in outcomes.items()
+                if not isinstance(outcome, dict) and not outcome.recorded]
+    if kept:
+        await session.execute(
+            _SETTLE, kept)
+    if released:
+        await session.execute(delete(IdempotencyRecord).where(
+            IdempotencyRecord.id.in_(released)).execution_options(synchronize_session=False))
+
+
 async def run_idempotent(sessions: async_sessionmaker[AsyncSession], *, scope: str, key: str,
                          operation: str, request: Mapping[str, Any],
                          action: Action) -> dict[str, Any]:
@@ -64,35 +135,22 @@ async def run_idempotent(sessions: async_sessionmaker[AsyncSession], *, scope: s
     ``action`` returns a JSON-serialisable dict (stored for replays) or raises
     :class:`DomainError`. A replayed result carries ``replayed: True``.
     """
-    check_key(key)
-    expected = fingerprint(operation, request)
+    claim = Claim.of(scope, key, operation, request)
     refusal: BusinessRefusal | None = None
     async with sessions() as session, session.begin():
-        claimed = await session.scalar(
-            insert_ignoring_conflict(
-                session, IdempotencyRecord,
-                dict(scope=scope, key=key, operation=operation, fingerprint=expected,
-                     status="pending"),
-                ["scope", "key"],
-            ).returning(IdempotencyRecord.id)
-        )
-        if claimed is None:
-            record = await session.scalar(select(IdempotencyRecord).where(
-                IdempotencyRecord.scope == scope, IdempotencyRecord.key == key))
-            assert record is not None
-            return _replay(record, expected, operation)
+        [claimed] = await claim_keys(session, [claim])
+        if isinstance(claimed, DomainError):
+            raise claimed
+        if isinstance(claimed, dict):
+            return claimed
         try:
             async with session.begin_nested():
                 result = await action(session)
         except BusinessRefusal as exc:
             refusal = exc
-            status, stored = "failed", exc.as_dict()
+            await settle_keys(session, {claimed: exc})
         else:
-            status, stored = "succeeded", result
-        await session.execute(
-            update(IdempotencyRecord).where(IdempotencyRecord.id == claimed)
-            .values(status=status, result=stored)
-        )
+            await settle_keys(session, {claimed: result})
     if refusal is not None:
         raise refusal
-    return {**stored, "replayed": False}
+    return {**result, "replayed": False}

@@ -1,4 +1,4 @@
-"""Posting balanced transactions atomically."""
+"""Posting balanced transactions atomically, one or many at a time."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import case, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import BusinessRefusal, ErrorCode
 from app.ledger import journal
-from app.ledger.accounts import AccountRef
+from app.ledger.accounts import AccountRef, lock_accounts
 from app.models import Account, Entry, LedgerTransaction
 
 # Far above any real movement and far below where sums could overflow BIGINT.
@@ -56,64 +56,96 @@ def _check_legs(legs: Sequence[Leg]) -> None:
         raise UnbalancedTransaction(f"legs do not sum to zero: {unbalanced}")
 
 
+@dataclass(frozen=True, slots=True)
+class Posting:
+    """One balanced transaction to post."""
+
+    kind: str
+    legs: Sequence[Leg]
+    memo: str = ""
+    reverses_id: int | None = None
+
+
 async def post_transaction(session: AsyncSession, *, kind: str, legs: Sequence[Leg],
                            memo: str = "", reverses_id: int | None = None,
                            balances: dict[int, int] | None = None,
                            before_balances: Callable[[int], Awaitable[None]] | None = None
                            ) -> int:
-    """Post one balanced transaction in the caller's database transaction; return its id.
+    """Post one balanced transaction (see :func:`post_transactions`); return its id."""
+    async def before(ids: list[int]) -> None:
+        if before_balances is not None:
+            await before_balances(ids[0])
 
-    When ``balances`` is given, it receives the new balance of every cached account
-    the transaction moved, by account id (read in the same UPDATE, no extra query).
-    ``before_balances(transaction_id)`` runs after the rows are written and before the
-    balances are updated: work that needs the id and locks no shared row goes there, so
-    that the rows other writers share (a popular creator's account) are held briefly.
-    Raises :class:`UnbalancedTransaction` for malformed legs and
+    ids, moved = await post_transactions(session, [Posting(kind, legs, memo, reverses_id)],
+                                         before_balances=before)
+    if balances is not None:
+        balances.update(moved)
+    return ids[0]
+
+
+async def post_transactions(session: AsyncSession, postings: Sequence[Posting], *,
+                            before_balances: Callable[[list[int]], Awaitable[None]] | None = None
+                            ) -> tuple[list[int], dict[int, int]]:
+    """Post balanced transactions in the caller's database transaction, with a constant
+    number of statements however many there are.
+
+    Returns their ids (in order) and the new balance of every cached account they
+    moved, by account id. ``before_balances(ids)`` runs after the rows are written and
+    before the balances move: work that needs the ids and locks no shared row goes
+    there, so that the rows other writers share (a popular creator's account) are held
+    briefly. Raises :class:`UnbalancedTransaction` for malformed legs and
     :class:`InsufficientFunds` when a limited account would go negative. On either,
-    nothing of this transaction is written (the caller's transaction rolls back).
+    nothing is written (the caller's transaction rolls back).
     """
-    _check_legs(legs)
-    # Rows first, balances last: the balance UPDATEs lock rows other writers share
-    # (a popular creator's account), so they come as late as possible.
+    for posting in postings:
+        _check_legs(posting.legs)
+    # Rows first, balances last: the balance UPDATE locks rows other writers share
+    # (a popular creator's account), so it comes as late as possible.
     created_at = datetime.now(UTC)
-    transaction_id = await session.scalar(
-        insert(LedgerTransaction)
-        .values(kind=kind, memo=memo, reverses_id=reverses_id, created_at=created_at,
-                digest=journal.digest(kind, memo, reverses_id, created_at,
-                                      [(leg.account.id, leg.account.currency, leg.amount)
-                                       for leg in legs]))
-        .returning(LedgerTransaction.id)
-    )
+    ids = list((await session.scalars(
+        insert(LedgerTransaction).returning(LedgerTransaction.id, sort_by_parameter_order=True),
+        [dict(kind=p.kind, memo=p.memo, reverses_id=p.reverses_id, created_at=created_at,
+              digest=journal.digest(p.kind, p.memo, p.reverses_id, created_at,
+                                    [(leg.account.id, leg.account.currency, leg.amount)
+                                     for leg in p.legs]))
+         for p in postings])).all())
     await session.execute(insert(Entry), [
         dict(transaction_id=transaction_id, account_id=leg.account.id,
              currency=leg.account.currency, amount=leg.amount)
-        for leg in legs
+        for transaction_id, posting in zip(ids, postings, strict=True) for leg in posting.legs
     ])
     if before_balances is not None:
-        await before_balances(transaction_id)
+        await before_balances(ids)
     net: dict[int, int] = defaultdict(int)
-    accounts = {leg.account.id: leg.account for leg in legs}
-    for leg in legs:
-        if leg.account.cached:
-            net[leg.account.id] += leg.amount
-    # Sorted ids give every writer the same lock order: no deadlock between two posts.
-    for account_id in sorted(net):
-        delta = net[account_id]
-        if delta == 0:
-            continue
-        account = accounts[account_id]
-        statement = update(Account).where(Account.id == account_id)
-        if account.limited and delta < 0:
-            statement = statement.where(Account.balance >= -delta)
-        balance = await session.scalar(
-            statement.values(balance=Account.balance + delta).returning(Account.balance)
-            .execution_options(synchronize_session=False)
-        )
-        if balance is None:
-            available = await session.scalar(
-                select(Account.balance).where(Account.id == account_id))
-            raise InsufficientFunds(account, needed=-delta, available=available or 0)
-        if balances is not None:
-            balances[account_id] = balance
-    session.info.setdefault("ledger_postings", []).append((kind, legs))  # counted at commit
-    return transaction_id
+    accounts: dict[int, AccountRef] = {}
+    for posting in postings:
+        for leg in posting.legs:
+            if leg.account.cached:
+                net[leg.account.id] += leg.amount
+                accounts[leg.account.id] = leg.account
+    balances = await _move_balances(session, {a: d for a, d in net.items() if d}, accounts)
+    postings_noted = session.info.setdefault("ledger_postings", [])  # counted at commit
+    postings_noted.extend((posting.kind, posting.legs) for posting in postings)
+    return ids, balances
+
+
+async def _move_balances(session: AsyncSession, net: dict[int, int],
+                         accounts: dict[int, AccountRef]) -> dict[int, int]:
+    """Add ``net`` to the cached balances in one conditional UPDATE; a limited account
+    that would go below zero is left out by its WHERE clause and refused."""
+    if not net:
+        return {}
+    if len(net) > 1:
+        # Sorted ids give every writer the same lock order: no deadlock between two posts.
+        await lock_accounts(session, [accounts[account_id] for account_id in net])
+    delta = case(net, value=Account.id) if len(net) > 1 else next(iter(net.values()))
+    moved = dict((await session.execute(
+        update(Account).where(Account.id.in_(net),
+                              or_(Account.limited.is_(False), Account.balance + delta >= 0))
+        .values(balance=Account.balance + delta).returning(Account.id, Account.balance)
+        .execution_options(synchronize_session=False))).all())
+    for account_id in sorted(net.keys() - moved.keys()):
+        available = await session.scalar(select(Account.balance).where(Account.id == account_id))
+        raise InsufficientFunds(accounts[account_id], needed=-net[account_id],
+                                available=available or 0)
+    return moved

@@ -1,35 +1,51 @@
-"""Sending gifts: one ledger transaction per gift, combos, leaderboard totals, live events.
+"""Sending gifts: each gift one balanced ledger transaction, written in batches; combos,
+leaderboard totals, live events.
 
-``send_gift`` checks the session, the gift and the quantity, prices the gift with
-the rate card in force, and posts one balanced transaction: the viewer's coins
-out; the creator's share converted to diamonds; the platform's share (and the
-remainder of every division) to platform revenue. Events are published only
-after the transaction commits, and never for a replayed request.
+``send_gift`` checks the request and hands it to this process's gift writer, which writes
+every send that arrived while it was writing the last batch together, in one database
+transaction with a constant number of statements: one INSERT claims all the idempotency
+keys; the wallets are locked in id order and every rule (the session, the gift, ages, the
+sponsor's plugin, coins, spending caps) is checked in Python against the locked rows; one
+INSERT each writes the ledger transactions, their entries and the receipts; one statement
+each moves the balances and the leaderboard totals. A popular creator's rows are updated
+once a batch, not once a gift. When idle, a send is written at once (a batch of one).
+
+Each gift is priced with the rate card in force and posted as its own balanced
+transaction: the viewer's coins out; the creator's share converted to diamonds; the
+platform's share (and the remainder of every division) to platform revenue. A refused
+send is refused alone (a business refusal keeps its idempotency key refused) and the rest
+of its batch goes through; a batch that fails for another reason is written again one send
+at a time. Events are published only after the batch commits, and never for a replay.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+import asyncio
+import weakref
+from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import add_to_counters, total
 from app.errors import BusinessRefusal, DomainError, ErrorCode
 from app.events import EventBus, session_channel
 from app.ledger import (
+    AccountRef,
+    Claim,
     Currency,
     InsufficientFunds,
     Leg,
-    lock_account,
-    post_transaction,
-    run_idempotent,
+    Posting,
+    claim_keys,
+    lock_accounts,
+    post_transactions,
+    settle_keys,
     system_account,
 )
-from app.ledger.idempotency import check_key
 from app.models import (
     Brand,
     CreatorTotal,
@@ -45,9 +61,9 @@ from app.models import (
 from app.plugins import PluginCallFailed, PluginHost
 from app.services.brands import budget_account, revenue_account
 from app.services.catalogue import is_available
-from app.services.live import LIVE, live_session_for_update
+from app.services.live import LIVE, session_not_found
 from app.services.rates import GiftSplit, current_rate_card, split_gift
-from app.services.safeguards import check_age, check_spending
+from app.services.safeguards import Spending, check_age, check_spending, spending_of
 from app.services.users import coin_account, diamond_account, names_and_birthdates
 from app.services.wallets import wallet
 from app.settings import Settings
@@ -64,6 +80,7 @@ from app.sponsorship import (
 
 MAX_QUANTITY = 1000
 MAX_SPONSORED_VALUE = 10**9
+MAX_BATCH = 200  # sends written in one database transaction
 TOP_GIFTERS_IN_EVENTS = 3
 ALL_TIME = date(1970, 1, 1)
 
@@ -81,35 +98,453 @@ def period_starts(day: date) -> dict[str, date]:
             "month": day.replace(day=1), "all": ALL_TIME}
 
 
-async def _post_gift_transaction(session: AsyncSession, *, sender_id: int, creator_id: int,
-                                 split: GiftSplit, memo: str, brand: str | None,
-                                 balances: dict[int, int],
-                                 before_balances: Callable[[int], Awaitable[None]]) -> int:
-    brand_legs = [] if brand is None else [
-        Leg(await budget_account(session, brand), -split.brand_subsidy),
-        Leg(await revenue_account(session, brand), split.brand_coins)]
-    legs = [
-        Leg(await coin_account(session, sender_id), -split.coins_paid),
-        *brand_legs,
-        Leg(await system_account(session, "platform_revenue", Currency.COIN),
-            split.platform_coins),
-        Leg(await system_account(session, "creator_earnings", Currency.COIN),
-            split.creator_coins),
-        Leg(await system_account(session, "diamond_issuance", Currency.DIAMOND),
-            -split.creator_diamonds),
-        Leg(await diamond_account(session, creator_id), split.creator_diamonds),
-    ]
+async def send_gift(sessions: async_sessionmaker[AsyncSession], bus: EventBus, *,
+                    sender_id: int, session_id: int, gift_id: int, quantity: int,
+                    idempotency_key: str, combo_window: timedelta, settings: Settings,
+                    plugins: PluginHost | None = None) -> SendResult:
+    """Send ``quantity`` of a gift into a live session; raise :class:`DomainError` if refused."""
+    claim = Claim.of(f"user:{sender_id}", idempotency_key, "send_gift",
+                     {"session_id": session_id, "gift_id": gift_id, "quantity": quantity})
+    if type(quantity) is not int or not 1 <= quantity <= MAX_QUANTITY:
+        raise DomainError(ErrorCode.INVALID_QUANTITY,
+                          f"quantity must be between 1 and {MAX_QUANTITY}.", "quantity")
+    request = _Request(sender_id, session_id, gift_id, quantity, claim, combo_window, settings,
+                       plugins, bus, asyncio.get_running_loop().create_future())
+    return await _writer(sessions).send(request)
+
+
+# The writer: batches of the sends that arrive while the last batch is written -----------
+
+
+@dataclass(eq=False, slots=True)
+class _Request:
+    sender_id: int
+    session_id: int
+    gift_id: int
+    quantity: int
+    claim: Claim
+    combo_window: timedelta
+    settings: Settings
+    plugins: PluginHost | None
+    bus: EventBus
+    done: asyncio.Future[SendResult]
+
+    def settle(self, result: SendResult | BaseException) -> None:
+        if self.done.done():
+            return  # the caller went away; what was written stands
+        if isinstance(result, BaseException):
+            self.done.set_exception(result)
+        else:
+            self.done.set_result(result)
+
+
+class _Writer:
+    """One database's gift writer in one event loop: while it writes a batch, new sends
+    wait and form the next batch (no timer: an idle writer writes a send at once)."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.sessions = sessions
+        self.loop = asyncio.get_running_loop()
+        self.waiting: list[_Request] = []
+        self.task: asyncio.Task[None] | None = None
+
+    async def send(self, request: _Request) -> SendResult:
+        self.waiting.append(request)
+        if self.task is None or self.task.done():
+            self.task = self.loop.create_task(self._write_waiting())
+        return await request.done
+
+    async def _write_waiting(self) -> None:
+        batch: list[_Request] = []
+        try:
+            while self.waiting:
+                batch, self.waiting = _next_batch(self.waiting)
+                if batch:
+                    await _write(self.sessions, batch)
+        except BaseException:  # cancelled with the process: nobody waits forever
+            for request in [*batch, *self.waiting]:
+                request.settle(RuntimeError("the server is stopping; send again"))
+            self.waiting = []
+            raise
+
+    async def written(self) -> None:
+        while self.task is not None and not self.task.done():
+            await asyncio.shield(self.task)
+
+
+_writers: weakref.WeakKeyDictionary[Any, _Writer] = weakref.WeakKeyDictionary()
+
+
+def _writer(sessions: async_sessionmaker[AsyncSession]) -> _Writer:
+    writer = _writers.get(sessions)
+    if writer is None or writer.loop is not asyncio.get_running_loop():
+        writer = _writers[sessions] = _Writer(sessions)
+    return writer
+
+
+async def written(sessions: async_sessionmaker[AsyncSession]) -> None:
+    """Wait until every send handed to this process's writer is written. A send whose
+    caller went away (a cancelled request) is still written: its idempotency key tells
+    the caller's retry what happened."""
+    writer = _writers.get(sessions)
+    if writer is not None and writer.loop is asyncio.get_running_loop():
+        await writer.written()
+
+
+def _next_batch(waiting: list[_Request]) -> tuple[list[_Request], list[_Request]]:
+    """The first sends waiting, up to ``MAX_BATCH``, with distinct idempotency keys and the
+    same settings, plugins and bus; the rest wait for the next batch."""
+    waiting = [request for request in waiting if not request.done.done()]
+    if not waiting:
+        return [], []
+    first, batch, rest, keys = waiting[0], [], [], set()
+    for request in waiting:
+        key = (request.claim.scope, request.claim.key)
+        if len(batch) < MAX_BATCH and key not in keys and request.settings is first.settings \
+                and request.plugins is first.plugins and request.bus is first.bus:
+            batch.append(request)
+            keys.add(key)
+        else:
+            rest.append(request)
+    return batch, rest
+
+
+async def _write(sessions: async_sessionmaker[AsyncSession], batch: list[_Request]) -> None:
     try:
-        return await post_transaction(session, kind="gift", memo=memo,
-                                      legs=[leg for leg in legs if leg.amount != 0],
-                                      balances=balances, before_balances=before_balances)
-    except InsufficientFunds as refusal:
-        if brand is not None and refusal.account.code.startswith("brand:"):
+        outcomes = await _write_batch(sessions, batch)
+    except Exception as failure:
+        if len(batch) == 1:
+            batch[0].settle(failure)
+            return
+        for request in batch:  # one send's failure must not fail the others
+            await _write(sessions, [request])
+        return
+    for request, outcome in zip(batch, outcomes, strict=True):
+        try:
+            request.settle(await _deliver(sessions, request, outcome))
+        except Exception as failure:
+            request.settle(failure)
+
+
+async def _deliver(sessions: async_sessionmaker[AsyncSession], request: _Request,
+                   outcome: _Sent | dict[str, Any] | DomainError) -> SendResult:
+    """After the commit: publish a send's events and tell its sponsor; answer a replay."""
+    if isinstance(outcome, DomainError):
+        raise outcome
+    if isinstance(outcome, dict):  # a replay: the receipt and the wallet as they are now
+        async with sessions() as session:
+            receipt = await session.get(GiftSend, outcome["send_id"])
+            coins = (await wallet(session, request.sender_id)).coins
+        assert receipt is not None
+        return SendResult(receipt=receipt, replayed=True, wallet_coins=coins)
+    for event in outcome.events:
+        await request.bus.publish(session_channel(request.session_id), event)
+    if outcome.sponsor and request.plugins is not None:
+        await _tell_sponsor(request.plugins, outcome.sponsor, outcome.receipt)
+    return SendResult(receipt=outcome.receipt, replayed=False, wallet_coins=outcome.wallet_coins)
+
+
+async def _write_batch(sessions: async_sessionmaker[AsyncSession], batch: list[_Request]
+                       ) -> list[_Sent | dict[str, Any] | DomainError]:
+    """Write a batch in one database transaction; each send's outcome, in order."""
+    async with sessions() as session, session.begin():
+        answers = await claim_keys(session, [request.claim for request in batch])
+        outcomes: list[_Sent | dict[str, Any] | DomainError] = []
+        claimed = [(r, a) for r, a in zip(batch, answers, strict=True) if isinstance(a, int)]
+        settled: dict[int, dict[str, Any] | DomainError] = {}
+        if claimed:
+            sends = await _Batch.load(session, [request for request, _ in claimed])
+            for request, claim_id in claimed:
+                try:
+                    settled[claim_id] = await sends.accept(request)
+                except DomainError as refusal:
+                    settled[claim_id] = refusal
+            await sends.write()
+            await settle_keys(session, {claim_id: outcome.result if isinstance(outcome, _Sent)
+                                        else outcome for claim_id, outcome in settled.items()})
+        for answer in answers:
+            outcomes.append(settled[answer] if isinstance(answer, int) else answer)
+        return outcomes
+
+
+# One batch: what it reads and locks, and what its accepted sends write -----------------
+
+
+@dataclass(eq=False, slots=True)
+class _Sent:
+    """An accepted send: its receipt (an id once written), its posting, its events."""
+
+    request: _Request
+    row: dict[str, Any]
+    split: GiftSplit
+    brand: str | None
+    coins: AccountRef  # the sender's wallet
+    memo: str
+    combo: GiftCombo
+    wallet_coins: int
+    sponsor: dict[str, str] | None
+    events: list[dict[str, Any]]
+    receipt: GiftSend = field(init=False)
+
+    @property
+    def result(self) -> dict[str, Any]:
+        return {"send_id": self.receipt.id, "wallet_coins": self.wallet_coins}
+
+    def amounts(self) -> dict[str, int]:
+        return {"coins": self.split.value, "diamonds": self.row["creator_diamonds"],
+                "gifts": self.row["quantity"]}
+
+
+class _Batch:
+    def __init__(self, session: AsyncSession, now: datetime) -> None:
+        self.session, self.now = session, now
+        self.sent: list[_Sent] = []
+
+    @classmethod
+    async def load(cls, session: AsyncSession, requests: list[_Request]) -> _Batch:
+        """Read what the sends need and lock the wallets and sponsor budgets they debit."""
+        batch = cls(session, datetime.now(UTC))
+        senders = sorted({r.sender_id for r in requests})
+        # Share-locked, so that no session ends while gifts are sent into it.
+        batch.lives = {live.id: live for live in await session.scalars(
+            select(LiveSession).where(LiveSession.id.in_({r.session_id for r in requests}))
+            .order_by(LiveSession.id).with_for_update(read=True, key_share=True))}
+        batch.gifts = {gift.id: gift for gift in await session.scalars(
+            select(Gift).where(Gift.id.in_({r.gift_id for r in requests})))}
+        creators = sorted({live.creator_id for live in batch.lives.values()})
+        batch.people = await names_and_birthdates(session, [*senders, *creators])
+        batch.wallets = {s: await coin_account(session, s) for s in senders}
+        batch.earnings = {c: await diamond_account(session, c) for c in creators}
+        sponsored = {g.brand_id for g in batch.gifts.values() if g.plugin is not None}
+        batch.brands = dict((await session.execute(select(Brand.id, Brand.slug).where(
+            Brand.id.in_(sponsored)))).all()) if sponsored else {}
+        batch.budgets = {slug: await budget_account(session, slug)
+                         for slug in batch.brands.values()}
+        # The sender's wallet lock serialises their sends: caps count exactly.
+        batch.balances = await lock_accounts(session, [*batch.wallets.values(),
+                                                       *batch.budgets.values()])
+        batch.card = await current_rate_card(session, batch.now)
+        batch.spending = await spending_of(session, senders, batch.now)
+        batch.sent_today = await _sent_today(session, requests, batch.gifts, batch.now) \
+            if sponsored else {}
+        batch.combos = {(c.session_id, c.sender_id, c.gift_id): c for c in await session.scalars(
+            select(GiftCombo).where(GiftCombo.ended_at.is_(None),
+                                    GiftCombo.session_id.in_({r.session_id for r in requests}),
+                                    GiftCombo.sender_id.in_(senders))
+            .order_by(GiftCombo.id).with_for_update())}
+        return batch
+
+    async def accept(self, request: _Request) -> _Sent:
+        """Check one send against the rules and the batch so far; note what it writes."""
+        now, quantity, sender_id = self.now, request.quantity, request.sender_id
+        live = self.lives.get(request.session_id)
+        if live is None:
+            raise session_not_found()
+        if live.status != LIVE:
+            raise DomainError(ErrorCode.SESSION_NOT_LIVE, "This session is not live; gifts "
+                              "can only be sent during a live session.", "sessionId")
+        if live.creator_id == sender_id:
+            raise DomainError(ErrorCode.CANNOT_GIFT_SELF, "You cannot send gifts to your own "
+                              "live session.", "sessionId")
+        gift = self.gifts.get(request.gift_id)
+        if gift is None:
+            raise DomainError(ErrorCode.NOT_FOUND, "No gift has this ID.", "giftId")
+        if not is_available(gift, now):
+            raise DomainError(ErrorCode.GIFT_UNAVAILABLE,
+                              f"The gift {gift.name!r} is not available right now.", "giftId")
+        sender_name, sender_birthdate = self.people.get(sender_id, ("", None))
+        check_age(request.settings, sender_birthdate, doing="sending gifts")
+        check_age(request.settings, self.people.get(live.creator_id, ("", None))[1],
+                  doing="receiving gifts", whose="The creator's")
+        brand = None
+        if gift.plugin is not None:
+            brand = self.brands.get(gift.brand_id)
+            split = await _sponsored_split(
+                request.plugins, gift=gift, brand=brand, live=live, sender_id=sender_id,
+                quantity=quantity, now=now, card=self.card,
+                sent_today=self.sent_today.get((sender_id, gift.id), 0))
+        else:
+            split = split_gift(gift.coin_price * quantity, self.card)
+        coins = self.wallets[sender_id]
+        if self.balances[coins.id] < split.coins_paid:
+            raise InsufficientFunds(coins, needed=split.coins_paid,
+                                    available=self.balances[coins.id])
+        spending: Spending = self.spending[sender_id]
+        check_spending(request.settings, spending, split.coins_paid, now)
+        budget = None if brand is None else self.budgets[brand]
+        if budget is not None and self.balances[budget.id] < split.brand_subsidy:
             raise BusinessRefusal(
                 ErrorCode.SPONSOR_BUDGET_EXHAUSTED, f"The sponsor's budget for this gift is "
                 f"spent (it needs {split.brand_subsidy} coins); the gift is unavailable until "
-                "the brand adds more.", "giftId") from None
-        raise
+                "the brand adds more.", "giftId")
+        # Accepted: from here on, the batch's later sends see this one.
+        self.balances[coins.id] -= split.coins_paid
+        if budget is not None:
+            self.balances[budget.id] -= split.brand_subsidy
+            self.sent_today[sender_id, gift.id] = \
+                self.sent_today.get((sender_id, gift.id), 0) + quantity
+        spending.add(split.coins_paid)
+        combo, ended = self._continue_combo(request, live, gift, split.value, sender_name)
+        row = dict(session_id=live.id, gift_id=gift.id, sender_id=sender_id,
+                   creator_id=live.creator_id, quantity=quantity, unit_price=gift.coin_price,
+                   coins_paid=split.coins_paid, brand_subsidy=split.brand_subsidy,
+                   creator_coins=split.creator_coins, platform_coins=split.platform_coins,
+                   brand_coins=split.brand_coins, creator_diamonds=split.creator_diamonds,
+                   rate_card_version=self.card.version, combo_count=combo.count, created_at=now)
+        events = [ended] if ended else []
+        events.append({"type": "GiftSent", "session_id": live.id, "sender_id": sender_id,
+                       "sender_name": sender_name, "gift_id": gift.id,
+                       "gift": gift_fields(gift), "quantity": quantity, "coins": split.value,
+                       "diamonds": split.creator_diamonds, "combo_count": combo.count})
+        sent = _Sent(request, row, split, brand, coins, f"{gift.sku} x{quantity}",
+                     combo, self.balances[coins.id],
+                     None if brand is None else {"plugin": gift.plugin, "brand": brand,
+                                                 "sku": gift.sku}, events)
+        self.sent.append(sent)
+        return sent
+
+    async def _posting(self, sent: _Sent) -> Posting:
+        """The gift's ledger transaction (accounts opened only once a send is accepted)."""
+        split, brand, session = sent.split, sent.brand, self.session
+        brand_legs = [] if brand is None else [
+            Leg(self.budgets[brand], -split.brand_subsidy),
+            Leg(await revenue_account(session, brand), split.brand_coins)]
+        legs = [
+            Leg(sent.coins, -split.coins_paid), *brand_legs,
+            Leg(await system_account(session, "platform_revenue", Currency.COIN),
+                split.platform_coins),
+            Leg(await system_account(session, "creator_earnings", Currency.COIN),
+                split.creator_coins),
+            Leg(await system_account(session, "diamond_issuance", Currency.DIAMOND),
+                -split.creator_diamonds),
+            Leg(self.earnings[sent.row["creator_id"]], split.creator_diamonds)]
+        return Posting("gift", [leg for leg in legs if leg.amount != 0], sent.memo)
+
+    def _continue_combo(self, request: _Request, live: LiveSession, gift: Gift, value: int,
+                        sender_name: str) -> tuple[GiftCombo, dict[str, Any] | None]:
+        """Extend the sender's open combo for this gift, or start one (ending a stale one).
+
+        The open combos of the batch's senders are locked, so a combo cannot fork, and the
+        reaper cannot end one while it is extended.
+        """
+        key = (live.id, request.sender_id, gift.id)
+        combo, ended = self.combos.get(key), None
+        if combo is not None and combo.last_at >= self.now - request.combo_window:
+            combo.count += request.quantity
+            combo.sends += 1
+            combo.coins += value
+            combo.last_at = self.now
+            return combo, None
+        if combo is not None:
+            combo.ended_at = self.now
+            ended = _combo_ended(combo, sender_name, gift)
+        combo = self.combos[key] = GiftCombo(
+            session_id=live.id, sender_id=request.sender_id, gift_id=gift.id,
+            count=request.quantity, sends=1, coins=value, started_at=self.now, last_at=self.now)
+        self.session.add(combo)
+        return combo, ended
+
+    async def write(self) -> None:
+        """Write the accepted sends: combos, ledger, receipts, totals (constant statements).
+
+        The creator's rows (diamond balance, totals) are shared by everyone gifting them,
+        so they come last and are held for the fewest statements before the commit.
+        """
+        if not self.sent:
+            return
+        session = self.session
+        await session.flush()  # combos: ended and extended ones updated, new ones inserted
+        podiums: dict[int, dict[str, Any]] = {}
+
+        async def record(transaction_ids: list[int]) -> None:
+            rows = [{**sent.row, "transaction_id": transaction_id, "combo_id": sent.combo.id}
+                    for sent, transaction_id in zip(self.sent, transaction_ids, strict=True)]
+            receipt_ids = (await session.scalars(
+                insert(GiftSend).returning(GiftSend.id, sort_by_parameter_order=True),
+                rows)).all()
+            for sent, row, receipt_id in zip(self.sent, rows, receipt_ids, strict=True):
+                sent.receipt = GiftSend(id=receipt_id, **row)
+            await self._add_to_gifter_totals()
+            podiums.update(await _podiums(session, {sent.row["session_id"]
+                                                    for sent in self.sent}))
+
+        await post_transactions(session, [await self._posting(sent) for sent in self.sent],
+                                before_balances=record)
+        await add_to_counters(session, CreatorTotal, ("period", "period_start", "creator_id"),
+                              _summed([{"period": period, "period_start": start,
+                                        "creator_id": sent.row["creator_id"], **sent.amounts()}
+                                       for sent in self.sent for period, start in self._periods],
+                                      ("period", "period_start", "creator_id")))
+        last_in_session = {sent.row["session_id"]: sent for sent in self.sent}
+        for sent in self.sent:
+            sent.events[-1].update(send_id=sent.receipt.id, combo_id=sent.combo.id)
+        for session_id, sent in last_in_session.items():
+            podium = podiums[session_id]
+            senders = {s.row["sender_id"] for s in self.sent if s.row["session_id"] == session_id}
+            if any(entry["user_id"] in senders for entry in podium["top"]):
+                sent.events.append(podium)
+
+    @property
+    def _periods(self) -> list[tuple[str, date]]:
+        return list(period_starts(self.now.date()).items())
+
+    async def _add_to_gifter_totals(self) -> None:
+        """The rows of each sender's totals (as a creator's supporter, in the session)."""
+        keys = ("creator_id", "period", "period_start", "sender_id")
+        await add_to_counters(self.session, SupporterTotal, keys, _summed(
+            [{"creator_id": sent.row["creator_id"], "period": period, "period_start": start,
+              "sender_id": sent.row["sender_id"], **sent.amounts()}
+             for sent in self.sent for period, start in self._periods], keys))
+        keys = ("session_id", "sender_id")
+        await add_to_counters(self.session, SessionGifterTotal, keys, _summed(
+            [{"session_id": sent.row["session_id"], "sender_id": sent.row["sender_id"],
+              **sent.amounts()} for sent in self.sent], keys))
+
+
+def _summed(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Rows with the same keys added up, in key order (every writer's lock order)."""
+    summed: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in rows:
+        key = tuple(row[name] for name in keys)
+        if key in summed:
+            for name, value in row.items():
+                if name not in keys:
+                    summed[key][name] += value
+        else:
+            summed[key] = dict(row)
+    return [summed[key] for key in sorted(summed)]
+
+
+async def _sent_today(session: AsyncSession, requests: list[_Request], gifts: dict[int, Gift],
+                      now: datetime) -> dict[tuple[int, int], int]:
+    """How many of each sponsored gift each sender sent today (for campaign caps)."""
+    pairs = {(r.sender_id, r.gift_id) for r in requests
+             if r.gift_id in gifts and gifts[r.gift_id].plugin is not None}
+    midnight = datetime.combine(now.date(), datetime.min.time(), tzinfo=UTC)
+    rows = await session.execute(
+        select(GiftSend.sender_id, GiftSend.gift_id, total(GiftSend.quantity))
+        .where(GiftSend.sender_id.in_({s for s, _ in pairs}),
+               GiftSend.gift_id.in_({g for _, g in pairs}), GiftSend.created_at >= midnight)
+        .group_by(GiftSend.sender_id, GiftSend.gift_id))
+    return {(sender, gift): sent for sender, gift, sent in rows}
+
+
+async def _podiums(session: AsyncSession, session_ids: set[int]) -> dict[int, dict[str, Any]]:
+    """Each session's top gifters, as a TopGiftersChanged event, in one query."""
+    parts = [select(SessionGifterTotal.session_id, SessionGifterTotal.sender_id, User.name,
+                    SessionGifterTotal.coins)
+             .join(User, User.id == SessionGifterTotal.sender_id)
+             .where(SessionGifterTotal.session_id == session_id)
+             .order_by(SessionGifterTotal.coins.desc(), SessionGifterTotal.sender_id.desc())
+             .limit(TOP_GIFTERS_IN_EVENTS).subquery() for session_id in sorted(session_ids)]
+    rows = await session.execute(union_all(*(select(part) for part in parts)))
+    podiums: dict[int, list[Any]] = defaultdict(list)
+    for row in rows:
+        podiums[row.session_id].append(row)
+    return {session_id: {"type": "TopGiftersChanged", "session_id": session_id, "top": [
+        {"user_id": r.sender_id, "name": r.name, "coins": r.coins}
+        for r in sorted(podiums[session_id], key=lambda r: (r.coins, r.sender_id),
+                        reverse=True)]} for session_id in session_ids}
 
 
 def _unavailable(gift: Gift, why: str) -> DomainError:
@@ -117,17 +552,12 @@ def _unavailable(gift: Gift, why: str) -> DomainError:
                        f"{why}.", "giftId")
 
 
-async def _sponsored_split(session: AsyncSession, plugins: PluginHost | None, *, gift: Gift,
+async def _sponsored_split(plugins: PluginHost | None, *, gift: Gift, brand: str | None,
                            live: LiveSession, sender_id: int, quantity: int, now: datetime,
-                           card: RateCard) -> tuple[GiftSplit, str]:
+                           card: RateCard, sent_today: int) -> GiftSplit:
     """Ask the plugin that owns the gift for its veto, quote and split; check every answer."""
     if plugins is None or gift.plugin is None or not plugins.is_active(gift.plugin):
         raise _unavailable(gift, "its sponsor's plugin is not installed")
-    brand = await session.scalar(select(Brand.slug).where(Brand.id == gift.brand_id))
-    midnight = datetime.combine(now.date(), datetime.min.time(), tzinfo=UTC)
-    sent_today = await session.scalar(select(total(GiftSend.quantity)).where(
-        GiftSend.sender_id == sender_id, GiftSend.gift_id == gift.id,
-        GiftSend.created_at >= midnight))
     send = SendContext(gift_sku=gift.sku, brand=brand, list_price=gift.coin_price,
                        quantity=quantity, viewer_id=sender_id, creator_id=live.creator_id,
                        session_id=live.id, at=now, viewer_sent_today=sent_today)
@@ -148,7 +578,7 @@ async def _sponsored_split(session: AsyncSession, plugins: PluginHost | None, *,
         plugins.record_failure(owner, f"invalid answer: {invalid}")
         raise _unavailable(gift, "its sponsor's plugin gave an invalid answer") from None
     if split is None:
-        return split_gift(quote.value, card, brand_subsidy=quote.brand_subsidy), brand
+        return split_gift(quote.value, card, brand_subsidy=quote.brand_subsidy)
     try:
         split = check_split(split, quote.value)
     except PluginAnswerInvalid as invalid:
@@ -157,41 +587,7 @@ async def _sponsored_split(session: AsyncSession, plugins: PluginHost | None, *,
     return GiftSplit(value=quote.value, coins_paid=quote.viewer_pays,
                      brand_subsidy=quote.brand_subsidy, creator_coins=split.creator_coins,
                      platform_coins=split.platform_coins, brand_coins=split.brand_coins,
-                     creator_diamonds=split.creator_coins * card.diamonds_per_coin), brand
-
-
-async def _continue_combo(session: AsyncSession, *, live: LiveSession, sender_id: int,
-                          gift: Gift, quantity: int, value: int, now: datetime,
-                          window: timedelta) -> tuple[int, int, dict[str, Any] | None]:
-    """Extend the sender's open combo for this gift, or start one (ending a stale one).
-
-    The sender's wallet row is already locked by the debit, so one sender's sends
-    are serialised here and the combo cannot fork. The usual case, a combo still
-    open and within the window, is one UPDATE.
-    """
-    extended = (await session.execute(
-        update(GiftCombo).where(GiftCombo.session_id == live.id, GiftCombo.sender_id == sender_id,
-                                GiftCombo.gift_id == gift.id, GiftCombo.ended_at.is_(None),
-                                GiftCombo.last_at >= now - window)
-        .values(count=GiftCombo.count + quantity, sends=GiftCombo.sends + 1,
-                coins=GiftCombo.coins + value, last_at=now)
-        .returning(GiftCombo.id, GiftCombo.count)
-        .execution_options(synchronize_session=False))).first()
-    if extended is not None:
-        return extended.id, extended.count, None
-    open_combo = await session.scalar(
-        select(GiftCombo).where(GiftCombo.session_id == live.id,
-                                GiftCombo.sender_id == sender_id, GiftCombo.gift_id == gift.id,
-                                GiftCombo.ended_at.is_(None)).with_for_update())
-    ended = None
-    if open_combo is not None:
-        ended = await _end_combos(session, [GiftCombo.id == open_combo.id], now)
-    combo = GiftCombo(session_id=live.id, sender_id=sender_id, gift_id=gift.id, count=quantity,
-                      sends=1, coins=value, started_at=now, last_at=now)
-    session.add(combo)
-    await session.flush()
-    assert combo.id is not None
-    return combo.id, combo.count, (ended[0] if ended else None)
+                     creator_diamonds=split.creator_coins * card.diamonds_per_coin)
 
 
 async def _end_combos(session: AsyncSession, conditions: list[Any], now: datetime
@@ -209,163 +605,20 @@ async def _end_combos(session: AsyncSession, conditions: list[Any], now: datetim
         User.id.in_({r.sender_id for r in rows})))).all())
     gifts = {g.id: g for g in (await session.scalars(select(Gift).where(
         Gift.id.in_({r.gift_id for r in rows})))).all()}
-    return [{"type": "ComboEnded", "combo_id": r.id, "session_id": r.session_id,
-             "sender_id": r.sender_id, "sender_name": names[r.sender_id],
-             "gift_id": r.gift_id, "gift": gift_fields(gifts[r.gift_id]),
-             "total_count": r.count, "sends": r.sends, "total_coins": r.coins} for r in rows]
+    return [_combo_ended(r, names[r.sender_id], gifts[r.gift_id]) for r in rows]
+
+
+def _combo_ended(combo: Any, sender_name: str, gift: Gift) -> dict[str, Any]:
+    return {"type": "ComboEnded", "combo_id": combo.id, "session_id": combo.session_id,
+            "sender_id": combo.sender_id, "sender_name": sender_name, "gift_id": gift.id,
+            "gift": gift_fields(gift), "total_count": combo.count, "sends": combo.sends,
+            "total_coins": combo.coins}
 
 
 def gift_fields(gift: Gift) -> dict[str, Any]:
     """The gift as it was when sent, JSON-safe, carried by events so that subscribers
     (thousands per session) need no query to show it."""
     return gift.model_dump(mode="json")
-
-
-def _amounts(send: GiftSend, value: int) -> dict[str, int]:
-    return {"coins": value, "diamonds": send.creator_diamonds, "gifts": send.quantity}
-
-
-async def _add_to_gifter_totals(session: AsyncSession, send: GiftSend, value: int,
-                                now: datetime) -> None:
-    """The rows of this sender's totals (as a creator's supporter, in the session)."""
-    await add_to_counters(session, SupporterTotal,
-                          ("creator_id", "period", "period_start", "sender_id"),
-                          [{"creator_id": send.creator_id, "period": period,
-                            "period_start": start, "sender_id": send.sender_id,
-                            **_amounts(send, value)}
-                           for period, start in period_starts(now.date()).items()])
-    await add_to_counters(session, SessionGifterTotal, ("session_id", "sender_id"),
-                          [{"session_id": send.session_id, "sender_id": send.sender_id,
-                            **_amounts(send, value)}])
-
-
-async def _add_to_creator_totals(session: AsyncSession, send: GiftSend, value: int,
-                                 now: datetime) -> None:
-    """The creator's own totals: rows shared by everyone gifting that creator."""
-    await add_to_counters(session, CreatorTotal, ("period", "period_start", "creator_id"),
-                          [{"period": period, "period_start": start,
-                            "creator_id": send.creator_id, **_amounts(send, value)}
-                           for period, start in period_starts(now.date()).items()])
-
-
-async def top_gifters_event(session: AsyncSession, session_id: int) -> dict[str, Any]:
-    rows = await session.execute(
-        select(SessionGifterTotal.sender_id, User.name, SessionGifterTotal.coins)
-        .join(User, User.id == SessionGifterTotal.sender_id)
-        .where(SessionGifterTotal.session_id == session_id)
-        .order_by(SessionGifterTotal.coins.desc(), SessionGifterTotal.sender_id.desc())
-        .limit(TOP_GIFTERS_IN_EVENTS))
-    return {"type": "TopGiftersChanged", "session_id": session_id,
-            "top": [{"user_id": r.sender_id, "name": r.name, "coins": r.coins} for r in rows]}
-
-
-async def send_gift(sessions: async_sessionmaker[AsyncSession], bus: EventBus, *,
-                    sender_id: int, session_id: int, gift_id: int, quantity: int,
-                    idempotency_key: str, combo_window: timedelta, settings: Settings,
-                    plugins: PluginHost | None = None) -> SendResult:
-    check_key(idempotency_key)
-    if type(quantity) is not int or not 1 <= quantity <= MAX_QUANTITY:
-        raise DomainError(ErrorCode.INVALID_QUANTITY,
-                          f"quantity must be between 1 and {MAX_QUANTITY}.", "quantity")
-
-    async def send(session: AsyncSession) -> dict[str, Any]:
-        now = datetime.now(UTC)
-        live = await live_session_for_update(session, session_id)
-        if live.status != LIVE:
-            raise DomainError(ErrorCode.SESSION_NOT_LIVE, "This session is not live; gifts "
-                              "can only be sent during a live session.", "sessionId")
-        if live.creator_id == sender_id:
-            raise DomainError(ErrorCode.CANNOT_GIFT_SELF, "You cannot send gifts to your own "
-                              "live session.", "sessionId")
-        gift = await session.get(Gift, gift_id)
-        if gift is None:
-            raise DomainError(ErrorCode.NOT_FOUND, "No gift has this ID.", "giftId")
-        if not is_available(gift, now):
-            raise DomainError(ErrorCode.GIFT_UNAVAILABLE,
-                              f"The gift {gift.name!r} is not available right now.", "giftId")
-        people = await names_and_birthdates(session, [sender_id, live.creator_id])
-        sender_name, sender_birthdate = people.get(sender_id, ("", None))
-        check_age(settings, sender_birthdate, doing="sending gifts")
-        check_age(settings, people.get(live.creator_id, ("", None))[1],
-                  doing="receiving gifts", whose="The creator's")
-        # This viewer's sends are serialised by the lock on their wallet, so spending caps
-        # and campaign caps count exactly.
-        wallet = await coin_account(session, sender_id)
-        held = await lock_account(session, wallet)
-        card = await current_rate_card(session, now)
-        brand = None
-        if gift.plugin is not None:
-            split, brand = await _sponsored_split(session, plugins, gift=gift, live=live,
-                                                  sender_id=sender_id, quantity=quantity,
-                                                  now=now, card=card)
-        else:
-            split = split_gift(gift.coin_price * quantity, card)
-        value = split.value
-        if held < split.coins_paid:  # refused before anything is written or locked
-            raise InsufficientFunds(wallet, needed=split.coins_paid, available=held)
-        await check_spending(session, settings, sender_id, split.coins_paid, now)
-        combo_id, combo_count, ended = await _continue_combo(
-            session, live=live, sender_id=sender_id, gift=gift, quantity=quantity, value=value,
-            now=now, window=combo_window)
-        receipt = GiftSend(
-            session_id=live.id, gift_id=gift.id, sender_id=sender_id, creator_id=live.creator_id,
-            quantity=quantity, unit_price=gift.coin_price, coins_paid=split.coins_paid,
-            brand_subsidy=split.brand_subsidy, creator_coins=split.creator_coins,
-            platform_coins=split.platform_coins, brand_coins=split.brand_coins,
-            creator_diamonds=split.creator_diamonds, rate_card_version=card.version,
-            combo_id=combo_id, combo_count=combo_count, created_at=now)
-        top: dict[str, Any] = {}
-
-        async def record(transaction_id: int) -> None:
-            receipt.transaction_id = transaction_id
-            session.add(receipt)
-            await session.flush()
-            await _add_to_gifter_totals(session, receipt, value, now)
-            top.update(await top_gifters_event(session, live.id))
-
-        # The creator's rows (diamond balance, totals) are shared by everyone gifting them:
-        # everything else is written first (``record``), so their locks are held for the
-        # fewest statements before the commit.
-        balances: dict[int, int] = {}
-        await _post_gift_transaction(
-            session, sender_id=sender_id, creator_id=live.creator_id, split=split,
-            memo=f"{gift.sku} x{quantity}", brand=brand, balances=balances,
-            before_balances=record)
-        await _add_to_creator_totals(session, receipt, value, now)
-        events = [ended] if ended else []
-        events.append({"type": "GiftSent", "session_id": live.id, "send_id": receipt.id,
-                       "sender_id": sender_id, "sender_name": sender_name,
-                       "gift_id": gift.id, "gift": gift_fields(gift), "quantity": quantity,
-                       "coins": value, "diamonds": split.creator_diamonds,
-                       "combo_id": combo_id, "combo_count": combo_count})
-        if any(entry["user_id"] == sender_id for entry in top["top"]):
-            events.append(top)
-        sponsor = None if brand is None else {"plugin": gift.plugin, "brand": brand,
-                                              "sku": gift.sku}
-        sent.append(receipt)
-        return {"send_id": receipt.id, "events": events, "sponsor": sponsor,
-                "wallet_coins": balances.get(wallet.id)}
-
-    sent: list[GiftSend] = []  # the receipt written by this call, when not a replay
-
-    outcome = await run_idempotent(
-        sessions, scope=f"user:{sender_id}", key=idempotency_key, operation="send_gift",
-        request={"session_id": session_id, "gift_id": gift_id, "quantity": quantity},
-        action=send)
-    if not outcome["replayed"]:
-        for event in outcome["events"]:
-            await bus.publish(session_channel(session_id), event)
-    if outcome["replayed"] or outcome.get("wallet_coins") is None:
-        async with sessions() as session:
-            receipt = await session.get(GiftSend, outcome["send_id"])
-            wallet_coins = (await wallet(session, sender_id)).coins
-    else:
-        receipt, wallet_coins = sent[-1], outcome["wallet_coins"]
-    assert receipt is not None
-    sponsor = outcome.get("sponsor")
-    if sponsor and plugins is not None and not outcome["replayed"]:
-        await _tell_sponsor(plugins, sponsor, receipt)
-    return SendResult(receipt=receipt, replayed=outcome["replayed"], wallet_coins=wallet_coins)
 
 
 async def _tell_sponsor(plugins: PluginHost, sponsor: dict[str, str], receipt: GiftSend) -> None:

@@ -62,15 +62,6 @@ async def end_session(session: AsyncSession, session_id: int, creator_id: int) -
     return live
 
 
-async def live_session_for_update(session: AsyncSession, session_id: int) -> LiveSession:
-    """The session, share-locked so it cannot end while a gift is being sent into it."""
-    live = await session.get(LiveSession, session_id,
-                             with_for_update={"read": True, "key_share": True})
-    if live is None:
-        raise session_not_found()
-    return live
-
-
 async def join(session: AsyncSession, session_id: int, user_id: int) -> bool:
     """Mark the viewer as watching; return whether the viewer count changed."""
     live = await session.get(LiveSession, session_id)

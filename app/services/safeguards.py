@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -74,14 +75,24 @@ def check_age(settings: Settings, birthdate: date | None, *, doing: str,
 
 async def own_limits(session: AsyncSession, user_id: int, at: datetime) -> Limits:
     """The limits the viewer set that are in force at ``at`` (without platform defaults)."""
-    changes = (await session.scalars(
-        select(LimitChange).where(LimitChange.user_id == user_id, LimitChange.effective_at <= at)
-        .order_by(LimitChange.id))).all()
-    latest = {change.kind: change for change in changes}  # the last one of each kind wins
-    daily, monthly, cooloff = (latest.get(kind) for kind in (DAILY, MONTHLY, COOLOFF))
-    return Limits(daily_cap=daily.amount if daily else None,
-                  monthly_cap=monthly.amount if monthly else None,
-                  cooloff_until=cooloff.until if cooloff else None)
+    return (await _own_limits_of(session, [user_id], at))[user_id]
+
+
+async def _own_limits_of(session: AsyncSession, user_ids: Iterable[int], at: datetime
+                         ) -> dict[int, Limits]:
+    ids = set(user_ids)
+    latest: dict[int, dict[str, LimitChange]] = {user_id: {} for user_id in ids}
+    for change in await session.scalars(
+            select(LimitChange).where(LimitChange.user_id.in_(ids), LimitChange.effective_at <= at)
+            .order_by(LimitChange.id)):
+        latest[change.user_id][change.kind] = change  # the last one of each kind wins
+    limits = {}
+    for user_id, changes in latest.items():
+        daily, monthly, cooloff = (changes.get(kind) for kind in (DAILY, MONTHLY, COOLOFF))
+        limits[user_id] = Limits(daily_cap=daily.amount if daily else None,
+                                 monthly_cap=monthly.amount if monthly else None,
+                                 cooloff_until=cooloff.until if cooloff else None)
+    return limits
 
 
 async def pending_changes(session: AsyncSession, user_id: int, at: datetime
@@ -130,26 +141,45 @@ def _start_of_month(day: date) -> datetime:
     return datetime(day.year, day.month, 1, tzinfo=UTC)
 
 
-async def check_spending(session: AsyncSession, settings: Settings, user_id: int, coins: int,
-                         now: datetime) -> None:
-    """Refuse a send of ``coins`` that breaks a cool-off or a cap (the caller holds the
-    sender's wallet lock, so concurrent sends are counted exactly; a refusal after the
-    caller debited the wallet rolls the debit back with the rest of the send)."""
-    limits = await own_limits(session, user_id, now)
+@dataclass(slots=True)
+class Spending:
+    """A viewer's own limits in force and what they spent on gifts today and this month."""
+
+    limits: Limits
+    today: int
+    this_month: int
+
+    def add(self, coins: int) -> None:
+        self.today += coins
+        self.this_month += coins
+
+
+async def spending_of(session: AsyncSession, user_ids: Iterable[int], now: datetime
+                      ) -> dict[int, Spending]:
+    """Each viewer's spending (the caller holds their wallet locks, so concurrent sends
+    are counted exactly), in two queries however many viewers."""
+    limits = await _own_limits_of(session, user_ids, now)
+    midnight = datetime.combine(now.date(), datetime.min.time(), tzinfo=UTC)
+    month = _start_of_month(now.date())
+    spent = {row.sender_id: (row.today, row.this_month) for row in await session.execute(
+        select(GiftSend.sender_id,
+               total(case((GiftSend.created_at >= midnight, GiftSend.coins_paid), else_=0))
+               .label("today"), total(GiftSend.coins_paid).label("this_month"))
+        .where(GiftSend.sender_id.in_(limits), GiftSend.created_at >= min(month, midnight))
+        .group_by(GiftSend.sender_id))}
+    return {user_id: Spending(own, *spent.get(user_id, (0, 0))) for user_id, own in limits.items()}
+
+
+def check_spending(settings: Settings, spending: Spending, coins: int, now: datetime) -> None:
+    """Refuse a send of ``coins`` that breaks a cool-off or a cap."""
+    limits = spending.limits
     if limits.cooloff_until and limits.cooloff_until > now:
         raise DomainError(ErrorCode.COOLING_OFF, "You chose a break from gifting until "
                           f"{limits.cooloff_until:%Y-%m-%d %H:%M} UTC.", None)
-    midnight = datetime.combine(now.date(), datetime.min.time(), tzinfo=UTC)
-    month = _start_of_month(now.date())
-    today, this_month = (await session.execute(
-        select(total(case((GiftSend.created_at >= midnight, GiftSend.coins_paid), else_=0)),
-               total(GiftSend.coins_paid))
-        .where(GiftSend.sender_id == user_id, GiftSend.created_at >= min(month, midnight)))
-    ).one()
     for cap, default, spent, code, label in [
-        (limits.daily_cap, settings.default_daily_cap_coins, today,
+        (limits.daily_cap, settings.default_daily_cap_coins, spending.today,
          ErrorCode.DAILY_CAP_REACHED, "daily"),
-        (limits.monthly_cap, settings.default_monthly_cap_coins, this_month,
+        (limits.monthly_cap, settings.default_monthly_cap_coins, spending.this_month,
          ErrorCode.MONTHLY_CAP_REACHED, "monthly"),
     ]:
         limit = default if cap is None else min(cap, default)

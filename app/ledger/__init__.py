@@ -30,6 +30,7 @@ from app.ledger.accounts import (
     open_account,
     system_account,
     user_account,
+    user_accounts,
 )
 from app.ledger.audit import AuditFinding, audit
 from app.ledger.idempotency import Claim, claim_keys, run_idempotent, settle_keys
@@ -62,4 +63,5 @@ __all__ = [
     "settle_keys",
     "system_account",
     "user_account",
+    "user_accounts",
 ]

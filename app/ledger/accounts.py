@@ -82,6 +82,21 @@ async def user_account(session: AsyncSession, user_id: int, purpose: str,
                               cached=True, limited=True, owner_user_id=user_id)
 
 
+async def user_accounts(session: AsyncSession, user_ids: Iterable[int], purpose: str,
+                        currency: str) -> dict[int, AccountRef]:
+    """Many users' accounts of one purpose: those not known yet are read in one query."""
+    codes = {user_id: f"user:{user_id}:{purpose}" for user_id in user_ids}
+    known = _known.setdefault(session.get_bind(), {})
+    unknown = [code for code in codes.values() if code not in known]
+    if unknown:
+        opened_here: set[str] = session.info.get("opened_accounts", set())
+        for account in await session.scalars(select(Account).where(Account.code.in_(unknown))):
+            if account.code not in opened_here:
+                known[account.code] = _ref(account)
+    return {user_id: await user_account(session, user_id, purpose, currency)
+            for user_id in codes}
+
+
 async def lock_account(session: AsyncSession, account: AccountRef) -> int:
     """Lock the account's row until the end of the transaction; return its cached balance."""
     return (await lock_accounts(session, [account]))[account.id]

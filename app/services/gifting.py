@@ -64,7 +64,7 @@ from app.services.catalogue import is_available
 from app.services.live import LIVE, session_not_found
 from app.services.rates import GiftSplit, current_rate_card, split_gift
 from app.services.safeguards import Spending, check_age, check_spending, spending_of
-from app.services.users import coin_account, diamond_account, names_and_birthdates
+from app.services.users import coin_accounts, diamond_accounts, names_and_birthdates
 from app.services.wallets import wallet
 from app.settings import Settings
 from app.sponsorship import (
@@ -313,8 +313,8 @@ class _Batch:
             select(Gift).where(Gift.id.in_({r.gift_id for r in requests})))}
         creators = sorted({live.creator_id for live in batch.lives.values()})
         batch.people = await names_and_birthdates(session, [*senders, *creators])
-        batch.wallets = {s: await coin_account(session, s) for s in senders}
-        batch.earnings = {c: await diamond_account(session, c) for c in creators}
+        batch.wallets = await coin_accounts(session, senders)
+        batch.earnings = await diamond_accounts(session, creators)
         sponsored = {g.brand_id for g in batch.gifts.values() if g.plugin is not None}
         batch.brands = dict((await session.execute(select(Brand.id, Brand.slug).where(
             Brand.id.in_(sponsored)))).all()) if sponsored else {}

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import insert_ignoring_conflict
-from app.ledger import AccountRef, Currency, open_account, user_account
+from app.ledger import AccountRef, Currency, open_account, user_account, user_accounts
 from app.models import Profile, User
 
 WALLET = "wallet"
@@ -63,6 +64,15 @@ async def coin_account(session: AsyncSession, user_id: int) -> AccountRef:
 
 async def diamond_account(session: AsyncSession, user_id: int) -> AccountRef:
     return await user_account(session, user_id, EARNINGS, Currency.DIAMOND)
+
+
+async def coin_accounts(session: AsyncSession, user_ids: Iterable[int]) -> dict[int, AccountRef]:
+    return await user_accounts(session, user_ids, WALLET, Currency.COIN)
+
+
+async def diamond_accounts(session: AsyncSession, user_ids: Iterable[int]
+                           ) -> dict[int, AccountRef]:
+    return await user_accounts(session, user_ids, EARNINGS, Currency.DIAMOND)
 
 
 async def payout_hold_account(session: AsyncSession, user_id: int) -> AccountRef:

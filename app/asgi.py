@@ -15,7 +15,7 @@ from strawberry.litestar import make_graphql_controller
 
 from app import observability
 from app.graphiql import with_example
-from app.graphql.broadcast import encoding_once
+from app.graphql.broadcast import broadcasting
 from app.graphql.context import Context
 from app.graphql.schema import schema
 from app.http_media import GraphQLResponseMedia
@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         return Context(runtime=state.runtime,
                        authorization=Headers.from_scope(scope).get("authorization"))
 
-    graphql = encoding_once(with_example(make_graphql_controller(
+    graphql = broadcasting(with_example(make_graphql_controller(
         schema,
         path="/graphql",
         graphql_ide="graphiql" if settings.graphiql_enabled else None,

@@ -107,7 +107,7 @@ def serve(host: str, port: int, workers: int, migrate: bool) -> None:
         # Access lines come from app.observability, with the request id and duration.
         uvicorn.run("app.asgi:create_app_from_environment", factory=True, host=host, port=port,
                     workers=workers, log_config=log_config, log_level=settings.log_level.lower(),
-                    access_log=False)
+                    access_log=False, ws_per_message_deflate=settings.websocket_compression)
     finally:
         if metrics_directory:
             shutil.rmtree(metrics_directory, ignore_errors=True)

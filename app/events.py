@@ -42,11 +42,22 @@ class LocalFanout:
                 queue.get_nowait()  # drop the oldest for a subscriber that fell behind
             queue.put_nowait(shared)
 
+    def listen(self, channel: str) -> asyncio.Queue[Event]:
+        """A queue receiving the events published on ``channel`` from now on, until
+        :meth:`forget`."""
+        queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=QUEUE_SIZE)
+        self._queues[channel].add(queue)
+        return queue
+
+    def forget(self, channel: str, queue: asyncio.Queue[Event]) -> None:
+        self._queues[channel].discard(queue)
+        if not self._queues[channel]:
+            del self._queues[channel]
+
     @contextlib.asynccontextmanager
     async def subscription(self, channel: str) -> AsyncIterator[AsyncIterator[Event]]:
         """Listen on ``channel``: events published from the moment this is entered arrive."""
-        queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=QUEUE_SIZE)
-        self._queues[channel].add(queue)
+        queue = self.listen(channel)
 
         async def events() -> AsyncIterator[Event]:
             while True:
@@ -55,9 +66,7 @@ class LocalFanout:
         try:
             yield events()
         finally:
-            self._queues[channel].discard(queue)
-            if not self._queues[channel]:
-                del self._queues[channel]
+            self.forget(channel, queue)
 
     async def start(self) -> None:
         pass

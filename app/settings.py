@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     introspection: bool | None = None  # default: on in development, off in production
     cors_origins: str = ""  # comma-separated origins allowed to call from browsers; "*" for any
     websocket_origins: str = ""  # comma-separated origins allowed to open subscriptions
+    # Per-message deflate on subscriptions: events are small, and compressing each one for
+    # each subscriber cost a fifth of a server's time at 1,000 subscribers (BENCHMARKS.md).
+    websocket_compression: bool = False
     rate_limit_per_user: int = 600  # requests a minute
     rate_limit_per_ip: int = 1200
     # Observability (app/observability.py): logs, readiness and OpenTelemetry tracing.

@@ -312,28 +312,3 @@ async def test_events_from_an_older_process_without_the_gift_are_completed(runti
     sent = await _events_until(runtime, where, publish_bare, "GiftSent")
     assert sent["sender"] == {"name": "bob"} and sent["gift"]["name"] == "Rose"
 
-
-async def test_watchers_asking_the_same_share_one_execution_of_each_event(runtime):
-    from strawberry.relay import to_base64
-
-    from app.graphql.context import Context
-    from app.graphql.schema import schema
-
-    where = await stage(runtime)
-    viewer = await new_viewer(runtime, "cy", 100)
-    variables = {"id": to_base64("LiveSession", where.session_id)}
-    other = """subscription($id: ID!) { liveSessionEvents(sessionId: $id) {
-      __typename ... on GiftSent { quantity } } }"""
-    streams = [await schema.subscribe(
-        query, variable_values=variables,
-        context_value=Context(runtime=runtime, authorization=f"Bearer {token(name)}"))
-        for query, name in [(EVENTS, "w1"), (EVENTS, "w2"), (other, "w3")]]
-    for stream in streams:
-        await anext(stream)  # the viewer count, each watcher's own
-    await send(runtime, viewer, where, "rose")
-    first, second, third = [await asyncio.wait_for(anext(stream), 10) for stream in streams]
-    assert first.data is second.data  # executed once for both
-    assert first.data["liveSessionEvents"]["gift"] == {"name": "Rose", "coinPrice": 1}
-    assert third.data == {"liveSessionEvents": {"__typename": "GiftSent", "quantity": 1}}
-    for stream in streams:
-        await stream.aclose()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -234,6 +235,63 @@ async def test_subscribers_see_gifts_combos_viewers_and_the_end_live(gql, giftin
         assert tail[-1]["__typename"] == "SessionEnded"
         assert tail[-1]["totals"] == {"gifts": 5, "coins": 5, "diamonds": 2, "peakViewers": 1}
         assert (await events.receive())["type"] == "complete"
+
+
+async def test_many_watchers_of_one_session_each_get_every_event_under_their_own_id(
+        gql, gifting_server):
+    """Watchers asking the same share one execution of each event; each message still
+    carries the watcher's own operation id, and one watcher leaving leaves the rest."""
+    import websockets
+
+    gifts = await gift_ids(gql)
+    creator = person("crowd-star", "creator")
+    session_id = await go_live(gql, creator)
+    fan = person("crowd-fan")
+    await buy_coins(gql, fan)
+    brief = """subscription($id: ID!) { liveSessionEvents(sessionId: $id) {
+      __typename ... on GiftSent { quantity } } }"""
+    same = [Subscription(gifting_server.url, person("w"), EVENTS, {"id": session_id})
+            for _ in range(3)]
+    other = Subscription(gifting_server.url, person("w"), brief, {"id": session_id})
+    watchers = [await s.__aenter__() for s in [*same, other]]
+    socket = await websockets.connect(gifting_server.url.replace("http://", "ws://"),
+                                      subprotocols=["graphql-transport-ws"])
+    await socket.send(json.dumps({"type": "connection_init",
+                                  "payload": {"Authorization": f"Bearer {person('raw')}"}}))
+    assert json.loads(await socket.recv())["type"] == "connection_ack"
+    await socket.send(json.dumps({"id": "op-7", "type": "subscribe", "payload": {
+        "query": brief, "variables": {"id": session_id}}}))
+    try:
+        for watcher in watchers:
+            assert (await watcher.next_data())["liveSessionEvents"]["__typename"] == \
+                "ViewerCountChanged"
+        assert json.loads(await socket.recv())["id"] == "op-7"  # its viewer count
+        await gql(SEND, send_input(session_id, gifts["rose"], 2), token=fan)
+        seen = [(await w.next_data())["liveSessionEvents"] for w in watchers]
+        assert [e["quantity"] for e in seen] == [2, 2, 2, 2]
+        assert seen[0] == seen[1] == seen[2] and seen[0]["sender"]["name"]
+        assert seen[3] == {"__typename": "GiftSent", "quantity": 2}
+        raw = json.loads(await asyncio.wait_for(socket.recv(), 15))
+        assert raw == {"id": "op-7", "type": "next", "payload": {
+            "data": {"liveSessionEvents": {"__typename": "GiftSent", "quantity": 2}}}}
+
+        await watchers[0].socket.send(json.dumps({"id": "1", "type": "complete"}))
+        await same[0].__aexit__(None, None, None)
+        await gql(SEND, send_input(session_id, gifts["rose"], 1), token=fan)
+        for watcher in watchers[1:]:
+            event = (await watcher.next_data())["liveSessionEvents"]
+            while event["__typename"] != "GiftSent":  # the podium may come in between
+                event = (await watcher.next_data())["liveSessionEvents"]
+            assert event["quantity"] == 1
+        await gql(END, {"id": session_id}, token=creator)
+        for watcher in watchers[1:]:
+            while (message := await watcher.receive())["type"] == "next":
+                pass
+            assert message["type"] == "complete"
+    finally:
+        await socket.close()
+        for subscription in [*same[1:], other]:
+            await subscription.__aexit__(None, None, None)
 
 
 async def test_a_refused_gift_never_appears_as_an_event(gql, gifting_server):

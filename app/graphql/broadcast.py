@@ -1,106 +1,191 @@
-"""Live-session events executed and encoded once for every subscriber asking the same.
+"""Live-session events over graphql-transport-ws: executed and encoded once, written to many.
 
 One event reaches every subscriber of a live session in a process, thousands of them,
-most with the same document (an overlay's, an app's). The event's GraphQL object is built
-once (:func:`share` marks it); :class:`SharedEventExecutor` then executes a subscription
-document against it once per distinct (document, variables) and hands the same result to
-every subscriber asking the same, and :func:`encoding_once` writes that result's JSON once,
-so each further subscriber costs the frame written to it. Every field of a live-session
-event is public and depends on the event alone, never on who watches: that is what makes
-one result right for every subscriber.
+most with the same document (an overlay's, an app's). Subscribers asking the same
+(document, operation name, variables) of the same session form a *watch*: one task per
+watch takes each event from the bus, executes the document against it once, encodes the
+result once and writes the same ``next`` message (with each subscriber's operation id) to
+every member's WebSocket. Each further subscriber costs one frame write, not a GraphQL
+execution, its hooks and its JSON.
+
+Strawberry still runs everything around it: the connection, authentication, validation,
+the subscription's opening result (the viewer count, sent before any event), errors and
+``complete``. :class:`BroadcastingHandler` tells the resolver which operation on which
+connection it serves; the resolver (:func:`app.graphql.gifting`) then joins a watch
+instead of yielding events one subscriber at a time. Every field of a live-session event
+is public and depends on the event alone, never on who watches: that is what makes one
+result right for every subscriber.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import weakref
-from collections import OrderedDict
-from collections.abc import Awaitable
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 
-from strawberry.litestar.controller import GraphQLController
+from graphql import GraphQLError, parse
+from litestar.exceptions import WebSocketDisconnect
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+    Operation,
+)
 
-ENCODED_KEPT = 256  # results whose JSON is kept: far more than the events in flight
+from app.events import QUEUE_SIZE, EventBus
 
-# The shared event objects' results by (document operation, variables), by the object's
-# id while it lives (GraphQL objects compare by value, so they cannot be weak keys).
-_results: dict[int, dict[tuple[int, str], tuple[Any, Any]]] = {}
-# The data of shared results (by id, kept alive here) and their JSON once written.
-_encoded: OrderedDict[int, tuple[Any, str | None]] = OrderedDict()
+logger = logging.getLogger(__name__)
 
-
-def share(event: Any) -> Any:
-    """Mark ``event`` (a GraphQL object every subscriber receives) as shared."""
-    if id(event) not in _results:
-        _results[id(event)] = {}
-        weakref.finalize(event, _results.pop, id(event), None)
-    return event
+MASKED = "Unexpected error; please try again."
 
 
-class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
-    """Executes each shared event once per distinct operation and variables."""
+@dataclass(eq=False, slots=True)
+class Subscriber:
+    """One subscription operation on one graphql-transport-ws connection."""
 
-    def execute_operation(self, serially: bool | None = None) -> Any:
-        results = _results.get(id(self.root_value))
-        if results is None:
-            return super().execute_operation(serially)
-        key = (id(self.operation), json.dumps(self.variable_values, sort_keys=True,
-                                              default=str))
-        if key not in results:
-            outcome = super().execute_operation(serially)
-            if self.is_awaitable(outcome):
-                outcome = asyncio.ensure_future(outcome)
-                outcome.add_done_callback(_remember_data)
-            else:
-                _remember(outcome.data)
-            results[key] = (self.operation, outcome)  # the operation keeps its id unique
-        outcome = results[key][1]
-        return _result_of(outcome) if isinstance(outcome, asyncio.Future) else outcome
+    operation_id: str
+    query: str
+    variables: dict[str, Any] | None
+    operation_name: str | None
+    schema: Any  # the GraphQL schema the operation was validated against
+    context: Any  # the connection's context
+    write: Callable[[str], Awaitable[None]]  # one text frame to the connection
 
 
-async def _result_of(future: Awaitable[Any]) -> Any:
-    return await future
+_subscriber: ContextVar[Subscriber | None] = ContextVar("livegifts_subscriber", default=None)
 
 
-def _remember_data(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled() and future.exception() is None:
-        _remember(future.result().data)
+def subscriber() -> Subscriber | None:
+    """The operation the running subscription resolver serves, over graphql-transport-ws."""
+    return _subscriber.get()
 
 
-def _remember(data: Any) -> None:
-    if data is not None:
-        _encoded[id(data)] = (data, None)
-        while len(_encoded) > ENCODED_KEPT:
-            _encoded.popitem(last=False)
+class BroadcastingHandler(BaseGraphQLTransportWSHandler[Any, Any]):
+    """graphql-transport-ws, with each operation's task knowing its operation."""
+
+    async def run_operation(self, operation: Operation[Any, Any]) -> None:
+        async def write(text: str) -> None:
+            await self.websocket.ws.send_data(text)  # type: ignore[attr-defined]
+
+        _subscriber.set(Subscriber(operation.id, operation.query, operation.variables,
+                                   operation.operation_name, self.schema._schema,
+                                   self.context, write))
+        await super().run_operation(operation)  # its own task: the variable stays in it
 
 
-def encoding_once(controller: type[GraphQLController]) -> type[GraphQLController]:
-    """``controller`` writing the JSON of a shared result once for all its subscribers."""
+@dataclass(eq=False)
+class Member:
+    """A subscriber in a watch. Messages wait until the subscription's opening result is
+    sent (:meth:`start`); ``ended`` is set when the session ends or the connection fails."""
 
-    class EncodingOnceController(controller):  # type: ignore[misc, valid-type]
-        def encode_json(self, data: object) -> str | bytes:
-            shared = _shared_next(data)
-            if shared is None:
-                return super().encode_json(data)
-            message_id, payload = shared
-            return f'{{"id":{json.dumps(message_id)},"type":"next","payload":{payload}}}'
+    subscriber: Subscriber
+    started: bool = False
+    waiting: deque[str] = field(default_factory=lambda: deque(maxlen=QUEUE_SIZE))
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def _shared_next(message: object) -> tuple[str, str] | None:
-        """A ``next`` message carrying only a shared result: its id and payload JSON."""
-        if type(message) is not dict or message.get("type") != "next" or len(message) != 3:
-            return None
-        payload = message.get("payload")
-        if type(payload) is not dict or len(payload) != 1 or "data" not in payload:
-            return None
-        data = payload["data"]
-        kept = _encoded.get(id(data))
-        if kept is None or kept[0] is not data:
-            return None
-        if kept[1] is None:
-            kept = _encoded[id(data)] = (data, json.dumps({"data": data},
-                                                          separators=(",", ":")))
-        return message["id"], kept[1]
+    async def start(self) -> None:
+        """Write what arrived before the opening result was sent, then everything as it comes."""
+        while self.waiting:
+            await self._write(self.waiting.popleft())
+        self.started = True
 
-    return EncodingOnceController
+    async def deliver(self, payload: str) -> None:
+        text = f'{{"id":{json.dumps(self.subscriber.operation_id)},"type":"next",' \
+               f'"payload":{payload}}}'
+        if self.started:
+            await self._write(text)
+        else:
+            self.waiting.append(text)  # full: the oldest is dropped, as on the bus
+
+    async def _write(self, text: str) -> None:
+        try:
+            await self.subscriber.write(text)
+        except (WebSocketDisconnect, OSError, RuntimeError):
+            self.ended.set()  # the connection is gone; its handler cleans up
+
+
+class Watch:
+    """The subscribers of one session asking the same, and the task that serves them."""
+
+    def __init__(self, bus: EventBus, channel: str, subscriber: Subscriber,
+                 build: Callable[[dict[str, Any]], Awaitable[Any]]) -> None:
+        self.members: list[Member] = []
+        self.build = build
+        executor = StrawberryGraphQLCoreExecutionContext.build(
+            subscriber.schema, parse(subscriber.query), None, subscriber.context,
+            subscriber.variables, subscriber.operation_name)
+        if isinstance(executor, list):  # strawberry validated it already: not expected
+            raise GraphQLError(executor[0].message)
+        self.executor = executor
+        # Listening starts now, before the first member's opening result is sent.
+        self.bus, self.channel = bus, channel
+        self.queue = bus.listen(channel)
+        self.task = asyncio.get_running_loop().create_task(self._serve())
+
+    async def _serve(self) -> None:
+        while True:
+            event = await self.queue.get()
+            try:
+                payload = await self._payload(event)
+            except Exception:
+                logger.exception("executing a live-session event for its watchers failed")
+                payload = json.dumps({"data": None, "errors": [{"message": MASKED}]})
+            for member in list(self.members):
+                await member.deliver(payload)
+            if event["type"] == "SessionEnded":
+                for member in self.members:
+                    member.ended.set()
+
+    async def _payload(self, event: dict[str, Any]) -> str:
+        result = self.executor.build_per_event_executor(await self.build(event)) \
+            .execute_operation(False)
+        if self.executor.is_awaitable(result):
+            result = await result
+        body: dict[str, Any] = {"data": result.data}
+        if result.errors:
+            for error in result.errors:
+                logger.error("error in a live-session event field", exc_info=error)
+            body["errors"] = [{**error.formatted, "message": MASKED} for error in result.errors]
+        return json.dumps(body, separators=(",", ":"))
+
+    def close(self) -> None:
+        self.task.cancel()
+        self.bus.forget(self.channel, self.queue)
+
+
+_watches: dict[tuple[Any, ...], Watch] = {}
+
+
+@contextlib.asynccontextmanager
+async def watch(bus: EventBus, channel: str, subscriber: Subscriber,
+                build: Callable[[dict[str, Any]], Awaitable[Any]]) -> AsyncIterator[Member]:
+    """Join the watch of ``channel`` for what ``subscriber`` asks (created on first join,
+    closed when its last member leaves); events published from now on reach the member."""
+    key = (id(bus), channel, subscriber.query, subscriber.operation_name,
+           json.dumps(subscriber.variables, sort_keys=True, default=str))
+    shared = _watches.get(key)
+    if shared is None:
+        shared = _watches[key] = Watch(bus, channel, subscriber, build)
+    member = Member(subscriber)
+    shared.members.append(member)
+    try:
+        yield member
+    finally:
+        shared.members.remove(member)
+        if not shared.members:
+            shared.close()
+            del _watches[key]
+
+
+def broadcasting(controller: type[Any]) -> type[Any]:
+    """``controller`` serving graphql-transport-ws with :class:`BroadcastingHandler`."""
+
+    class BroadcastingController(controller):  # type: ignore[misc, valid-type]
+        graphql_transport_ws_handler_class = BroadcastingHandler
+
+    return BroadcastingController

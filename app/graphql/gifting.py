@@ -15,8 +15,8 @@ from app import models
 from app.auth import Role
 from app.errors import DomainError
 from app.events import session_channel
+from app.graphql import broadcast
 from app.graphql.brands import Brand
-from app.graphql.broadcast import share
 from app.graphql.common import (
     Long,
     UserError,
@@ -296,7 +296,7 @@ async def _shared_event(info: Info, event: dict[str, Any]) -> Any:
     object depends on the event only, so the first subscriber's is kept on it."""
     built = event.get(_BUILT)
     if built is None:
-        built = event[_BUILT] = share(await _event(info, event))
+        built = event[_BUILT] = await _event(info, event)
     return built
 
 
@@ -660,7 +660,18 @@ class Subscription:
             if row is None:
                 raise ClientError("No live session has this ID.", "NOT_FOUND")
             viewers = await live.viewer_count(session, sid)
-        async with context.runtime.bus.subscription(session_channel(sid)) as events:
+        channel, bus = session_channel(sid), context.runtime.bus
+        over_websocket = broadcast.subscriber()
+        if over_websocket is not None:  # events written by the session's watch, once for all
+            async with broadcast.watch(bus, channel, over_websocket,
+                                       lambda event: _shared_event(info, event)) as member:
+                yield ViewerCountChanged(viewers=viewers)
+                if row.status != live.LIVE:
+                    return
+                await member.start()
+                await member.ended.wait()
+            return
+        async with bus.subscription(channel) as events:
             yield ViewerCountChanged(viewers=viewers)
             if row.status != live.LIVE:
                 return

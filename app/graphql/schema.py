@@ -23,7 +23,6 @@ from strawberry.types import Info
 from app.auth import Role
 from app.errors import DomainError
 from app.graphql.brands import Brand, BrandMutation, BrandQuery
-from app.graphql.broadcast import SharedEventExecutor
 from app.graphql.common import (
     LONG_SCALAR,
     Long,
@@ -240,7 +239,6 @@ def create_schema(settings: Settings) -> strawberry.Schema:
         config=StrawberryConfig(scalar_map={Long: LONG_SCALAR},
                                 disable_field_suggestions=not settings.introspection_enabled),
         extensions=extensions,
-        execution_context_class=SharedEventExecutor,
     )
 
 

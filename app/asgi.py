@@ -43,7 +43,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         context_getter=context_getter,
         allowed_origins=_origins(settings.websocket_origins),
     )))
-    counters = Counters(settings.redis_url)
+    counters = Counters(settings.redis_url, settings.redis_prefix)
 
     async def start_runtime(app: Litestar) -> None:
         await app.state.runtime.start()

@@ -20,7 +20,6 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 QUEUE_SIZE = 1000
-PREFIX = "livegifts:events:"
 
 Event = dict[str, Any]
 
@@ -81,16 +80,17 @@ class MemoryEventBus(LocalFanout):
 
 
 class RedisEventBus(LocalFanout):
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, prefix: str) -> None:
         super().__init__()
         import redis.asyncio as redis
 
         self._redis = redis.from_url(url)
+        self._prefix = f"{prefix}:events:"
         self._listener: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
     async def publish(self, channel: str, event: Event) -> None:
-        await self._redis.publish(PREFIX + channel, json.dumps(event))
+        await self._redis.publish(self._prefix + channel, json.dumps(event))
 
     async def start(self) -> None:
         self._listener = asyncio.create_task(self._listen())
@@ -100,11 +100,11 @@ class RedisEventBus(LocalFanout):
         while True:
             pubsub = self._redis.pubsub()
             try:
-                await pubsub.psubscribe(PREFIX + "*")
+                await pubsub.psubscribe(self._prefix + "*")
                 self._ready.set()
                 async for message in pubsub.listen():
                     if message["type"] == "pmessage":
-                        channel = message["channel"].decode()[len(PREFIX):]
+                        channel = message["channel"].decode()[len(self._prefix):]
                         self.deliver(channel, json.loads(message["data"]))
             except asyncio.CancelledError:
                 raise
@@ -126,5 +126,6 @@ class RedisEventBus(LocalFanout):
 EventBus = MemoryEventBus | RedisEventBus
 
 
-def create_event_bus(redis_url: str | None) -> EventBus:
-    return RedisEventBus(redis_url) if redis_url else MemoryEventBus()
+def create_event_bus(redis_url: str | None, prefix: str = "livegifts") -> EventBus:
+    """Through Redis (channels ``<prefix>:events:*``) when ``redis_url`` is set."""
+    return RedisEventBus(redis_url, prefix) if redis_url else MemoryEventBus()

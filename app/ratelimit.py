@@ -23,8 +23,9 @@ WINDOW_SECONDS = 60
 class Counters:
     """Counts hits per key and window, in memory or in Redis."""
 
-    def __init__(self, redis_url: str | None) -> None:
+    def __init__(self, redis_url: str | None, prefix: str = "livegifts") -> None:
         self._redis: Any = None
+        self._prefix = f"{prefix}:rate:"
         if redis_url:
             import redis.asyncio as redis
 
@@ -32,7 +33,7 @@ class Counters:
         self._memory: dict[str, int] = {}
 
     async def hit(self, key: str, window: int) -> int:
-        slot = f"livegifts:rate:{key}:{window}"
+        slot = f"{self._prefix}{key}:{window}"
         if self._redis is not None:
             async with self._redis.pipeline(transaction=True) as pipe:
                 count, _ = await pipe.incr(slot).expire(slot, WINDOW_SECONDS * 2).execute()

@@ -43,7 +43,7 @@ class Runtime:
         plugins = plugins or PluginHost(settings)
         return cls(settings, engine, create_session_factory(engine), plugins,
                    plugins.payment_providers(), plugins.payout_providers(),
-                   create_event_bus(settings.redis_url))
+                   create_event_bus(settings.redis_url, settings.redis_prefix))
 
     @property
     def combo_window(self) -> timedelta:

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None, validation_alias=AliasChoices("REDIS_URL", "LIVEGIFTS_REDIS_URL")
     )
+    # Starts every Redis key and channel: deployments sharing one Redis need their own.
+    redis_prefix: str = Field(default="livegifts", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     jwt_secret: str = DEVELOPMENT_SECRET
     jwt_audience: str = "livegifts"
     token_ttl_seconds: int = 7 * 24 * 3600

@@ -6,6 +6,7 @@ Without a ``redis-server`` binary the test is skipped (it fails under CI).
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import time
@@ -99,3 +100,29 @@ async def test_rate_limits_are_shared_by_the_processes_through_redis(two_servers
     finally:
         await a.close()
         await b.close()
+
+
+async def test_deployments_sharing_one_redis_keep_to_their_prefix(redis_url):
+    from app.events import create_event_bus
+    from app.ratelimit import Counters
+
+    ours, same, theirs = (create_event_bus(redis_url, prefix)
+                          for prefix in ("blue", "blue", "green"))
+    counters = [Counters(redis_url, prefix) for prefix in ("blue", "green")]
+    try:
+        for bus in (ours, same, theirs):
+            await bus.start()
+        async with same.subscription("live-session:1") as mine, \
+                theirs.subscription("live-session:1") as other:
+            await ours.publish("live-session:1", {"type": "Ping"})
+            assert await asyncio.wait_for(anext(mine), 5) == {"type": "Ping"}
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(anext(other), 0.5)
+        assert [await counters[0].hit("user:x", 1) for _ in range(2)] == [1, 2]
+        assert await counters[1].hit("user:x", 1) == 1  # the other deployment's own count
+        assert redis.Redis.from_url(redis_url).get("blue:rate:user:x:1") == b"2"
+    finally:
+        for bus in (ours, same, theirs):
+            await bus.close()
+        for counter in counters:
+            await counter.close()

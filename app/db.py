@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import (
 from app.settings import Settings
 
 SessionFactory = async_sessionmaker[AsyncSession]
+PREPARED_STATEMENTS_KEPT = 2000  # per connection
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
@@ -34,6 +35,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_pool_size,
         pool_pre_ping=True,
+        # A batch of gifts writes with statements whose text varies with the batch's size
+        # (one placeholder per row): keep each size's prepared statements, not just 100.
+        connect_args={"prepared_statement_cache_size": PREPARED_STATEMENTS_KEPT},
     )
 
 
@@ -80,7 +84,7 @@ def _counter_upsert(dialect: str, table: Any, keys: tuple[str, ...], columns: tu
                     ) -> Any:
     # Built once per shape: constructing ON CONFLICT clauses is costly on a hot path.
     module = postgresql if dialect == "postgresql" else sqlite
-    statement = module.insert(table)
+    statement = module.insert(table.__table__)  # Core: far less work per row than the ORM
     return statement.on_conflict_do_update(
         index_elements=list(keys),
         set_={name: table.__table__.c[name] + statement.excluded[name]

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, cast, event, func
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -35,10 +36,17 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_pool_size,
         pool_pre_ping=True,
-        # A batch of gifts writes with statements whose text varies with the batch's size
-        # (one placeholder per row): keep each size's prepared statements, not just 100.
-        connect_args={"prepared_statement_cache_size": PREPARED_STATEMENTS_KEPT},
+        connect_args=_prepared_statements(settings.database_url),
     )
+
+
+def _prepared_statements(url: str) -> dict[str, Any]:
+    # A batch of gifts writes with statements whose text varies with the batch's size (one
+    # placeholder per row): keep each size's prepared statements, not just asyncpg's 100,
+    # unless the URL says otherwise (0 behind a transaction-pooling PgBouncer).
+    if "prepared_statement_cache_size" in make_url(url).query:
+        return {}
+    return {"prepared_statement_cache_size": PREPARED_STATEMENTS_KEPT}
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -4,6 +4,7 @@ constant number of statements, and every rule of a single send still holds per s
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import event, func, select
@@ -103,6 +104,9 @@ async def test_one_batch_refuses_each_bad_send_alone_and_writes_the_rest(runtime
         assert (await wallets.wallet(session, poor)).coins == 3
         assert (await wallets.wallet(session, rich)).coins == 1000 - 4
         assert (await wallets.wallet(session, capped)).coins == 1000 - 10
+        spent = (await safeguards.spending_of(session, [capped, poor], datetime.now(UTC)))
+        assert (spent[capped].today, spent[capped].this_month) == (10, 10)
+        assert (spent[poor].today, spent[poor].this_month) == (0, 0)
         keys = dict((await session.execute(select(IdempotencyRecord.key,
                                                   IdempotencyRecord.status))).all())
         # A business refusal keeps its key refused; input errors leave no key behind.

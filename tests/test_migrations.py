@@ -17,3 +17,33 @@ async def test_migrated_database_matches_the_models(runtime):
         tables = await connection.run_sync(lambda sync: set(inspect(sync).get_table_names()))
     assert differences == [], f"models and migrations disagree: {differences}"
     assert set(metadata.tables) <= tables
+
+
+async def test_spending_counted_before_the_counter_existed_is_carried_over(runtime):
+    """Revision 0006 fills each viewer's day and month spending from the receipts."""
+    from alembic import command
+    from sqlalchemy import select
+
+    from app.migrate import alembic_config, upgrade
+    from app.models import ViewerSpend
+    from tests.gifting_support import new_viewer, send, stage
+
+    where = await stage(runtime)
+    fans = [await new_viewer(runtime, f"fan{n}", 1000) for n in range(3)]
+    for n, fan in enumerate(fans):
+        for _ in range(n + 1):
+            await send(runtime, fan, where, "doughnut")  # 30 coins
+
+    async def spend() -> list[tuple]:
+        async with runtime.sessions() as session:
+            return sorted((await session.execute(select(
+                ViewerSpend.sender_id, ViewerSpend.period, ViewerSpend.period_start,
+                ViewerSpend.coins))).all())
+
+    maintained = await spend()
+    assert [coins for *_, coins in maintained] == [30, 30, 60, 60, 90, 90]
+    async with runtime.engine.begin() as connection:
+        await connection.run_sync(
+            lambda sync: command.downgrade(alembic_config(sync), "0005"))
+    await upgrade(runtime.engine)
+    assert await spend() == maintained

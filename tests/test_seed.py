@@ -163,6 +163,17 @@ async def test_leaderboards_agree_with_the_gift_receipts(seeded):
         assert stored_totals(supporters) == expected["supporter"]
         assert stored_totals(creators) == expected["creator"]
         assert stored_totals(gifters) == expected["session"]
+        async with runtime.sessions() as session:
+            paid = (await session.execute(select(GiftSend.sender_id, GiftSend.coins_paid,
+                                                 GiftSend.created_at))).all()
+        spend: Counter[tuple[Any, ...]] = Counter()
+        for sender, coins, at in paid:  # what spending caps count, by the rule in safeguards
+            spend[(sender, "day", at.date())] += coins
+            spend[(sender, "month", at.date().replace(day=1))] += coins
+        stored_spend = await query(seeded, "SELECT sender_id, period, period_start, coins "
+                                           "FROM viewer_spend")
+        assert Counter({(sender, period, date_of(start)): coins
+                        for sender, period, start, coins in stored_spend}) == spend
 
         # The leaderboards served, for the current periods, against GROUP BY over the gifts.
         hottest = max(Counter(creator for _, _, creator, *_ in sends).items(),

@@ -13,7 +13,7 @@ from app.models.ledger import (
 from app.models.live import GiftCombo, GiftSend, LiveSession, SessionViewer
 from app.models.payouts import Clawback, Payout, PurchaseReversal
 from app.models.recognition import CreatorTotal, SessionGifterTotal, SupporterTotal
-from app.models.safeguards import LimitChange, Profile
+from app.models.safeguards import LimitChange, Profile, ViewerSpend
 from app.models.users import User
 from app.models.wallets import CoinPackage, Purchase
 
@@ -31,6 +31,7 @@ __all__ = [
     "LiveSession",
     "Payout",
     "Profile",
+    "ViewerSpend",
     "PurchaseReversal",
     "RateCard",
     "SessionGifterTotal",

@@ -35,3 +35,15 @@ class LimitChange(SQLModel, table=True):
     until: datetime | None = Field(default=None, sa_type=UTCDateTime)  # cool-off end
     effective_at: datetime = Field(sa_type=UTCDateTime)
     created_at: datetime = created_at_field()
+
+
+class ViewerSpend(SQLModel, table=True):
+    """Coins a viewer paid for gifts in one UTC day or month, maintained with every gift so
+    that spending caps are checked by reading one row, however many gifts the viewer sent."""
+
+    __tablename__ = "viewer_spend"
+
+    sender_id: int = Field(primary_key=True, foreign_key="app_user.id", sa_type=BigId)
+    period: str = Field(primary_key=True, max_length=5)  # day | month
+    period_start: date = Field(primary_key=True)
+    coins: int = Field(sa_type=Amount)

@@ -72,6 +72,10 @@ INSERT INTO session_gifter_total (session_id, sender_id, coins, diamonds, gifts)
 SELECT session_id, sender_id, sum(coins_paid + brand_subsidy), sum(creator_diamonds),
        sum(quantity)
 FROM gift_send WHERE id BETWEEN :first AND :last GROUP BY 1, 2"""
+VIEWER_SPEND = """
+INSERT INTO viewer_spend (sender_id, period, period_start, coins)
+SELECT sender_id, '{period}', {start}, sum(coins_paid)
+FROM gift_send WHERE id BETWEEN :first AND :last GROUP BY 1, 3"""
 BALANCES = """
 UPDATE ledger_account SET balance = (
     SELECT coalesce(sum(amount), 0) FROM ledger_entry WHERE account_id = ledger_account.id)
@@ -363,11 +367,14 @@ class _Loader:
         return written
 
     async def _totals(self, first: int, last: int) -> None:
-        """The leaderboard totals sendGift maintains, summed from the receipts just written."""
+        """The totals sendGift maintains (leaderboards, viewers' spending), summed from the
+        receipts just written."""
         starts = PERIOD_STARTS[self.writer.connection.dialect.name]
         statements = [template.format(period=period, start=start)
                       for period, start in starts.items()
-                      for template in (SUPPORTER_TOTALS, CREATOR_TOTALS)] + [SESSION_TOTALS]
+                      for template in (SUPPORTER_TOTALS, CREATOR_TOTALS)] + [SESSION_TOTALS] + \
+            [VIEWER_SPEND.format(period=period, start=starts[period])
+             for period in ("day", "month")]
         for done, statement in enumerate(statements):
             self.report("leaderboard totals", done, len(statements))
             await self.session.execute(text(statement), {"first": first, "last": last})

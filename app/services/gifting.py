@@ -57,13 +57,20 @@ from app.models import (
     SessionGifterTotal,
     SupporterTotal,
     User,
+    ViewerSpend,
 )
 from app.plugins import PluginCallFailed, PluginHost
 from app.services.brands import budget_account, revenue_account
 from app.services.catalogue import is_available
 from app.services.live import LIVE, session_not_found
 from app.services.rates import GiftSplit, current_rate_card, split_gift
-from app.services.safeguards import Spending, check_age, check_spending, spending_of
+from app.services.safeguards import (
+    Spending,
+    check_age,
+    check_spending,
+    spend_rows,
+    spending_of,
+)
 from app.services.users import coin_accounts, diamond_accounts, names_and_birthdates
 from app.services.wallets import wallet
 from app.settings import Settings
@@ -490,7 +497,8 @@ class _Batch:
         return list(period_starts(self.now.date()).items())
 
     async def _add_to_gifter_totals(self) -> None:
-        """The rows of each sender's totals (as a creator's supporter, in the session)."""
+        """The rows of each sender's totals (as a creator's supporter, in the session, and
+        their spending for caps)."""
         keys = ("creator_id", "period", "period_start", "sender_id")
         await add_to_counters(self.session, SupporterTotal, keys, _summed(
             [{"creator_id": sent.row["creator_id"], "period": period, "period_start": start,
@@ -500,6 +508,10 @@ class _Batch:
         await add_to_counters(self.session, SessionGifterTotal, keys, _summed(
             [{"session_id": sent.row["session_id"], "sender_id": sent.row["sender_id"],
               **sent.amounts()} for sent in self.sent], keys))
+        keys = ("sender_id", "period", "period_start")
+        await add_to_counters(self.session, ViewerSpend, keys, _summed(
+            [row for sent in self.sent for row in spend_rows(
+                sent.row["sender_id"], sent.row["coins_paid"], self.now)], keys))
 
 
 def _summed(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dict[str, Any]]:

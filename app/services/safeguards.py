@@ -13,19 +13,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import case, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import total
 from app.errors import DomainError, ErrorCode
-from app.models import GiftSend, LimitChange, Profile
+from app.models import LimitChange, Profile, ViewerSpend
 from app.settings import Settings
 
 LOOSENING_DELAY = timedelta(hours=24)
 MAX_CAP = 100_000_000
 MAX_COOLOFF_DAYS = 3650
 DAILY, MONTHLY, COOLOFF = "daily_cap", "monthly_cap", "cooloff"
+DAY, MONTH = "day", "month"  # the periods of ViewerSpend
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,10 +138,6 @@ async def change_limit(session: AsyncSession, user_id: int, kind: str, *,
     return change
 
 
-def _start_of_month(day: date) -> datetime:
-    return datetime(day.year, day.month, 1, tzinfo=UTC)
-
-
 @dataclass(slots=True)
 class Spending:
     """A viewer's own limits in force and what they spent on gifts today and this month."""
@@ -157,17 +154,23 @@ class Spending:
 async def spending_of(session: AsyncSession, user_ids: Iterable[int], now: datetime
                       ) -> dict[int, Spending]:
     """Each viewer's spending (the caller holds their wallet locks, so concurrent sends
-    are counted exactly), in two queries however many viewers."""
+    are counted exactly), in two queries however many viewers and gifts."""
     limits = await _own_limits_of(session, user_ids, now)
-    midnight = datetime.combine(now.date(), datetime.min.time(), tzinfo=UTC)
-    month = _start_of_month(now.date())
-    spent = {row.sender_id: (row.today, row.this_month) for row in await session.execute(
-        select(GiftSend.sender_id,
-               total(case((GiftSend.created_at >= midnight, GiftSend.coins_paid), else_=0))
-               .label("today"), total(GiftSend.coins_paid).label("this_month"))
-        .where(GiftSend.sender_id.in_(limits), GiftSend.created_at >= min(month, midnight))
-        .group_by(GiftSend.sender_id))}
-    return {user_id: Spending(own, *spent.get(user_id, (0, 0))) for user_id, own in limits.items()}
+    today, month = now.date(), now.date().replace(day=1)
+    spent = {(row.sender_id, row.period): row.coins for row in await session.execute(
+        select(ViewerSpend.sender_id, ViewerSpend.period, ViewerSpend.coins).where(
+            ViewerSpend.sender_id.in_(limits),
+            or_(and_(ViewerSpend.period == DAY, ViewerSpend.period_start == today),
+                and_(ViewerSpend.period == MONTH, ViewerSpend.period_start == month))))}
+    return {user_id: Spending(own, spent.get((user_id, DAY), 0), spent.get((user_id, MONTH), 0))
+            for user_id, own in limits.items()}
+
+
+def spend_rows(sender_id: int, coins: int, now: datetime) -> list[dict[str, Any]]:
+    """The ``ViewerSpend`` rows a gift of ``coins`` adds to (see :func:`app.db.add_to_counters`)."""
+    return [{"sender_id": sender_id, "period": DAY, "period_start": now.date(), "coins": coins},
+            {"sender_id": sender_id, "period": MONTH, "period_start": now.date().replace(day=1),
+             "coins": coins}]
 
 
 def check_spending(settings: Settings, spending: Spending, coins: int, now: datetime) -> None:

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from graphql import GraphQLError, parse
-from litestar.exceptions import WebSocketDisconnect
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
@@ -80,33 +79,38 @@ class BroadcastingHandler(BaseGraphQLTransportWSHandler[Any, Any]):
 
 @dataclass(eq=False)
 class Member:
-    """A subscriber in a watch. Messages wait until the subscription's opening result is
-    sent (:meth:`start`); ``ended`` is set when the session ends or the connection fails."""
+    """A subscriber in a watch. The watch only queues messages (it never waits on a
+    connection); the subscription's own task writes them (:meth:`run`), after its opening
+    result, so a slow connection delays nobody else."""
 
     subscriber: Subscriber
-    started: bool = False
-    waiting: deque[str] = field(default_factory=lambda: deque(maxlen=QUEUE_SIZE))
-    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    outbox: deque[str] = field(default_factory=lambda: deque(maxlen=QUEUE_SIZE))
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: bool = False
 
-    async def start(self) -> None:
-        """Write what arrived before the opening result was sent, then everything as it comes."""
-        while self.waiting:
-            await self._write(self.waiting.popleft())
-        self.started = True
+    def deliver(self, payload: str) -> None:
+        """Queue a ``next`` message; a member that fell far behind loses the oldest."""
+        self.outbox.append(f'{{"id":{json.dumps(self.subscriber.operation_id)},'
+                           f'"type":"next","payload":{payload}}}')
+        self.ready.set()
 
-    async def deliver(self, payload: str) -> None:
-        text = f'{{"id":{json.dumps(self.subscriber.operation_id)},"type":"next",' \
-               f'"payload":{payload}}}'
-        if self.started:
-            await self._write(text)
-        else:
-            self.waiting.append(text)  # full: the oldest is dropped, as on the bus
+    def end(self) -> None:
+        """The session ended: write what is queued, then finish."""
+        self.ended = True
+        self.ready.set()
 
-    async def _write(self, text: str) -> None:
-        try:
-            await self.subscriber.write(text)
-        except (WebSocketDisconnect, OSError, RuntimeError):
-            self.ended.set()  # the connection is gone; its handler cleans up
+    async def run(self) -> None:
+        """Write the messages as they come until the session ends or the connection fails."""
+        while True:
+            await self.ready.wait()
+            self.ready.clear()
+            while self.outbox:
+                try:
+                    await self.subscriber.write(self.outbox.popleft())
+                except Exception:  # noqa: BLE001 - the connection is gone; its handler cleans up
+                    return
+            if self.ended:
+                return
 
 
 class Watch:
@@ -135,11 +139,10 @@ class Watch:
             except Exception:
                 logger.exception("executing a live-session event for its watchers failed")
                 payload = json.dumps({"data": None, "errors": [{"message": MASKED}]})
-            for member in list(self.members):
-                await member.deliver(payload)
-            if event["type"] == "SessionEnded":
-                for member in self.members:
-                    member.ended.set()
+            for member in self.members:
+                member.deliver(payload)
+                if event["type"] == "SessionEnded":
+                    member.end()
 
     async def _payload(self, event: dict[str, Any]) -> str:
         result = self.executor.build_per_event_executor(await self.build(event)) \

@@ -655,27 +655,33 @@ class Subscription:
             sid = decode_id(session_id, "LiveSession", "sessionId")
         except DomainError as error:
             raise ClientError(error.message, "BAD_USER_INPUT") from None
-        async with context.runtime.sessions() as session:
-            row = await session.get(models.LiveSession, sid)
-            if row is None:
-                raise ClientError("No live session has this ID.", "NOT_FOUND")
-            viewers = await live.viewer_count(session, sid)
         channel, bus = session_channel(sid), context.runtime.bus
         over_websocket = broadcast.subscriber()
+        # Listening starts before the session is read, so an end in between is not missed.
         if over_websocket is not None:  # events written by the session's watch, once for all
             async with broadcast.watch(bus, channel, over_websocket,
                                        lambda event: _shared_event(info, event)) as member:
-                yield ViewerCountChanged(viewers=viewers)
-                if row.status != live.LIVE:
-                    return
-                await member.start()
-                await member.ended.wait()
+                opening, live_now = await _opening(info, sid)
+                yield opening
+                if live_now:
+                    await member.run()
             return
         async with bus.subscription(channel) as events:
-            yield ViewerCountChanged(viewers=viewers)
-            if row.status != live.LIVE:
+            opening, live_now = await _opening(info, sid)
+            yield opening
+            if not live_now:
                 return
             async for event in events:
                 yield await _shared_event(info, event)
                 if event["type"] == "SessionEnded":
                     return
+
+
+async def _opening(info: Info, session_id: int) -> tuple[ViewerCountChanged, bool]:
+    """A subscription's first result (the viewer count) and whether the session is live."""
+    async with ctx(info).runtime.sessions() as session:
+        row = await session.get(models.LiveSession, session_id)
+        if row is None:
+            raise ClientError("No live session has this ID.", "NOT_FOUND")
+        viewers = await live.viewer_count(session, session_id)
+    return ViewerCountChanged(viewers=viewers), row.status == live.LIVE

@@ -84,7 +84,8 @@ async def claim_keys(session: AsyncSession, claims: Sequence[Claim]
     claimed = {(row.scope, row.key): row.id for row in await session.execute(
         insert_ignoring_conflict(session, IdempotencyRecord, [
             dict(scope=c.scope, key=c.key, operation=c.operation, fingerprint=c.fingerprint,
-                 status="pending") for c in claims], ["scope", "key"])
+                 status="pending")  # in key order: two claimers of the same keys never deadlock
+            for c in sorted(claims, key=lambda c: (c.scope, c.key))], ["scope", "key"])
         .returning(IdempotencyRecord.id, IdempotencyRecord.scope, IdempotencyRecord.key))}
     used = [c for c in claims if (c.scope, c.key) not in claimed]
     records = {} if not used else {(r.scope, r.key): r for r in await session.scalars(

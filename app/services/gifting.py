@@ -25,7 +25,7 @@ import weakref
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, Union
 
 from sqlalchemy import insert, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -147,13 +147,16 @@ class _Request:
 
 class _Writer:
     """One database's gift writer in one event loop: while it writes a batch, new sends
-    wait and form the next batch (no timer: an idle writer writes a send at once)."""
+    wait and form the next batch (no timer: an idle writer writes a send at once). Each
+    written batch is then delivered (events published, sponsors told, callers answered)
+    by a task of its own, after the batch before it, so the next batch need not wait."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self.sessions = sessions
         self.loop = asyncio.get_running_loop()
         self.waiting: list[_Request] = []
         self.task: asyncio.Task[None] | None = None
+        self.delivering: asyncio.Task[None] | None = None
 
     async def send(self, request: _Request) -> SendResult:
         self.waiting.append(request)
@@ -167,19 +170,39 @@ class _Writer:
             while self.waiting:
                 batch, self.waiting = _next_batch(self.waiting)
                 if batch:
-                    await _write(self.sessions, batch)
+                    written = await _write(self.sessions, batch)
+                    self.delivering = self.loop.create_task(
+                        self._deliver(self.delivering, written))
+                    batch = []
         except BaseException:  # cancelled with the process: nobody waits forever
             for request in [*batch, *self.waiting]:
                 request.settle(RuntimeError("the server is stopping; send again"))
             self.waiting = []
             raise
 
+    async def _deliver(self, previous: asyncio.Task[None] | None,
+                       written: list[tuple[_Request, Outcome | BaseException]]) -> None:
+        if previous is not None:
+            await previous  # a session's events keep their order from batch to batch
+        for request, outcome in written:
+            if isinstance(outcome, BaseException):
+                request.settle(outcome)
+                continue
+            try:
+                request.settle(await _deliver(self.sessions, request, outcome))
+            except Exception as failure:
+                request.settle(failure)
+
     async def written(self) -> None:
-        while self.task is not None and not self.task.done():
-            await asyncio.shield(self.task)
+        """Wait until every send handed over is written and delivered."""
+        while pending := [task for task in (self.task, self.delivering)
+                          if task is not None and not task.done()]:
+            await asyncio.wait(pending)
 
 
 _writers: weakref.WeakKeyDictionary[Any, _Writer] = weakref.WeakKeyDictionary()
+# A send's outcome: written (to deliver), replayed (its stored result) or refused.
+Outcome = Union["_Sent", dict[str, Any], DomainError]
 
 
 def _writer(sessions: async_sessionmaker[AsyncSession]) -> _Writer:
@@ -216,25 +239,21 @@ def _next_batch(waiting: list[_Request]) -> tuple[list[_Request], list[_Request]
     return batch, rest
 
 
-async def _write(sessions: async_sessionmaker[AsyncSession], batch: list[_Request]) -> None:
+async def _write(sessions: async_sessionmaker[AsyncSession], batch: list[_Request]
+                 ) -> list[tuple[_Request, Outcome | BaseException]]:
+    """Write a batch; each send's outcome. A batch that fails is written again one send at a
+    time, so that one send's failure does not fail the others."""
     try:
         outcomes = await _write_batch(sessions, batch)
     except Exception as failure:
         if len(batch) == 1:
-            batch[0].settle(failure)
-            return
-        for request in batch:  # one send's failure must not fail the others
-            await _write(sessions, [request])
-        return
-    for request, outcome in zip(batch, outcomes, strict=True):
-        try:
-            request.settle(await _deliver(sessions, request, outcome))
-        except Exception as failure:
-            request.settle(failure)
+            return [(batch[0], failure)]
+        return [written for request in batch for written in await _write(sessions, [request])]
+    return list(zip(batch, outcomes, strict=True))
 
 
 async def _deliver(sessions: async_sessionmaker[AsyncSession], request: _Request,
-                   outcome: _Sent | dict[str, Any] | DomainError) -> SendResult:
+                   outcome: Outcome) -> SendResult:
     """After the commit: publish a send's events and tell its sponsor; answer a replay."""
     if isinstance(outcome, DomainError):
         raise outcome
@@ -252,11 +271,11 @@ async def _deliver(sessions: async_sessionmaker[AsyncSession], request: _Request
 
 
 async def _write_batch(sessions: async_sessionmaker[AsyncSession], batch: list[_Request]
-                       ) -> list[_Sent | dict[str, Any] | DomainError]:
+                       ) -> list[Outcome]:
     """Write a batch in one database transaction; each send's outcome, in order."""
     async with sessions() as session, session.begin():
         answers = await claim_keys(session, [request.claim for request in batch])
-        outcomes: list[_Sent | dict[str, Any] | DomainError] = []
+        outcomes: list[Outcome] = []
         claimed = [(r, a) for r, a in zip(batch, answers, strict=True) if isinstance(a, int)]
         settled: dict[int, dict[str, Any] | DomainError] = {}
         if claimed:
@@ -606,8 +625,12 @@ async def _sponsored_split(plugins: PluginHost | None, *, gift: Gift, brand: str
 async def _end_combos(session: AsyncSession, conditions: list[Any], now: datetime
                       ) -> list[dict[str, Any]]:
     """End open combos matching ``conditions``; only the caller that ends one reports it."""
+    # Locked in id order, the order a batch of sends locks combos in: no deadlock with one.
+    ending = select(GiftCombo.id).where(GiftCombo.ended_at.is_(None), *conditions) \
+        .order_by(GiftCombo.id).with_for_update()
     rows = (await session.execute(
-        update(GiftCombo).where(GiftCombo.ended_at.is_(None), *conditions)
+        update(GiftCombo).where(GiftCombo.id.in_(ending.scalar_subquery()),
+                                GiftCombo.ended_at.is_(None))
         .values(ended_at=now)
         .returning(GiftCombo.id, GiftCombo.session_id, GiftCombo.sender_id, GiftCombo.gift_id,
                    GiftCombo.count, GiftCombo.sends, GiftCombo.coins)

@@ -292,7 +292,8 @@ async def _write_batch(sessions: async_sessionmaker[AsyncSession], batch: list[_
 
 @dataclass(eq=False, slots=True)
 class _Sent:
-    """An accepted send: its receipt (an id once written), its posting, its events."""
+    """An accepted send: its receipt row (a receipt once written), what its ledger
+    transaction needs, its events."""
 
     request: _Request
     row: dict[str, Any]

@@ -4,9 +4,9 @@ One event reaches every subscriber of a live session in a process, thousands of 
 most with the same document (an overlay's, an app's). Subscribers asking the same
 (document, operation name, variables) of the same session form a *watch*: one task per
 watch takes each event from the bus, executes the document against it once, encodes the
-result once and writes the same ``next`` message (with each subscriber's operation id) to
-every member's WebSocket. Each further subscriber costs one frame write, not a GraphQL
-execution, its hooks and its JSON.
+result once and queues the same ``next`` message (with each subscriber's operation id) for
+every member, whose own task writes it to its WebSocket. Each further subscriber costs one
+frame write, not a GraphQL execution, its hooks and its JSON.
 
 Strawberry still runs everything around it: the connection, authentication, validation,
 the subscription's opening result (the viewer count, sent before any event), errors and
@@ -37,10 +37,10 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 )
 
 from app.events import QUEUE_SIZE, EventBus
+from app.graphql.context import UNEXPECTED_ERROR
 
 logger = logging.getLogger(__name__)
 
-MASKED = "Unexpected error; please try again."
 
 
 @dataclass(eq=False, slots=True)
@@ -138,7 +138,7 @@ class Watch:
                 payload = await self._payload(event)
             except Exception:
                 logger.exception("executing a live-session event for its watchers failed")
-                payload = json.dumps({"data": None, "errors": [{"message": MASKED}]})
+                payload = json.dumps({"data": None, "errors": [{"message": UNEXPECTED_ERROR}]})
             for member in self.members:
                 member.deliver(payload)
                 if event["type"] == "SessionEnded":
@@ -153,7 +153,8 @@ class Watch:
         if result.errors:
             for error in result.errors:
                 logger.error("error in a live-session event field", exc_info=error)
-            body["errors"] = [{**error.formatted, "message": MASKED} for error in result.errors]
+            body["errors"] = [{**error.formatted, "message": UNEXPECTED_ERROR}
+                              for error in result.errors]
         return json.dumps(body, separators=(",", ":"))
 
     def close(self) -> None:

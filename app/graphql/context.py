@@ -19,6 +19,9 @@ from app.runtime import Runtime
 from app.services import wallets
 from app.services.users import ensure_user
 
+# What a client sees of an error it did not cause (the details go to the log).
+UNEXPECTED_ERROR = "Unexpected error; please try again."
+
 
 class ClientError(GraphQLError):
     """An error meant for the client, shown as is (everything else is masked)."""

@@ -32,7 +32,7 @@ from app.graphql.common import (
     decode_id,
     page_size,
 )
-from app.graphql.context import ClientError
+from app.graphql.context import UNEXPECTED_ERROR, ClientError
 from app.graphql.gifting import Gift as GiftType
 from app.graphql.gifting import (
     GiftingMutation,
@@ -222,7 +222,7 @@ def create_schema(settings: Settings) -> strawberry.Schema:
         lambda: ParserCache(maxsize=1000),
         lambda: ValidationCache(maxsize=1000),
         lambda: MaskErrors(should_mask_error=_should_mask,
-                           error_message="Unexpected error; please try again."),
+                           error_message=UNEXPECTED_ERROR),
         lambda: AddValidationRules(limit_rules),
         lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
         lambda: QueryCost(maximum=settings.max_query_cost),

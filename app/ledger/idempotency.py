@@ -121,8 +121,7 @@ async def settle_keys(session: AsyncSession, outcomes: Mapping[int, dict[str, An
     released = [claim_id for claim_id, outcome in outcomes.items()
                 if not isinstance(outcome, dict) and not outcome.recorded]
     if kept:
-        await session.execute(
-            _SETTLE, kept)
+        await session.execute(_SETTLE, kept)
     if released:
         await session.execute(delete(IdempotencyRecord).where(
             IdempotencyRecord.id.in_(released)).execution_options(synchronize_session=False))

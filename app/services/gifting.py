@@ -242,7 +242,7 @@ async def _write(sessions: async_sessionmaker[AsyncSession], batch: list[_Reques
     except Exception as failure:
         if len(batch) == 1:
             return [(batch[0], failure)]
-        return [written for request in batch for written in await _write(sessions, [request])]
+        return [alone for request in batch for alone in await _write(sessions, [request])]
     return list(zip(batch, outcomes, strict=True))
 
 
@@ -269,9 +269,8 @@ async def _write_batch(sessions: async_sessionmaker[AsyncSession], batch: list[_
     """Write a batch in one database transaction; each send's outcome, in order."""
     async with sessions() as session, session.begin():
         answers = await claim_keys(session, [request.claim for request in batch])
-        outcomes: list[Outcome] = []
         claimed = [(r, a) for r, a in zip(batch, answers, strict=True) if isinstance(a, int)]
-        settled: dict[int, dict[str, Any] | DomainError] = {}
+        settled: dict[int, _Sent | DomainError] = {}
         if claimed:
             sends = await _Batch.load(session, [request for request, _ in claimed])
             for request, claim_id in claimed:
@@ -282,9 +281,7 @@ async def _write_batch(sessions: async_sessionmaker[AsyncSession], batch: list[_
             await sends.write()
             await settle_keys(session, {claim_id: outcome.result if isinstance(outcome, _Sent)
                                         else outcome for claim_id, outcome in settled.items()})
-        for answer in answers:
-            outcomes.append(settled[answer] if isinstance(answer, int) else answer)
-        return outcomes
+        return [settled[answer] if isinstance(answer, int) else answer for answer in answers]
 
 
 # One batch: what it reads and locks, and what its accepted sends write -----------------
@@ -295,7 +292,6 @@ class _Sent:
     """An accepted send: its receipt row (a receipt once written), what its ledger
     transaction needs, its events."""
 
-    request: _Request
     row: dict[str, Any]
     split: GiftSplit
     brand: str | None
@@ -317,6 +313,10 @@ class _Sent:
 
 
 class _Batch:
+    """One transaction's sends: the rows they read and lock (:meth:`load`), each send
+    checked against them and the sends before it (:meth:`accept`), then written together
+    (:meth:`write`)."""
+
     def __init__(self, session: AsyncSession, now: datetime) -> None:
         self.session, self.now = session, now
         self.sent: list[_Sent] = []
@@ -417,7 +417,7 @@ class _Batch:
                        "sender_name": sender_name, "gift_id": gift.id,
                        "gift": gift_fields(gift), "quantity": quantity, "coins": split.value,
                        "diamonds": split.creator_diamonds, "combo_count": combo.count})
-        sent = _Sent(request, row, split, brand, coins, f"{gift.sku} x{quantity}",
+        sent = _Sent(row, split, brand, coins, f"{gift.sku} x{quantity}",
                      combo, self.balances[coins.id],
                      None if brand is None else {"plugin": gift.plugin, "brand": brand,
                                                  "sku": gift.sku}, events)

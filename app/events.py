@@ -76,7 +76,12 @@ class LocalFanout:
 
 class MemoryEventBus(LocalFanout):
     async def publish(self, channel: str, event: Event) -> None:
-        self.deliver(channel, event)
+        await self.publish_all([(channel, event)])
+
+    async def publish_all(self, events: list[tuple[str, Event]]) -> None:
+        """Publish (channel, event) pairs, in order."""
+        for channel, event in events:
+            self.deliver(channel, event)
 
 
 class RedisEventBus(LocalFanout):
@@ -90,7 +95,14 @@ class RedisEventBus(LocalFanout):
         self._ready = asyncio.Event()
 
     async def publish(self, channel: str, event: Event) -> None:
-        await self._redis.publish(self._prefix + channel, json.dumps(event))
+        await self.publish_all([(channel, event)])
+
+    async def publish_all(self, events: list[tuple[str, Event]]) -> None:
+        """Publish (channel, event) pairs, in order, in one round trip to Redis."""
+        async with self._redis.pipeline(transaction=False) as pipeline:
+            for channel, event in events:
+                pipeline.publish(self._prefix + channel, json.dumps(event))
+            await pipeline.execute()
 
     async def start(self) -> None:
         self._listener = asyncio.create_task(self._listen())
@@ -105,7 +117,8 @@ class RedisEventBus(LocalFanout):
                 async for message in pubsub.listen():
                     if message["type"] == "pmessage":
                         channel = message["channel"].decode()[len(self._prefix):]
-                        self.deliver(channel, json.loads(message["data"]))
+                        if channel in self._queues:  # decoded only where someone listens
+                            self.deliver(channel, json.loads(message["data"]))
             except asyncio.CancelledError:
                 raise
             except Exception:

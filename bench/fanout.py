@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
 import multiprocessing
@@ -31,13 +32,16 @@ import resource
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from strawberry.relay import to_base64
@@ -49,6 +53,8 @@ from bench.common import fresh_runtime
 from bench.http_gifting import JWT_SECRET, Server
 
 CLIENT_PROCESSES = 4
+CLIENT_NICENESS = 0
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; Python names it from 3.14
 CONNECTING_AT_ONCE = 25  # per client process: a crowd arriving, not one at a time
 ADULT = date(1990, 1, 1)
 SEND_GIFT = """
@@ -71,91 +77,191 @@ subscription Overlay($id: ID!) {
 
 
 def watch(pipe: Any, url: str, tokens: list[str], session_id: str, sender: str,
-          gifts: int) -> None:
+          gifts: int, niceness: int) -> None:
     """A client process: subscribe with every token, report arrivals when told to finish."""
+    import uvloop
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent ends us
-    asyncio.run(_watch(pipe, url, tokens, session_id, sender, gifts))
+    os.nice(niceness)
+    uvloop.run(_watch(pipe, url, tokens, session_id, sender, gifts))
+
+
+def _frame(opcode: int, payload: bytes) -> bytes:
+    """A masked client frame (RFC 6455, 5.2)."""
+    mask, n = os.urandom(4), len(payload)
+    length = bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    masked = (int.from_bytes(payload, "big") ^ int.from_bytes((mask * (n // 4 + 1))[:n], "big")
+              ).to_bytes(n, "big")
+    return bytes([0x80 | opcode]) + length + mask + masked
+
+
+class Subscriber:
+    """One graphql-transport-ws subscriber on a plain socket. Each frame carries two times:
+    when the kernel put it in this socket (``SO_TIMESTAMPNS``: the delivery, as a phone
+    across the network would see it) and when this process read it (later when the client
+    processes wait for the cores they share with the server)."""
+
+    def __init__(self, sock: socket.socket, received: bytes) -> None:
+        self.sock, self.buffer = sock, bytearray(received)
+        self.on_text: Callable[[str, float, float], None] = self._hold
+        self.held: asyncio.Queue[str] = asyncio.Queue()
+        self.closed = asyncio.get_running_loop().create_future()
+
+    @classmethod
+    async def connect(cls, url: str) -> Subscriber:
+        loop = asyncio.get_running_loop()
+        address = urlsplit(url)
+        sock = socket.socket()
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await loop.sock_connect(sock, (address.hostname, address.port))
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        key = base64.b64encode(os.urandom(16)).decode()
+        await loop.sock_sendall(sock, (
+            f"GET {address.path} HTTP/1.1\r\nHost: {address.netloc}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13"
+            "\r\nSec-WebSocket-Protocol: graphql-transport-ws\r\n\r\n").encode())
+        response = b""
+        while b"\r\n\r\n" not in response:
+            chunk = await loop.sock_recv(sock, 4096)
+            if not chunk:
+                raise ConnectionError("closed during the WebSocket handshake")
+            response += chunk
+        head, rest = response.split(b"\r\n\r\n", 1)
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise ConnectionError(head.decode(errors="replace"))
+        subscriber = cls(sock, rest)
+        loop.add_reader(sock, subscriber._read)
+        return subscriber
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.sock.sendall(_frame(0x1, json.dumps(message).encode()))  # small: never blocks
+
+    async def receive(self) -> dict[str, Any]:
+        return json.loads(await asyncio.wait_for(self.held.get(), 60))
+
+    def _hold(self, text: str, delivered: float, read: float) -> None:
+        self.held.put_nowait(text)
+
+    def _read(self) -> None:
+        read = time.time()
+        try:
+            data, ancillary, _, _ = self.sock.recvmsg(65536, socket.CMSG_SPACE(16))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as error:
+            return self._close(error)
+        if not data:
+            return self._close(ConnectionError("closed by the server"))
+        delivered = read
+        for level, kind, value in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                seconds, nanoseconds = struct.unpack("qq", value[:16])
+                delivered = seconds + nanoseconds / 1e9
+        self.buffer += data
+        while len(self.buffer) >= 2:  # whole frames; the server's are never masked
+            size, start = self.buffer[1] & 0x7F, 2
+            if size == 126:
+                size, start = int.from_bytes(self.buffer[2:4], "big"), 4
+            elif size == 127:
+                size, start = int.from_bytes(self.buffer[2:10], "big"), 10
+            if len(self.buffer) < start + size:
+                return
+            opcode, payload = self.buffer[0] & 0x0F, bytes(self.buffer[start:start + size])
+            del self.buffer[:start + size]
+            if opcode == 0x1:
+                self.on_text(payload.decode(), delivered, read)
+            elif opcode == 0x9:
+                self.sock.sendall(_frame(0xA, payload))
+            elif opcode == 0x8:
+                return self._close(ConnectionError("closed by the server"))
+
+    def _close(self, error: BaseException) -> None:
+        asyncio.get_running_loop().remove_reader(self.sock)
+        if not self.closed.done():
+            self.closed.set_result(error)
+
+    def close(self) -> None:
+        self._close(ConnectionError("closed by the client"))
+        self.sock.close()
 
 
 async def _watch(pipe: Any, url: str, tokens: list[str], session_id: str, sender: str,
                  gifts: int) -> None:
-    from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosed
-
-    arrivals: list[list[tuple[str, float]]] = [[] for _ in tokens]
+    # (receipt id, delivered, read) of each gift, per subscriber
+    arrivals: list[list[tuple[str, float, float]]] = [[] for _ in tokens]
     other_events = 0  # combos, top gifters: they reach every subscriber too
-    sockets: list[Any] = []
+    subscribers: list[Subscriber] = []
     failures: list[str] = []
     gate = asyncio.Semaphore(CONNECTING_AT_ONCE)
+    everyone = asyncio.get_running_loop().create_future()
+    complete = 0
 
-    async def subscribe(token: str) -> Any:
+    async def subscribe(token: str) -> Subscriber:
         async with gate:
-            ws = await connect(url, subprotocols=["graphql-transport-ws"], ping_interval=None,
-                               open_timeout=60, close_timeout=5)
-            await ws.send(json.dumps({"type": "connection_init",
-                                      "payload": {"Authorization": f"Bearer {token}"}}))
-            assert json.loads(await ws.recv())["type"] == "connection_ack"
-            await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {
-                "query": EVENTS, "variables": {"id": session_id}}}))
+            subscriber = await Subscriber.connect(url)
+            subscriber.send({"type": "connection_init",
+                             "payload": {"Authorization": f"Bearer {token}"}})
+            assert (await subscriber.receive())["type"] == "connection_ack"
+            subscriber.send({"id": "1", "type": "subscribe", "payload": {
+                "query": EVENTS, "variables": {"id": session_id}}})
             # The first event (the viewer count) comes once the subscription listens.
-            first = json.loads(await asyncio.wait_for(ws.recv(), 60))
+            first = await subscriber.receive()
             assert first["type"] == "next", first
-            return ws
+            return subscriber
 
-    async def listen(ws: Any, received: list[tuple[str, float]]) -> None:
-        with contextlib.suppress(ConnectionClosed):  # counted as missing deliveries
-            await receive(ws, received)
-
-    async def receive(ws: Any, received: list[tuple[str, float]]) -> None:
-        nonlocal other_events
-        async for raw in ws:  # until this subscriber has every gift
-            arrived = time.time()
-            message = json.loads(raw)
+    def counter(subscriber: Subscriber, received: list[tuple[str, float, float]]
+                ) -> Callable[[str, float, float], None]:
+        def on_text(text: str, delivered: float, read: float) -> None:
+            nonlocal other_events, complete
+            message = json.loads(text)
             if message["type"] == "ping":
-                await ws.send(json.dumps({"type": "pong"}))
+                subscriber.send({"type": "pong"})
             elif message["type"] == "next":
                 event = message["payload"]["data"]["liveSessionEvents"]
                 # Redis channels are shared by every database: count only this run's gifts.
                 if event["__typename"] == "GiftSent" and event["sender"]["name"] == sender:
-                    received.append((event["receiptId"], arrived))
+                    received.append((event["receiptId"], delivered, read))
                     if len(received) == gifts:
-                        return
+                        complete += 1
+                        if complete == len(subscribers) and not everyone.done():
+                            everyone.set_result(None)
                 else:
                     other_events += 1
+        return on_text
 
     for outcome in await asyncio.gather(*(subscribe(t) for t in tokens), return_exceptions=True):
         if isinstance(outcome, BaseException):
             failures.append(repr(outcome))
         else:
-            sockets.append(outcome)
-    listeners = [asyncio.create_task(listen(ws, arrivals[n])) for n, ws in enumerate(sockets)]
-    pipe.send((len(sockets), failures))
+            subscribers.append(outcome)
+    for n, subscriber in enumerate(subscribers):
+        subscriber.on_text = counter(subscriber, arrivals[n])
+    pipe.send((len(subscribers), failures))
     try:
         grace = await asyncio.to_thread(pipe.recv)  # the sender has finished
     except EOFError:  # the parent gave up: just close
         grace = None
-    if listeners and grace:
-        await asyncio.wait(listeners, timeout=grace)
-    for listener in listeners:
-        listener.cancel()
-    await asyncio.gather(*listeners, return_exceptions=True)
-    await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+    if subscribers and grace:
+        await asyncio.wait([everyone], timeout=grace)
+    for subscriber in subscribers:
+        subscriber.close()
     if grace:
-        pipe.send((arrivals[:len(sockets)], other_events))
+        pipe.send((arrivals[:len(subscribers)], other_events))
 
 
 class Subscribers:
     """Client processes holding the subscribers, spread evenly; always joined by :meth:`stop`."""
 
     def __init__(self, url: str, tokens: list[str], session_id: str, sender: str, gifts: int,
-                 processes: int) -> None:
+                 processes: int, niceness: int) -> None:
         context = multiprocessing.get_context("spawn")  # no inherited event loop or sockets
         self.pipes, self.processes = [], []
         for n in range(processes):
             ours, theirs = context.Pipe()
             process = context.Process(target=watch, daemon=True, args=(
                 theirs, url.replace("http://", "ws://"), tokens[n::processes], session_id,
-                sender, gifts))
+                sender, gifts, niceness))
             process.start()
             self.pipes.append(ours)
             self.processes.append(process)
@@ -164,9 +270,10 @@ class Subscribers:
         reports = [await asyncio.to_thread(pipe.recv) for pipe in self.pipes]
         return sum(n for n, _ in reports), [f for _, fails in reports for f in fails]
 
-    async def arrivals(self, grace: float) -> tuple[list[list[tuple[str, float]]], int]:
-        """Each subscriber's (receipt id, arrival) pairs, once complete or after ``grace`` s,
-        and how many other events they received."""
+    async def arrivals(self, grace: float
+                       ) -> tuple[list[list[tuple[str, float, float]]], int]:
+        """Each subscriber's (receipt id, delivered, read) triples, once complete or after
+        ``grace`` s, and how many other events they received."""
         for pipe in self.pipes:
             pipe.send(grace)
         reports = [await asyncio.to_thread(pipe.recv) for pipe in self.pipes]
@@ -235,17 +342,32 @@ def free_port() -> int:
 def profile(server: Server, seconds: float, directory: Path) -> list[subprocess.Popen[bytes]]:
     """Start py-spy on every server worker (the serving processes under the supervisor)."""
     directory.mkdir(parents=True, exist_ok=True)
-    workers = subprocess.run(["ps", "-o", "pid=", "--ppid", str(server.process.pid)],
-                             capture_output=True, text=True).stdout.split()
     py_spy = Path(sys.executable).with_name("py-spy")
-    return [subprocess.Popen([str(py_spy), "record", "-p", pid, "-d", str(int(seconds)),
+    return [subprocess.Popen([str(py_spy), "record", "-p", str(pid), "-d", str(int(seconds)),
                               "-f", "raw", "-o", str(directory / f"worker-{pid}.raw"),
                               "--nonblocking"], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL) for pid in workers]
+                             stderr=subprocess.DEVNULL) for pid in workers_of(server)]
+
+
+def workers_of(server: Server) -> list[int]:
+    """The serving processes: the workers under the supervisor, or the server itself."""
+    found = subprocess.run(["ps", "-o", "pid=", "--ppid", str(server.process.pid)],
+                           capture_output=True, text=True).stdout.split()
+    return [int(pid) for pid in found] or [server.process.pid]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU the processes have used (Linux ``/proc``; 0 elsewhere)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 async def main(subscribers: int, gifts: int, workers: int, interval: float, redis_url: str,
-               processes: int, profile_to: Path | None) -> None:
+               processes: int, niceness: int, profile_to: Path | None) -> None:
     raise_open_files_limit(subscribers + 1024)  # the server's workers inherit it
     run = uuid.uuid4().hex[:8]
     runtime = await fresh_runtime()
@@ -269,13 +391,20 @@ async def main(subscribers: int, gifts: int, workers: int, interval: float, redi
         await send_gifts(server.url, fan, session_id, rose, 5, interval, "warm-up")
         _, baseline = await send_gifts(server.url, fan, session_id, rose, gifts, interval,
                                        "alone")
-        clients = Subscribers(server.url, watchers, session_id, sender, gifts, processes)
+        clients = Subscribers(server.url, watchers, session_id, sender, gifts, processes,
+                              niceness)
         connected, failures = await clients.connected()
         if profile_to:
             spies = profile(server, gifts * interval, profile_to)
+        serving, watching = workers_of(server), [p.pid for p in clients.processes]
+        cpu_before = cpu_seconds(serving), cpu_seconds(watching)
+        started = time.monotonic()
         sent_at, loaded = await send_gifts(server.url, fan, session_id, rose, gifts, interval,
                                            "watched")
         arrivals, other_events = await clients.arrivals(grace=30)
+        elapsed = time.monotonic() - started
+        server_cpu = cpu_seconds(serving) - cpu_before[0]
+        client_cpu = cpu_seconds(watching) - cpu_before[1]
     finally:
         for spy in spies:
             spy.wait()
@@ -283,27 +412,35 @@ async def main(subscribers: int, gifts: int, workers: int, interval: float, redi
             clients.stop()
         server.stop()
 
-    per_gift: dict[str, list[float]] = {receipt: [] for receipt in sent_at}  # in send order
+    # Per gift, in send order: each subscriber's first arrival, delivered and read.
+    delivered: dict[str, list[float]] = {receipt: [] for receipt in sent_at}
+    read: dict[str, list[float]] = {receipt: [] for receipt in sent_at}
     for received in arrivals:
-        for receipt, arrived in dict(reversed(received)).items():  # the first arrival counts
-            if receipt in per_gift:
-                per_gift[receipt].append(arrived - sent_at[receipt])
-    latencies = [latency for gift in per_gift.values() for latency in gift]
+        first = {receipt: (at, seen) for receipt, at, seen in reversed(received)}
+        for receipt, (at, seen) in first.items():
+            if receipt in delivered:
+                delivered[receipt].append(at - sent_at[receipt])
+                read[receipt].append(seen - sent_at[receipt])
+    latencies = [latency for gift in delivered.values() for latency in gift]
+    read_latencies = [latency for gift in read.values() for latency in gift]
     expected = connected * gifts
     missing = expected - len(latencies)
     # The slowest subscriber early and late in the run: growing means the server falls behind.
-    last = [max(gift) for gift in per_gift.values() if gift]
+    last = [max(gift) for gift in delivered.values() if gift]
     tenth = max(1, len(last) // 10)
 
-    print(f"{subscribers} subscribers in {processes} client processes, {workers} server "
-          f"workers, Redis event bus, PostgreSQL, one gift every {interval * 1000:.0f} ms, "
-          f"{os.cpu_count()} cores shared by server, database, Redis and clients")
+    print(f"{subscribers} subscribers in {processes} client processes (nice {niceness}), "
+          f"{workers} server workers, Redis event bus, PostgreSQL, one gift every "
+          f"{interval * 1000:.0f} ms, {os.cpu_count()} cores shared by server, database, "
+          "Redis and clients")
     print(f"subscribers connected            {connected} of {subscribers}"
           + (f"   ({len(failures)} failed, first: {failures[0]})" if failures else ""))
     print(f"deliveries received              {len(latencies)} of {expected}"
           + (f"   ({missing} MISSING)" if missing else "   (none missing)"))
     print(f"events per gift and subscriber   {1 + other_events / max(expected, 1):.1f}"
           "   (GiftSent and the events that come with it)")
+    print(f"CPU while watched                server workers {server_cpu / elapsed:.0%} of a "
+          f"core, client processes {client_cpu / elapsed:.0%}")
     print(f"sendGift alone (baseline)        {spread(baseline)}")
     print(f"sendGift with subscribers        {spread(loaded)}")
     if latencies:
@@ -313,6 +450,8 @@ async def main(subscribers: int, gifts: int, workers: int, interval: float, redi
         print(f"last subscriber, first {tenth} gifts   p50 "
               f"{statistics.median(last[:tenth]) * 1000:7.1f} ms   last {tenth} gifts   p50 "
               f"{statistics.median(last[-tenth:]) * 1000:7.1f} ms")
+        print(f"read by the client process       {spread(read_latencies)}   "
+              "(delivery plus the client's wait for a core)")
     print(f"{'target':<32} p99 delivery under 100 ms")
     if profile_to:
         print(f"server worker profiles (py-spy raw) in {profile_to}")
@@ -327,10 +466,12 @@ if __name__ == "__main__":
                         help="seconds between the starts of two sends")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/7")
     parser.add_argument("--client-processes", type=int, default=CLIENT_PROCESSES)
+    parser.add_argument("--client-nice", type=int, default=CLIENT_NICENESS,
+                        help="CPU priority of the client processes (os.nice increment)")
     parser.add_argument("--profile", type=Path, default=None,
                         help="directory for py-spy profiles of the server workers while "
                              "the subscribers receive")
     arguments = parser.parse_args()
     asyncio.run(main(arguments.subscribers, arguments.gifts, arguments.workers,
                      arguments.interval, arguments.redis, arguments.client_processes,
-                     arguments.profile))
+                     arguments.client_nice, arguments.profile))

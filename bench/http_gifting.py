@@ -1,9 +1,11 @@
 """sendGift end to end over HTTP against the same writes issued as raw SQL.
 
     .venv/bin/python -m bench.http_gifting [--workers 2] [--clients 64] [--seconds 10]
+                                           [--redis redis://127.0.0.1:6379/7]
 
 Starts the real server (``livegifts serve --workers N``) on a scratch PostgreSQL
-database, then drives ``sendGift`` over HTTP from many concurrent clients, each
+database, with Redis as the event bus its workers share (as several processes are
+deployed), then drives ``sendGift`` over HTTP from many concurrent clients, each
 a viewer with plenty of coins sending Finger Hearts, first spread over 1,000 live
 creators, then all to one hot creator. In the same run the baseline issues the
 same writes a gift makes (idempotency claim, wallet debit, creator credit, ledger
@@ -227,7 +229,7 @@ async def sql_phase(pool: asyncpg.Pool, clients: int, seconds: float,
     return await drive("raw SQL, one transaction per gift", clients, seconds, send)
 
 
-async def main(workers: int, clients: int, seconds: float) -> None:
+async def main(workers: int, clients: int, seconds: float, redis_url: str) -> None:
     runtime = await fresh_runtime()
     stages = [await go_live(runtime, f"creator-{n}") for n in range(CREATORS)]
     names = [f"viewer-{n}" for n in range(clients)]
@@ -247,6 +249,8 @@ async def main(workers: int, clients: int, seconds: float) -> None:
     price = 5  # a Finger Heart: 2 diamonds to the creator, 3 coins to the platform
     await runtime.close()
 
+    if redis_url:  # Server passes the environment on
+        os.environ["REDIS_URL"] = redis_url
     server = Server(workers)
     try:
         server.wait()
@@ -276,7 +280,8 @@ async def main(workers: int, clients: int, seconds: float) -> None:
     await pool.close()
 
     print(f"{clients} concurrent clients, {seconds:.0f} s a phase, {workers} server workers, "
-          f"PostgreSQL, {os.cpu_count()} cores shared by server, database and clients")
+          f"PostgreSQL, {'Redis event bus' if redis_url else 'no Redis'}, {os.cpu_count()} "
+          "cores shared by server, database and clients")
     print(baseline.line())
     print(spread.line(baseline))
     print(hot.line(spread))
@@ -289,5 +294,8 @@ if __name__ == "__main__":
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/7",
+                        help="the event bus several workers share, as deployed; '' for none "
+                             "(each worker's events then stay in it)")
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.workers, arguments.clients, arguments.seconds))
+    asyncio.run(main(arguments.workers, arguments.clients, arguments.seconds, arguments.redis))

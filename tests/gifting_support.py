@@ -32,16 +32,15 @@ class Recorder:
     """Collects the events published on one session's channel."""
 
     def __init__(self, runtime, session_id: int) -> None:
-        self.events: list[dict] = []
-        self._original = runtime.bus.publish
-        self._channel = session_channel(session_id)
+        self._events: list[dict] = []
+        self._queue = runtime.bus.listen(session_channel(session_id))
 
-        async def publish(channel, event):
-            if channel == self._channel:
-                self.events.append(event)
-            await self._original(channel, event)
-
-        runtime.bus.publish = publish
+    @property
+    def events(self) -> list[dict]:
+        """Every event published so far (the in-memory bus delivers as it publishes)."""
+        while not self._queue.empty():
+            self._events.append(self._queue.get_nowait())
+        return self._events
 
     def of(self, kind: str) -> list[dict]:
         return [e for e in self.events if e["type"] == kind]

@@ -126,3 +126,26 @@ async def test_deployments_sharing_one_redis_keep_to_their_prefix(redis_url):
             await bus.close()
         for counter in counters:
             await counter.close()
+
+
+async def test_events_published_together_arrive_in_order_on_their_channels(redis_url):
+    from app.events import create_event_bus
+
+    publisher, listener = (create_event_bus(redis_url, "order") for _ in range(2))
+    try:
+        for bus in (publisher, listener):
+            await bus.start()
+        async with listener.subscription("live-session:1") as one, \
+                listener.subscription("live-session:2") as two:
+            await publisher.publish_all([
+                ("live-session:1", {"type": "GiftSent", "n": 1}),
+                ("live-session:2", {"type": "GiftSent", "n": 2}),
+                ("live-session:1", {"type": "TopGiftersChanged", "n": 3})])
+            assert [await asyncio.wait_for(anext(one), 5) for _ in range(2)] == [
+                {"type": "GiftSent", "n": 1}, {"type": "TopGiftersChanged", "n": 3}]
+            assert await asyncio.wait_for(anext(two), 5) == {"type": "GiftSent", "n": 2}
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(anext(one), 0.3)
+    finally:
+        for bus in (publisher, listener):
+            await bus.close()

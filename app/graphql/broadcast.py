@@ -87,11 +87,14 @@ class Member:
     outbox: deque[str] = field(default_factory=lambda: deque(maxlen=QUEUE_SIZE))
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     ended: bool = False
+    head: str = ""  # every message's start, with the operation id: encoded once
+
+    def __post_init__(self) -> None:
+        self.head = f'{{"id":{json.dumps(self.subscriber.operation_id)},"type":"next","payload":'
 
     def deliver(self, payload: str) -> None:
         """Queue a ``next`` message; a member that fell far behind loses the oldest."""
-        self.outbox.append(f'{{"id":{json.dumps(self.subscriber.operation_id)},'
-                           f'"type":"next","payload":{payload}}}')
+        self.outbox.append(f"{self.head}{payload}}}")
         self.ready.set()
 
     def end(self) -> None:

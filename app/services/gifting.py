@@ -15,7 +15,8 @@ transaction: the viewer's coins out; the creator's share converted to diamonds; 
 platform's share (and the remainder of every division) to platform revenue. A refused
 send is refused alone (a business refusal keeps its idempotency key refused) and the rest
 of its batch goes through; a batch that fails for another reason is written again one send
-at a time. Events are published only after the batch commits, and never for a replay.
+at a time. Events are published only after the batch commits (all of a batch's in one
+publish: one round trip to Redis), and never for a replay.
 """
 
 from __future__ import annotations
@@ -179,14 +180,28 @@ class _Writer:
             raise
 
     async def _deliver(self, written: list[tuple[_Request, Outcome | BaseException]]) -> None:
+        # Every event of the batch, in order, in one publish: one round trip to Redis.
+        sent = [(request, outcome) for request, outcome in written if isinstance(outcome, _Sent)]
+        try:
+            await self._publish(sent)
+        except Exception as failure:
+            written = [(request, failure if isinstance(outcome, _Sent) else outcome)
+                       for request, outcome in written]
         for request, outcome in written:
             if isinstance(outcome, BaseException):
                 request.settle(outcome)
                 continue
             try:
-                request.settle(await _deliver(self.sessions, request, outcome))
+                request.settle(await _answer(self.sessions, request, outcome))
             except Exception as failure:
                 request.settle(failure)
+
+    @staticmethod
+    async def _publish(sent: list[tuple[_Request, _Sent]]) -> None:
+        if sent:  # a batch shares one bus
+            await sent[0][0].bus.publish_all([(session_channel(request.session_id), event)
+                                              for request, outcome in sent
+                                              for event in outcome.events])
 
     async def written(self) -> None:
         """Wait until every send handed over is written and delivered."""
@@ -246,9 +261,9 @@ async def _write(sessions: async_sessionmaker[AsyncSession], batch: list[_Reques
     return list(zip(batch, outcomes, strict=True))
 
 
-async def _deliver(sessions: async_sessionmaker[AsyncSession], request: _Request,
-                   outcome: Outcome) -> SendResult:
-    """After the commit: publish a send's events and tell its sponsor; answer a replay."""
+async def _answer(sessions: async_sessionmaker[AsyncSession], request: _Request,
+                  outcome: Outcome) -> SendResult:
+    """After the commit and the events: tell a send's sponsor and answer; answer a replay."""
     if isinstance(outcome, DomainError):
         raise outcome
     if isinstance(outcome, dict):  # a replay: the receipt and the wallet as they are now
@@ -257,8 +272,6 @@ async def _deliver(sessions: async_sessionmaker[AsyncSession], request: _Request
             coins = (await wallet(session, request.sender_id)).coins
         assert receipt is not None
         return SendResult(receipt=receipt, replayed=True, wallet_coins=coins)
-    for event in outcome.events:
-        await request.bus.publish(session_channel(request.session_id), event)
     if outcome.sponsor and request.plugins is not None:
         await _tell_sponsor(request.plugins, outcome.sponsor, outcome.receipt)
     return SendResult(receipt=outcome.receipt, replayed=False, wallet_coins=outcome.wallet_coins)

@@ -169,6 +169,24 @@ async def test_a_send_that_breaks_its_batch_fails_alone(runtime, monkeypatch):
         assert await audit(session) == []
 
 
+async def test_gifts_stand_and_senders_are_answered_when_their_events_cannot_be_published(
+        runtime, monkeypatch, caplog):
+    """Live events are at most once: a bus that fails loses them, never the gifts."""
+    where = await stage(runtime)
+    fans = [await new_viewer(runtime, f"fan{n}", 100) for n in range(3)]
+
+    async def unreachable(events):
+        raise ConnectionError("Redis is unreachable")
+
+    monkeypatch.setattr(runtime.bus, "publish_all", unreachable)
+    results = await asyncio.gather(*(send(runtime, fan, where, "rose") for fan in fans))
+    assert [r.wallet_coins for r in results] == [99, 99, 99]
+    assert "publishing the live events of" in caplog.text and "Redis is unreachable" in caplog.text
+    async with runtime.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(GiftSend)) == 3
+        assert await audit(session) == []
+
+
 async def test_two_processes_batching_gifts_to_one_hot_creator_agree(postgres_database_url):
     """Two servers' writers (two engines) race on one creator's rows, batch against batch."""
     runtimes = [Runtime.build(settings_for(postgres_database_url).model_copy(

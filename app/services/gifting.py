@@ -22,6 +22,7 @@ publish: one round trip to Redis), and never for a replay.
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -86,6 +87,7 @@ from app.sponsorship import (
     check_veto,
 )
 
+logger = logging.getLogger(__name__)
 MAX_QUANTITY = 1000
 MAX_SPONSORED_VALUE = 10**9
 MAX_BATCH = 200  # sends written in one database transaction
@@ -148,7 +150,7 @@ class _Request:
 
 class _Writer:
     """One database's gift writer in one event loop: while it writes and delivers a batch
-    (events published, sponsors told, callers answered), new sends wait and form the next
+    (callers answered, events published, sponsors told), new sends wait and form the next
     batch (no timer: an idle writer writes a send at once). Delivering before writing on
     keeps batches large: callers answered sooner would only send again into a smaller one
     (measured: a third fewer gifts a second when delivery ran beside the next batch)."""
@@ -180,28 +182,31 @@ class _Writer:
             raise
 
     async def _deliver(self, written: list[tuple[_Request, Outcome | BaseException]]) -> None:
-        # Every event of the batch, in order, in one publish: one round trip to Redis.
-        sent = [(request, outcome) for request, outcome in written if isinstance(outcome, _Sent)]
-        try:
-            await self._publish(sent)
-        except Exception as failure:
-            written = [(request, failure if isinstance(outcome, _Sent) else outcome)
-                       for request, outcome in written]
+        """Answer the callers who wait for nothing more first: a gift's sender is not queued
+        behind its own event's fan-out to this process's subscribers. Then every event of
+        the batch, in order, in one publish (one round trip to Redis); then the sponsors
+        are told and replays answered."""
+        later: list[tuple[_Request, Outcome]] = []
         for request, outcome in written:
-            if isinstance(outcome, BaseException):
+            if isinstance(outcome, BaseException):  # refusals and failures
                 request.settle(outcome)
-                continue
+            elif isinstance(outcome, _Sent) and not (outcome.sponsor and request.plugins):
+                request.settle(outcome.answer)
+            else:
+                later.append((request, outcome))
+        sent = [(request, outcome) for request, outcome in written if isinstance(outcome, _Sent)]
+        if sent:  # a batch shares one bus
+            try:
+                await sent[0][0].bus.publish_all([(session_channel(request.session_id), event)
+                                                  for request, outcome in sent
+                                                  for event in outcome.events])
+            except Exception:  # at most once: the gifts stand, their events are lost
+                logger.exception("publishing the live events of %d gifts failed", len(sent))
+        for request, outcome in later:
             try:
                 request.settle(await _answer(self.sessions, request, outcome))
             except Exception as failure:
                 request.settle(failure)
-
-    @staticmethod
-    async def _publish(sent: list[tuple[_Request, _Sent]]) -> None:
-        if sent:  # a batch shares one bus
-            await sent[0][0].bus.publish_all([(session_channel(request.session_id), event)
-                                              for request, outcome in sent
-                                              for event in outcome.events])
 
     async def written(self) -> None:
         """Wait until every send handed over is written and delivered."""
@@ -262,10 +267,8 @@ async def _write(sessions: async_sessionmaker[AsyncSession], batch: list[_Reques
 
 
 async def _answer(sessions: async_sessionmaker[AsyncSession], request: _Request,
-                  outcome: Outcome) -> SendResult:
-    """After the commit and the events: tell a send's sponsor and answer; answer a replay."""
-    if isinstance(outcome, DomainError):
-        raise outcome
+                  outcome: _Sent | dict[str, Any]) -> SendResult:
+    """A sponsored send's answer, once its sponsor is told; a replay's answer."""
     if isinstance(outcome, dict):  # a replay: the receipt and the wallet as they are now
         async with sessions() as session:
             receipt = await session.get(GiftSend, outcome["send_id"])
@@ -274,7 +277,7 @@ async def _answer(sessions: async_sessionmaker[AsyncSession], request: _Request,
         return SendResult(receipt=receipt, replayed=True, wallet_coins=coins)
     if outcome.sponsor and request.plugins is not None:
         await _tell_sponsor(request.plugins, outcome.sponsor, outcome.receipt)
-    return SendResult(receipt=outcome.receipt, replayed=False, wallet_coins=outcome.wallet_coins)
+    return outcome.answer
 
 
 async def _write_batch(sessions: async_sessionmaker[AsyncSession], batch: list[_Request]
@@ -319,6 +322,10 @@ class _Sent:
     @property
     def result(self) -> dict[str, Any]:
         return {"send_id": self.receipt.id, "wallet_coins": self.wallet_coins}
+
+    @property
+    def answer(self) -> SendResult:
+        return SendResult(receipt=self.receipt, replayed=False, wallet_coins=self.wallet_coins)
 
     def amounts(self) -> dict[str, int]:
         return {"coins": self.split.value, "diamonds": self.row["creator_diamonds"],

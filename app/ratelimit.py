@@ -32,17 +32,22 @@ class Counters:
             self._redis = redis.from_url(redis_url)
         self._memory: dict[str, int] = {}
 
-    async def hit(self, key: str, window: int) -> int:
-        slot = f"{self._prefix}{key}:{window}"
+    async def hit(self, keys: list[str], window: int) -> list[int]:
+        """Count one hit on each key in ``window``; each key's count so far (in Redis, all
+        in one round trip)."""
+        slots = [f"{self._prefix}{key}:{window}" for key in keys]
         if self._redis is not None:
             async with self._redis.pipeline(transaction=True) as pipe:
-                count, _ = await pipe.incr(slot).expire(slot, WINDOW_SECONDS * 2).execute()
-            return int(count)
+                for slot in slots:
+                    pipe.incr(slot).expire(slot, WINDOW_SECONDS * 2)
+                replies = await pipe.execute()
+            return [int(count) for count in replies[::2]]
         if len(self._memory) > 100_000:  # forget windows that have passed
             current = f":{window}"
             self._memory = {k: v for k, v in self._memory.items() if k.endswith(current)}
-        self._memory[slot] = self._memory.get(slot, 0) + 1
-        return self._memory[slot]
+        for slot in slots:
+            self._memory[slot] = self._memory.get(slot, 0) + 1
+        return [self._memory[slot] for slot in slots]
 
     async def close(self) -> None:
         if self._redis is not None:
@@ -71,8 +76,9 @@ class RateLimit:
             principal = None  # the API explains bad tokens; limit by address only
         if principal is not None:
             checks.append((f"user:{principal.name}", self.settings.rate_limit_per_user, "user"))
-        for key, limit, label in checks:
-            if await self.counters.hit(key, window) > limit:
+        counts = await self.counters.hit([key for key, _, _ in checks], window)
+        for (_, limit, label), count in zip(checks, counts, strict=True):
+            if count > limit:
                 retry = int(WINDOW_SECONDS - now % WINDOW_SECONDS) + 1
                 await _too_many(send, f"Rate limit reached: at most {limit} requests a minute "
                                       f"per {label}. Retry in {retry} s.", retry)

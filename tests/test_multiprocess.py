@@ -118,8 +118,9 @@ async def test_deployments_sharing_one_redis_keep_to_their_prefix(redis_url):
             assert await asyncio.wait_for(anext(mine), 5) == {"type": "Ping"}
             with pytest.raises(TimeoutError):
                 await asyncio.wait_for(anext(other), 0.5)
-        assert [await counters[0].hit("user:x", 1) for _ in range(2)] == [1, 2]
-        assert await counters[1].hit("user:x", 1) == 1  # the other deployment's own count
+        assert [await counters[0].hit(["user:x", "ip:y"], 1) for _ in range(2)] == [[1, 1],
+                                                                                     [2, 2]]
+        assert await counters[1].hit(["user:x"], 1) == [1]  # the other deployment's own count
         assert redis.Redis.from_url(redis_url).get("blue:rate:user:x:1") == b"2"
     finally:
         for bus in (ours, same, theirs):

@@ -7,6 +7,7 @@ audience; a brand partner's token also carries ``brand``, the one brand it may s
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from dataclasses import dataclass
@@ -67,9 +68,20 @@ def mint_token(settings: Settings, name: str, roles: list[Role],
 
 
 def verify_token(settings: Settings, token: str) -> Principal:
+    """The principal a token names; :class:`AuthError` if it is not valid now.
+
+    A client sends the same token with every request: the signature and claims of a
+    token are checked once (per secret and audience) and only its expiry again after."""
+    principal, expires = _verified(settings.jwt_secret, settings.jwt_audience, token)
+    if expires <= time.time():  # as PyJWT decides it
+        raise AuthError("Invalid bearer token: Signature has expired.")
+    return principal
+
+
+@functools.lru_cache(maxsize=8192)  # a failure raises, so only valid tokens are kept
+def _verified(secret: str, audience: str, token: str) -> tuple[Principal, float]:
     try:
-        claims = jwt.decode(token, settings.jwt_secret, algorithms=["HS256"],
-                            audience=settings.jwt_audience,
+        claims = jwt.decode(token, secret, algorithms=["HS256"], audience=audience,
                             options={"require": ["sub", "exp", "aud"]})
     except jwt.PyJWTError as exc:
         raise AuthError(f"Invalid bearer token: {exc}.") from exc
@@ -88,7 +100,7 @@ def verify_token(settings: Settings, token: str) -> Principal:
     except (TypeError, ValueError) as exc:
         raise AuthError("Invalid bearer token: 'birthdate' is not an ISO date.") from exc
     return Principal(name=name, roles=parsed or frozenset({Role.VIEWER}), brand=brand,
-                     birthdate=born)
+                     birthdate=born), float(claims["exp"])
 
 
 def principal_from_header(settings: Settings, authorization: str | None) -> Principal | None:

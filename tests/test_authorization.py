@@ -192,3 +192,23 @@ def test_the_matrix_covers_the_whole_schema():
     assert sorted(fields ^ set(OPERATIONS)) == []
     nodes = {t.name for t in graphql.get_possible_types(graphql.get_type("Node"))}
     assert sorted(nodes ^ set(NODES)) == []
+
+
+def test_a_token_verified_before_is_still_refused_once_it_expires(monkeypatch):
+    """Tokens are verified once and remembered; their expiry and the secret still count."""
+    import time
+
+    from app.auth import AuthError, Role, mint_token, verify_token
+    from app.settings import Settings
+
+    settings = Settings(jwt_secret="first secret, at least 32 bytes long")
+    issued = mint_token(settings, "expiring-fan", [Role.VIEWER], ttl_seconds=60)
+    assert verify_token(settings, issued).name == "expiring-fan"
+    assert verify_token(settings, issued).name == "expiring-fan"  # remembered
+    rotated = Settings(jwt_secret="second secret, at least 32 bytes long")
+    with pytest.raises(AuthError, match="Signature verification failed"):
+        verify_token(rotated, issued)
+    later = time.time() + 61
+    monkeypatch.setattr("app.auth.time.time", lambda: later)
+    with pytest.raises(AuthError, match=r"^Invalid bearer token: Signature has expired\.$"):
+        verify_token(settings, issued)

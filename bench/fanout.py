@@ -7,14 +7,17 @@ database with Redis as the event bus, so subscribers connected to different
 worker processes all get every event. Client processes open the subscribers to
 ``liveSessionEvents`` over graphql-transport-ws, selecting what a stream overlay
 shows of a gift. One viewer then sends Roses over HTTP one at a time, one every
-``--interval`` seconds, and every subscriber stamps when each ``GiftSent``
-arrives (``time.time()``: one clock on one machine). The delivery latency of a
-(gift, subscriber) pair is its arrival minus the start of the ``sendGift``
-request. The baseline, measured first in the same run, is the ``sendGift``
-round trip with no subscriber connected.
+``--interval`` seconds. Each subscriber is a plain socket whose frames the kernel
+stamps as they arrive (``SO_TIMESTAMPNS``, Linux; one clock on one machine): the
+delivery latency of a (gift, subscriber) pair is that arrival minus the start of
+the ``sendGift`` request, what a phone across the network would see. The time
+the client process got to read the frame is printed too: it adds the client's
+own wait for the cores it shares with the server. The baseline, measured first
+in the same run, is the ``sendGift`` round trip with no subscriber connected.
 
-Prints the subscribers connected, deliveries received against expected, the
-p50, p99 and max delivery latency, and the baseline, against the target.
+Prints the subscribers connected, deliveries received against expected, the CPU
+the server workers and the client processes used, the p50, p99 and max delivery
+latency, and the baseline, against the target.
 ``--profile DIR`` also records the server workers with py-spy while the
 subscribers receive (raw stacks, one file a worker).
 """
@@ -53,7 +56,6 @@ from bench.common import fresh_runtime
 from bench.http_gifting import JWT_SECRET, Server
 
 CLIENT_PROCESSES = 4
-CLIENT_NICENESS = 0
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; Python names it from 3.14
 CONNECTING_AT_ONCE = 25  # per client process: a crowd arriving, not one at a time
 ADULT = date(1990, 1, 1)
@@ -77,12 +79,11 @@ subscription Overlay($id: ID!) {
 
 
 def watch(pipe: Any, url: str, tokens: list[str], session_id: str, sender: str,
-          gifts: int, niceness: int) -> None:
+          gifts: int) -> None:
     """A client process: subscribe with every token, report arrivals when told to finish."""
     import uvloop
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent ends us
-    os.nice(niceness)
     uvloop.run(_watch(pipe, url, tokens, session_id, sender, gifts))
 
 
@@ -254,14 +255,14 @@ class Subscribers:
     """Client processes holding the subscribers, spread evenly; always joined by :meth:`stop`."""
 
     def __init__(self, url: str, tokens: list[str], session_id: str, sender: str, gifts: int,
-                 processes: int, niceness: int) -> None:
+                 processes: int) -> None:
         context = multiprocessing.get_context("spawn")  # no inherited event loop or sockets
         self.pipes, self.processes = [], []
         for n in range(processes):
             ours, theirs = context.Pipe()
             process = context.Process(target=watch, daemon=True, args=(
                 theirs, url.replace("http://", "ws://"), tokens[n::processes], session_id,
-                sender, gifts, niceness))
+                sender, gifts))
             process.start()
             self.pipes.append(ours)
             self.processes.append(process)
@@ -367,7 +368,7 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 async def main(subscribers: int, gifts: int, workers: int, interval: float, redis_url: str,
-               processes: int, niceness: int, profile_to: Path | None) -> None:
+               processes: int, profile_to: Path | None) -> None:
     raise_open_files_limit(subscribers + 1024)  # the server's workers inherit it
     run = uuid.uuid4().hex[:8]
     runtime = await fresh_runtime()
@@ -391,8 +392,7 @@ async def main(subscribers: int, gifts: int, workers: int, interval: float, redi
         await send_gifts(server.url, fan, session_id, rose, 5, interval, "warm-up")
         _, baseline = await send_gifts(server.url, fan, session_id, rose, gifts, interval,
                                        "alone")
-        clients = Subscribers(server.url, watchers, session_id, sender, gifts, processes,
-                              niceness)
+        clients = Subscribers(server.url, watchers, session_id, sender, gifts, processes)
         connected, failures = await clients.connected()
         if profile_to:
             spies = profile(server, gifts * interval, profile_to)
@@ -429,7 +429,7 @@ async def main(subscribers: int, gifts: int, workers: int, interval: float, redi
     last = [max(gift) for gift in delivered.values() if gift]
     tenth = max(1, len(last) // 10)
 
-    print(f"{subscribers} subscribers in {processes} client processes (nice {niceness}), "
+    print(f"{subscribers} subscribers in {processes} client processes, "
           f"{workers} server workers, Redis event bus, PostgreSQL, one gift every "
           f"{interval * 1000:.0f} ms, {os.cpu_count()} cores shared by server, database, "
           "Redis and clients")
@@ -466,12 +466,10 @@ if __name__ == "__main__":
                         help="seconds between the starts of two sends")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/7")
     parser.add_argument("--client-processes", type=int, default=CLIENT_PROCESSES)
-    parser.add_argument("--client-nice", type=int, default=CLIENT_NICENESS,
-                        help="CPU priority of the client processes (os.nice increment)")
     parser.add_argument("--profile", type=Path, default=None,
                         help="directory for py-spy profiles of the server workers while "
                              "the subscribers receive")
     arguments = parser.parse_args()
     asyncio.run(main(arguments.subscribers, arguments.gifts, arguments.workers,
                      arguments.interval, arguments.redis, arguments.client_processes,
-                     arguments.client_nice, arguments.profile))
+                     arguments.profile))

@@ -7,6 +7,7 @@ from typing import Any
 
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
+from litestar.params import FromPath
 
 from app.auth import AuthError, principal_from_header
 from app.errors import DomainError
@@ -21,7 +22,7 @@ def _error(status: int, message: str) -> Response[dict[str, str]]:
 
 
 @post("/webhooks/payouts/{provider:str}", status_code=200)
-async def payout_webhook(provider: str, request: Request[Any, Any, Any], state: State
+async def payout_webhook(provider: FromPath[str], request: Request[Any, Any, Any], state: State
                          ) -> Response[dict[str, Any]]:
     """A payout provider reports a payout paid or failed (signed)."""
     runtime = state.runtime
@@ -36,7 +37,7 @@ async def payout_webhook(provider: str, request: Request[Any, Any, Any], state: 
 
 
 @post("/webhooks/payments/{provider:str}", status_code=200)
-async def payment_webhook(provider: str, request: Request[Any, Any, Any], state: State
+async def payment_webhook(provider: FromPath[str], request: Request[Any, Any, Any], state: State
                           ) -> Response[dict[str, Any]]:
     """A payment provider reports a refund or chargeback of a purchase (signed)."""
     runtime = state.runtime
@@ -67,8 +68,8 @@ def _csv(statement: statements.Statement, name: str) -> Response[str]:
 
 
 @get("/statements/{filename:str}")
-async def viewer_statement_csv(filename: str, request: Request[Any, Any, Any], state: State
-                               ) -> Response[Any]:
+async def viewer_statement_csv(filename: FromPath[str], request: Request[Any, Any, Any],
+                               state: State) -> Response[Any]:
     """``/statements/2026-11.csv``: the caller's statement for a month, as CSV."""
     month = filename.removesuffix(".csv")
     try:

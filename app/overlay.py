@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 from litestar import Response, get
 from litestar.enums import MediaType
+from litestar.params import FromPath
 from litestar.static_files import create_static_files_router
 
 STATIC_DIRECTORY = Path(__file__).parent / "static" / "overlay"
@@ -38,7 +39,7 @@ def overlay_url(base_url: str, session_id: str, token: str) -> str:
 
 
 @get("/overlay/{session_id:str}", sync_to_thread=False, include_in_schema=False)
-def overlay_page(session_id: str) -> Response[bytes]:
+def overlay_page(session_id: FromPath[str]) -> Response[bytes]:
     """The overlay page; its script reads the session id from its own URL."""
     return Response(_PAGE, media_type=MediaType.HTML,
                     headers={"content-security-policy": _CONTENT_SECURITY_POLICY,

@@ -88,6 +88,7 @@ class Member:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     ended: bool = False
     head: str = ""  # every message's start, with the operation id: encoded once
+    skip: int = 0  # events published before this member joined, still ahead in the watch
 
     def __post_init__(self) -> None:
         self.head = f'{{"id":{json.dumps(self.subscriber.operation_id)},"type":"next","payload":'
@@ -122,6 +123,7 @@ class Watch:
     def __init__(self, bus: EventBus, channel: str, subscriber: Subscriber,
                  build: Callable[[dict[str, Any]], Awaitable[Any]]) -> None:
         self.members: list[Member] = []
+        self.serving = False  # an event is taken from the queue and not yet delivered
         self.build = build
         executor = StrawberryGraphQLCoreExecutionContext.build(
             subscriber.schema, parse(subscriber.query), None, subscriber.context,
@@ -134,16 +136,29 @@ class Watch:
         self.queue = bus.listen(channel)
         self.task = asyncio.get_running_loop().create_task(self._serve())
 
+    def join(self, member: Member) -> None:
+        """Add a member; the events already published to the watch (queued, or being
+        executed) are not for it: it reads the session's state after joining. (Should a
+        full queue drop its oldest event meanwhile, the member misses one event instead:
+        delivery is at most once.)"""
+        member.skip = self.queue.qsize() + self.serving
+        self.members.append(member)
+
     async def _serve(self) -> None:
         while True:
             event = await self.queue.get()
+            self.serving = True
             try:
                 payload = await self._payload(event)
             except Exception:
                 logger.exception("executing a live-session event for its watchers failed")
                 payload = json.dumps({"data": None, "errors": [{"message": UNEXPECTED_ERROR}]})
+            self.serving = False
             for member in self.members:
-                member.deliver(payload)
+                if member.skip:
+                    member.skip -= 1
+                else:
+                    member.deliver(payload)
                 if event["type"] == "SessionEnded":
                     member.end()
 
@@ -179,7 +194,7 @@ async def watch(bus: EventBus, channel: str, subscriber: Subscriber,
     if shared is None:
         shared = _watches[key] = Watch(bus, channel, subscriber, build)
     member = Member(subscriber)
-    shared.members.append(member)
+    shared.join(member)
     try:
         yield member
     finally:

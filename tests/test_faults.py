@@ -54,6 +54,7 @@ async def test_a_fault_at_any_statement_of_a_gift_leaves_all_or_nothing(pg_runti
     statements = injector.count
     assert statements > 10
 
+    absorbed = []  # faults the send survived
     for k in range(1, statements + 1):
         before = await state(runtime, where, fan)
         injector.count, injector.fail_at = 0, k
@@ -61,8 +62,11 @@ async def test_a_fault_at_any_statement_of_a_gift_leaves_all_or_nothing(pg_runti
             def drop():
                 raise OperationalError("injected", None, ConnectionResetError("connection lost"))
             injector.action = drop
-            with pytest.raises(OperationalError, match="connection lost"):
+            try:
                 await send(runtime, fan, where, "hand-hearts", key=f"{fault}-{k}")
+                absorbed.append(k)
+            except OperationalError as error:
+                assert "connection lost" in str(error)
         else:
             task = asyncio.create_task(send(runtime, fan, where, "hand-hearts",
                                             key=f"{fault}-{k}"))
@@ -81,3 +85,6 @@ async def test_a_fault_at_any_statement_of_a_gift_leaves_all_or_nothing(pg_runti
         assert after[2] == before[2] + 50 * sent, f"statement {k}: diamonds"
         assert after[3] == before[3] + 100 * sent, f"statement {k}: leaderboard"
         assert after[4] == [], f"statement {k}: {after[4]}"
+    # Only reading ahead for sponsored gifts' plugins (with partner plugins installed) may
+    # fail harmlessly: the batch then reads what it needs itself.
+    assert absorbed in ([], [1]), absorbed

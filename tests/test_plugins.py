@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from app import hookspecs
+from app import hookimpl, hookspecs
 from app.errors import DomainError, ErrorCode
 from app.plugins import PluginHost, PluginStartupError
 from app.runtime import Runtime
@@ -306,3 +306,82 @@ async def test_a_plugin_cannot_take_over_another_plugins_brand(database_url):
         with pytest.raises(DomainError) as refused:
             await _send(runtime, stage, fan, "acme-rocket", 1, None)
         assert refused.value.code is ErrorCode.GIFT_UNAVAILABLE
+
+
+class Counting(Acme):
+    """Acme, counting its quotes; each quote may wait for the test to let it answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import threading
+
+        self.quotes, self.asked, self.answer = 0, threading.Event(), threading.Event()
+        self.answer.set()
+
+    @hookimpl
+    def quote_gift(self, send):
+        self.quotes += 1
+        self.asked.set()
+        self.answer.wait(5)
+        return super().quote_gift(send)
+
+
+
+async def test_a_plugin_answers_while_the_batch_holds_no_lock(postgres_database_url):
+    """A sponsored gift's plugin is asked before its batch locks the wallets: a slow plugin
+    does not hold up other writers' locks (on PostgreSQL, where writers wait on locks)."""
+    import asyncio
+
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    from app.ledger import audit
+    from app.services.users import coin_account
+
+    plugin = Counting()
+    plugin.answer.clear()
+    async with core_with(postgres_database_url, ("acme", plugin)) as runtime:
+        stage, fan = await funded_stage(runtime)
+        async with runtime.sessions() as session:
+            wallet = (await coin_account(session, fan)).id
+        sending = asyncio.create_task(_send(runtime, stage, fan, "acme-rocket", 1, None))
+        assert await asyncio.to_thread(plugin.asked.wait, 5)
+        url = make_url(postgres_database_url)
+        other = await asyncpg.connect(user=url.username, host=url.host, port=url.port,
+                                      database=url.database)
+        try:
+            async with other.transaction():  # raises if the batch held the wallet
+                assert await other.fetchval("SELECT id FROM ledger_account WHERE id = $1 "
+                                            "FOR UPDATE NOWAIT", wallet) == wallet
+        finally:
+            await other.close()
+        plugin.answer.set()
+        receipt = await asyncio.wait_for(sending, 10)
+        assert (receipt.coins_paid, receipt.brand_subsidy, plugin.quotes) == (25, 25, 1)
+        async with runtime.sessions() as session:
+            assert await audit(session) == []
+
+
+async def test_a_batch_written_again_does_not_ask_the_plugin_again(database_url, monkeypatch):
+    import asyncio
+
+    from app.services import gifting
+
+    plugin = Counting()
+    async with core_with(database_url, ("acme", plugin)) as runtime:
+        stage, fan = await funded_stage(runtime)
+        other = await new_viewer(runtime, "other-fan", 100)
+        accept = gifting._Batch.accept
+
+        async def accept_but_break_on_the_other_fan(self, request):
+            if request.sender_id == other:
+                raise RuntimeError("broken")
+            return await accept(self, request)
+
+        monkeypatch.setattr(gifting._Batch, "accept", accept_but_break_on_the_other_fan)
+        sponsored, broken = await asyncio.gather(
+            _send(runtime, stage, fan, "acme-rocket", 2, None),
+            _send(runtime, stage, other, "rose", 1, None), return_exceptions=True)
+        assert isinstance(broken, RuntimeError)
+        assert (sponsored.coins_paid, sponsored.brand_subsidy) == (50, 50)
+        assert plugin.quotes == 1  # asked once, before the batch; not again when rewritten

@@ -138,6 +138,8 @@ class _Request:
     plugins: PluginHost | None
     bus: EventBus
     done: asyncio.Future[SendResult]
+    # A sponsored send's plugin answers, by what they answered (see _quote_sponsored).
+    quotes: dict[tuple[Any, ...], GiftSplit | DomainError] = field(default_factory=dict)
 
     def settle(self, result: SendResult | BaseException) -> None:
         if self.done.done():
@@ -173,6 +175,10 @@ class _Writer:
             while self.waiting:
                 batch, self.waiting = _next_batch(self.waiting)
                 if batch:
+                    try:
+                        await _quote_sponsored(self.sessions, batch)
+                    except Exception:  # asking early only saves time: the batch asks itself
+                        logger.debug("asking sponsors before the batch failed", exc_info=True)
                     await self._deliver(await _write(self.sessions, batch))
                     batch = []
         except BaseException:  # cancelled with the process: nobody waits forever
@@ -400,10 +406,9 @@ class _Batch:
         brand = None
         if gift.plugin is not None:
             brand = self.brands.get(gift.brand_id)
-            split = await _sponsored_split(
-                request.plugins, gift=gift, brand=brand, live=live, sender_id=sender_id,
-                quantity=quantity, now=now, card=self.card,
-                sent_today=self.sent_today.get((sender_id, gift.id), 0))
+            split = await _quoted(request, gift=gift, brand=brand, live=live, now=now,
+                                  card=self.card,
+                                  sent_today=self.sent_today.get((sender_id, gift.id), 0))
         else:
             split = split_gift(gift.coin_price * quantity, self.card)
         coins = self.wallets[sender_id]
@@ -597,6 +602,62 @@ async def _podiums(session: AsyncSession, session_ids: set[int]) -> dict[int, di
 def _unavailable(gift: Gift, why: str) -> DomainError:
     return DomainError(ErrorCode.GIFT_UNAVAILABLE, f"The gift {gift.name!r} is unavailable: "
                        f"{why}.", "giftId")
+
+
+async def _quote_sponsored(sessions: async_sessionmaker[AsyncSession], batch: list[_Request]
+                           ) -> None:
+    """Ask the plugins of a batch's sponsored gifts before the batch takes its locks: a slow
+    plugin delays its batch without holding the wallets and rows other batches (in other
+    processes too) wait for. The batch uses an answer only if the plugin was asked exactly
+    what the locked rows say (the viewer's sends of the gift today, counting the batch's
+    earlier ones; the rate card; the session); otherwise it asks again."""
+    if not any(request.plugins is not None and request.plugins.brands for request in batch):
+        return  # no plugin offers sponsored gifts here
+    now = datetime.now(UTC)
+    async with sessions() as session:
+        gifts = {gift.id: gift for gift in await session.scalars(select(Gift).where(
+            Gift.id.in_({r.gift_id for r in batch}), Gift.plugin.is_not(None)))}
+        sponsored = [r for r in batch if r.gift_id in gifts and r.plugins is not None]
+        if not sponsored:
+            return
+        lives = {live.id: live for live in await session.scalars(select(LiveSession).where(
+            LiveSession.id.in_({r.session_id for r in sponsored})))}
+        brands = dict((await session.execute(select(Brand.id, Brand.slug).where(
+            Brand.id.in_({gift.brand_id for gift in gifts.values()})))).all())
+        card = await current_rate_card(session, now)
+        sent_today = await _sent_today(session, sponsored, gifts, now)
+    for request in sponsored:
+        gift, live = gifts[request.gift_id], lives.get(request.session_id)
+        if live is None or live.status != LIVE or live.creator_id == request.sender_id \
+                or not is_available(gift, now):
+            continue  # refused before any plugin is asked
+        pair = (request.sender_id, gift.id)
+        try:
+            await _quoted(request, gift=gift, brand=brands.get(gift.brand_id), live=live,
+                          now=now, card=card, sent_today=sent_today.get(pair, 0))
+        except DomainError:
+            continue  # kept with the send: refused again if asked the same
+        sent_today[pair] = sent_today.get(pair, 0) + request.quantity
+
+
+async def _quoted(request: _Request, *, gift: Gift, brand: str | None, live: LiveSession,
+                  now: datetime, card: RateCard, sent_today: int) -> GiftSplit:
+    """A sponsored send's split: the plugin's answers to exactly these questions, asked
+    once per send (a batch written again one send at a time does not ask again)."""
+    key = (gift.id, gift.coin_price, gift.plugin, brand, live.id, live.creator_id,
+           request.quantity, sent_today, card.version)
+    answer = request.quotes.get(key)
+    if answer is None:
+        try:
+            answer = await _sponsored_split(
+                request.plugins, gift=gift, brand=brand, live=live, sender_id=request.sender_id,
+                quantity=request.quantity, now=now, card=card, sent_today=sent_today)
+        except DomainError as refusal:
+            answer = refusal
+        request.quotes[key] = answer
+    if isinstance(answer, DomainError):
+        raise answer
+    return answer
 
 
 async def _sponsored_split(plugins: PluginHost | None, *, gift: Gift, brand: str | None,

@@ -79,7 +79,7 @@ def verify_token(settings: Settings, token: str) -> Principal:
 
 
 @functools.lru_cache(maxsize=8192)  # a failure raises, so only valid tokens are kept
-def _verified(secret: str, audience: str, token: str) -> tuple[Principal, float]:
+def _verified(secret: str, audience: str, token: str) -> tuple[Principal, int]:
     try:
         claims = jwt.decode(token, secret, algorithms=["HS256"], audience=audience,
                             options={"require": ["sub", "exp", "aud"]})
@@ -100,7 +100,7 @@ def _verified(secret: str, audience: str, token: str) -> tuple[Principal, float]
     except (TypeError, ValueError) as exc:
         raise AuthError("Invalid bearer token: 'birthdate' is not an ISO date.") from exc
     return Principal(name=name, roles=parsed or frozenset({Role.VIEWER}), brand=brand,
-                     birthdate=born), float(claims["exp"])
+                     birthdate=born), int(claims["exp"])  # PyJWT checked it is one
 
 
 def principal_from_header(settings: Settings, authorization: str | None) -> Principal | None:

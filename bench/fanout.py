@@ -106,7 +106,6 @@ class Subscriber:
         self.sock, self.buffer = sock, bytearray(received)
         self.on_text: Callable[[str, float, float], None] = self._hold
         self.held: asyncio.Queue[str] = asyncio.Queue()
-        self.closed = asyncio.get_running_loop().create_future()
 
     @classmethod
     async def connect(cls, url: str) -> Subscriber:
@@ -150,10 +149,10 @@ class Subscriber:
             data, ancillary, _, _ = self.sock.recvmsg(65536, socket.CMSG_SPACE(16))
         except (BlockingIOError, InterruptedError):
             return
-        except OSError as error:
-            return self._close(error)
+        except OSError:
+            return self._stop_reading()  # its missing arrivals are counted
         if not data:
-            return self._close(ConnectionError("closed by the server"))
+            return self._stop_reading()
         delivered = read
         for level, kind, value in ancillary:
             if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
@@ -175,15 +174,13 @@ class Subscriber:
             elif opcode == 0x9:
                 self.sock.sendall(_frame(0xA, payload))
             elif opcode == 0x8:
-                return self._close(ConnectionError("closed by the server"))
+                return self._stop_reading()
 
-    def _close(self, error: BaseException) -> None:
+    def _stop_reading(self) -> None:
         asyncio.get_running_loop().remove_reader(self.sock)
-        if not self.closed.done():
-            self.closed.set_result(error)
 
     def close(self) -> None:
-        self._close(ConnectionError("closed by the client"))
+        self._stop_reading()
         self.sock.close()
 
 

@@ -1,5 +1,5 @@
 """The ``livegifts`` command: serve, migrate, export-schema, token, overlay-url, receipt,
-plugins, audit, seed."""
+plugins, documents, audit, seed."""
 
 from __future__ import annotations
 
@@ -225,6 +225,48 @@ def plugins(as_json: bool) -> None:
     widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(columns)]
     for row in [columns, ["-" * w for w in widths], *rows]:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+@main.group(help="Trusted GraphQL documents: the ones the front ends ship, known to every "
+                 "server by hash. With LIVEGIFTS_TRUSTED_DOCUMENTS_ONLY, the only ones run.")
+def documents() -> None:
+    pass
+
+
+@documents.command("add", help="Trust the documents in FILE...: an Apollo persisted query "
+                               "manifest, a JSON object of SHA-256 to document, or a "
+                               ".graphql file (one document).")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+def documents_add(files: tuple[str, ...]) -> None:
+    from pathlib import Path
+
+    from app.documents import add_trusted, read_manifest
+
+    found = []
+    for name in files:
+        try:
+            found += read_manifest(Path(name).read_text(encoding="utf-8"), name)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise click.ClickException(f"{error} Nothing was added.") from None
+
+    async def add(runtime):  # type: ignore[no-untyped-def]
+        return await add_trusted(runtime.sessions, found)
+
+    added = _with_runtime(add)
+    click.echo(f"{added} document(s) added, {len(found) - added} already trusted.")
+
+
+@documents.command("list", help="Print the trusted documents' hashes and names.")
+def documents_list() -> None:
+    from app.models import TrustedDocument
+
+    async def listed(runtime):  # type: ignore[no-untyped-def]
+        async with runtime.sessions() as session:
+            return (await session.execute(select(TrustedDocument.sha256, TrustedDocument.name)
+                                          .order_by(TrustedDocument.created_at))).all()
+
+    for sha256, name in _with_runtime(listed):
+        click.echo(f"{sha256}  {name}")
 
 
 @main.command(help="Check the ledger: conservation, cached balances, no negative balances, "

@@ -135,6 +135,8 @@ COINS_MOVED = Counter("livegifts_coins_moved", "Coins moved by committed ledger 
                       "(the sum of their credits), by transaction kind.", ["kind"])
 DIAMONDS_MOVED = Counter("livegifts_diamonds_moved", "Diamonds moved by committed ledger "
                          "transactions (the sum of their credits), by transaction kind.", ["kind"])
+PUBLIC_ANSWERS = Counter("livegifts_public_answers", "Anonymous public queries answered, by "
+                         "source: cache (GraphQL did not run) or graphql.", ["source"])
 PLUGIN_FAILURES = Counter("livegifts_plugin_failures", "Plugin calls that raised, timed out or "
                           "answered nonsense.", ["plugin", "hook"])
 UNMATCHED_ROUTE = "unmatched"  # the route label of requests no route answers (a 404)

@@ -1,13 +1,24 @@
 """Per-user and per-IP rate limits on the API: fixed one-minute windows.
 
-Counters live in the process, or in Redis when ``REDIS_URL`` is set, so several
-server processes share one budget. A request over either limit is answered 429
-with a GraphQL error ``RATE_LIMITED`` and ``Retry-After``.
+Each process decides on its own counts, so a request never waits for Redis but the first
+one of a user or address in a window. With ``REDIS_URL`` set, several processes share one
+budget through Redis: a process adds up the hits on a key there at its first hit in a
+window (one round trip, which answers the count of every process so far), then sends the
+hits it counted since, and learns the others', every :data:`SYNC_SECONDS` in the
+background. The tolerance: a limit may be passed by what the other processes admitted in
+the last :data:`SYNC_SECONDS`. When Redis cannot be reached, each process keeps to the
+limits alone and sends its counts when Redis is back.
+
+A request over either limit is answered 429 with a GraphQL error ``RATE_LIMITED`` and
+``Retry-After``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 import time
 from typing import Any
 
@@ -18,39 +29,93 @@ from app.auth import AuthError, principal_from_header
 from app.settings import Settings
 
 WINDOW_SECONDS = 60
+SYNC_SECONDS = 0.1
+logger = logging.getLogger(__name__)
 
 
 class Counters:
-    """Counts hits per key and window, in memory or in Redis."""
+    """Counts hits per key and window, in this process, shared through Redis if given."""
 
-    def __init__(self, redis_url: str | None, prefix: str = "livegifts") -> None:
+    def __init__(self, redis_url: str | None, prefix: str = "livegifts",
+                 sync_seconds: float = SYNC_SECONDS) -> None:
         self._redis: Any = None
         self._prefix = f"{prefix}:rate:"
+        self._sync_seconds = sync_seconds
         if redis_url:
             import redis.asyncio as redis
 
             self._redis = redis.from_url(redis_url)
-        self._memory: dict[str, int] = {}
+        self._window: int | None = None
+        self._known: dict[str, int] = {}  # slot -> hits of every process, as known here
+        self._pending: dict[str, int] = {}  # slot -> hits counted here, not yet in Redis
+        self._syncing: asyncio.Task[None] | None = None
+        self._reachable = True  # logged once when Redis goes away, once when it is back
 
     async def hit(self, keys: list[str], window: int) -> list[int]:
-        """Count one hit on each key in ``window``; each key's count so far (in Redis, all
-        in one round trip)."""
+        """Count one hit on each key in ``window``; each key's count so far."""
+        if window != self._window:  # forget the windows that have passed
+            self._window = window
+            self._known = {k: v for k, v in self._known.items() if k.endswith(f":{window}")}
         slots = [f"{self._prefix}{key}:{window}" for key in keys]
-        if self._redis is not None:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                for slot in slots:
-                    pipe.incr(slot).expire(slot, WINDOW_SECONDS * 2)
-                replies = await pipe.execute()
-            return [int(count) for count in replies[::2]]
-        if len(self._memory) > 100_000:  # forget windows that have passed
-            current = f":{window}"
-            self._memory = {k: v for k, v in self._memory.items() if k.endswith(current)}
+        unknown = [slot for slot in slots if slot not in self._known]
+        totals = await self._add(dict.fromkeys(unknown, 1)) if unknown and self._redis else {}
         for slot in slots:
-            self._memory[slot] = self._memory.get(slot, 0) + 1
-        return [self._memory[slot] for slot in slots]
+            if slot in totals:
+                self._known[slot] = max(self._known.get(slot, 0), totals[slot])
+            else:
+                self._known[slot] = self._known.get(slot, 0) + 1
+                if self._redis is not None:
+                    self._pending[slot] = self._pending.get(slot, 0) + 1
+        return [self._known[slot] for slot in slots]
+
+    async def sync(self) -> None:
+        """Send the hits counted here since the last sync; learn every process's counts."""
+        if not self._pending:
+            return
+        sent, self._pending = self._pending, {}
+        totals = await self._add(sent)
+        for slot, total in totals.items():
+            if slot in self._known:  # plus what was counted here while the answer came
+                self._known[slot] = max(self._known[slot], total + self._pending.get(slot, 0))
+
+    async def _add(self, hits: dict[str, int]) -> dict[str, int]:
+        """Add ``hits`` in Redis, in one round trip; the totals, or {} when Redis is away
+        (the hits are then kept, to be sent later)."""
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for slot, count in hits.items():
+                    pipe.incrby(slot, count).expire(slot, WINDOW_SECONDS * 2)
+                replies = await pipe.execute()
+        except Exception as error:
+            if self._reachable:
+                logger.warning("rate-limit counts cannot reach Redis (%s); each process keeps "
+                               "to the limits alone until it is back", error)
+            self._reachable = False
+            for slot, count in hits.items():
+                self._pending[slot] = self._pending.get(slot, 0) + count
+            return {}
+        if not self._reachable:
+            logger.warning("rate-limit counts reach Redis again")
+            self._reachable = True
+        return {slot: int(total) for slot, total in zip(hits, replies[::2], strict=True)}
+
+    async def start(self) -> None:
+        if self._redis is not None:
+            self._syncing = asyncio.create_task(self._sync_forever())
+
+    async def _sync_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._sync_seconds)
+            await self.sync()
 
     async def close(self) -> None:
+        if self._syncing is not None:
+            self._syncing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._syncing
         if self._redis is not None:
+            with contextlib.suppress(Exception):
+                await self.sync()
             await self._redis.aclose()
 
 

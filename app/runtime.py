@@ -13,11 +13,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import SessionFactory, create_engine, create_session_factory
+from app.documents import Documents
 from app.events import EventBus, create_event_bus
 from app.migrate import upgrade
 from app.models import CoinPackage
 from app.payments import PaymentProvider, PayoutProvider
 from app.plugins import PluginHost
+from app.public_data import PublicData
 from app.services.users import KnownUsers
 from app.settings import Settings
 
@@ -34,16 +36,20 @@ class Runtime:
     payment_providers: dict[str, PaymentProvider]
     payout_providers: dict[str, PayoutProvider]
     bus: EventBus
+    public_data: PublicData
+    documents: Documents
     known_users: KnownUsers = field(default_factory=KnownUsers)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
     def build(cls, settings: Settings, plugins: PluginHost | None = None) -> Runtime:
         engine = create_engine(settings)
+        sessions = create_session_factory(engine)
         plugins = plugins or PluginHost(settings)
-        return cls(settings, engine, create_session_factory(engine), plugins,
+        return cls(settings, engine, sessions, plugins,
                    plugins.payment_providers(), plugins.payout_providers(),
-                   create_event_bus(settings.redis_url, settings.redis_prefix))
+                   create_event_bus(settings.redis_url, settings.redis_prefix),
+                   PublicData(engine), Documents(sessions, settings.trusted_documents_only))
 
     @property
     def combo_window(self) -> timedelta:
@@ -60,6 +66,7 @@ class Runtime:
         """Start what a serving process runs beside requests: the event bus, the combo reaper."""
         await self.sync_catalogue()
         await self.bus.start()
+        await self.public_data.start()
         self._tasks.append(asyncio.create_task(self._reap_combos()))
         self._tasks.append(asyncio.create_task(self._seal_journal()))
         self._tasks.append(asyncio.create_task(self._submit_stranded_payouts()))
@@ -117,5 +124,6 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.bus.close()
+        await self.public_data.close()
         self.plugins.close()
         await self.engine.dispose()

@@ -78,6 +78,13 @@ class Settings(BaseSettings):
     # Per-message deflate on subscriptions: events are small, and compressing each one for
     # each subscriber cost a fifth of a server's time at 1,000 subscribers (BENCHMARKS.md).
     websocket_compression: bool = False
+    # Public answers (the catalogue, coin packages, rate cards) kept per process, by document,
+    # variables and data version; 0 switches the cache off. GET answers to anonymous callers
+    # may be kept by browsers and CDNs this long (ETag revalidation after that).
+    response_cache_entries: int = Field(default=1000, ge=0)
+    public_max_age_seconds: int = Field(default=5, ge=0)
+    # Only documents an operator added with ``livegifts documents add`` are executed.
+    trusted_documents_only: bool = False
     rate_limit_per_user: int = 600  # requests a minute
     rate_limit_per_ip: int = 1200
     # Observability (app/observability.py): logs, readiness and OpenTelemetry tracing.

@@ -47,7 +47,9 @@ async def _truncate_postgres(url: str) -> None:
     try:
         async with engine.begin() as connection:
             # The launch rate card comes with the schema (migration 0002): keep it.
-            tables = ", ".join(f'"{name}"' for name in metadata.tables if name != "rate_card")
+            # public_data_version's one row is bumped, never removed.
+            kept = ("rate_card", "public_data_version")
+            tables = ", ".join(f'"{name}"' for name in metadata.tables if name not in kept)
             await connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
             await connection.execute(text("DELETE FROM rate_card WHERE version > 1"))
     finally:

@@ -87,17 +87,30 @@ async def test_a_gift_sent_through_one_process_reaches_a_subscriber_on_another(t
         await a.close()
 
 
-async def test_rate_limits_are_shared_by_the_processes_through_redis(two_servers):
+async def test_rate_limits_are_shared_by_the_processes_through_redis(two_servers, redis_url):
+    """Five requests through one process use up five of the user's six; once that process
+    has sent its count to Redis, the other admits one more and refuses the next."""
     a, b = (GraphQLClient(server.url) for server in two_servers)
+    store = redis.Redis.from_url(redis_url)
     try:
-        caller = token(f"shared-limit-{uuid.uuid4().hex[:8]}")  # a fresh budget
-        for client in (a, b, a, b, a, b):
-            await client("{ rateCard { version } }", token=caller)
+        name = f"shared-limit-{uuid.uuid4().hex[:8]}"  # a fresh budget
+        caller = token(name)
+        for _ in range(5):
+            await b("{ rateCard { version } }", token=caller)
+        for _ in range(600):  # until b's background sync has landed (not a time window)
+            counted = [int(store.get(key) or 0) for key in store.keys(f"livegifts:rate:user:"
+                                                                        f"{name}:*")]
+            if counted == [5]:
+                break
+            await asyncio.sleep(0.05)
+        assert counted == [5]
+        await a("{ rateCard { version } }", token=caller)  # the sixth
         response = await a.http.post(a.url, json={"query": "{ rateCard { version } }"},
                                      headers={"authorization": f"Bearer {caller}"})
         assert response.status_code == 429
         assert response.json()["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
     finally:
+        store.close()
         await a.close()
         await b.close()
 
@@ -121,6 +134,7 @@ async def test_deployments_sharing_one_redis_keep_to_their_prefix(redis_url):
         assert [await counters[0].hit(["user:x", "ip:y"], 1) for _ in range(2)] == [[1, 1],
                                                                                      [2, 2]]
         assert await counters[1].hit(["user:x"], 1) == [1]  # the other deployment's own count
+        await counters[0].sync()
         assert redis.Redis.from_url(redis_url).get("blue:rate:user:x:1") == b"2"
     finally:
         for bus in (ours, same, theirs):

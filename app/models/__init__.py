@@ -2,7 +2,7 @@
 
 from sqlmodel import SQLModel
 
-from app.models.catalogue import Brand, Gift, RateCard
+from app.models.catalogue import Brand, Gift, PublicDataVersion, RateCard, TrustedDocument
 from app.models.ledger import (
     Account,
     Entry,
@@ -31,12 +31,14 @@ __all__ = [
     "LiveSession",
     "Payout",
     "Profile",
+    "PublicDataVersion",
     "ViewerSpend",
     "PurchaseReversal",
     "RateCard",
     "SessionGifterTotal",
     "SessionViewer",
     "SupporterTotal",
+    "TrustedDocument",
     "CoinPackage",
     "Entry",
     "IdempotencyRecord",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint
+from sqlalchemy import CheckConstraint, Text
 from sqlmodel import Field, SQLModel
 
 from app.models.base import Amount, BigId, UTCDateTime, created_at_field
@@ -64,4 +64,27 @@ class RateCard(SQLModel, table=True):
     cash_currency: str = Field(max_length=3)
     effective_from: datetime = Field(sa_type=UTCDateTime, index=True)
     note: str = Field(default="", max_length=300)
+    created_at: datetime = created_at_field()
+
+
+class PublicDataVersion(SQLModel, table=True):
+    """One row whose ``version`` database triggers bump on every change to what anonymous
+    callers can read (brands, gifts, rate cards, coin packages), whoever makes it: the key
+    under which public responses are cached."""
+
+    __tablename__ = "public_data_version"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: int = Field(default=1, primary_key=True, sa_column_kwargs={"autoincrement": False})
+    version: int = Field(default=0, sa_type=Amount)
+
+
+class TrustedDocument(SQLModel, table=True):
+    """A GraphQL document an operator allowed (``livegifts documents add``), by its SHA-256."""
+
+    __tablename__ = "trusted_document"
+
+    sha256: str = Field(primary_key=True, max_length=64)
+    name: str = Field(default="", max_length=200)
+    document: str = Field(sa_type=Text)
     created_at: datetime = created_at_field()

@@ -8,11 +8,13 @@ keeps readers out of the writers' way.
 from __future__ import annotations
 
 import functools
+import time
 from typing import Any
 
 from sqlalchemy import BigInteger, cast, event, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -24,6 +26,8 @@ from app.settings import Settings
 
 SessionFactory = async_sessionmaker[AsyncSession]
 PREPARED_STATEMENTS_KEPT = 2000  # per connection
+# A pooled connection idle this long is pinged before it is handed out again.
+IDLE_BEFORE_PING_SECONDS = 10.0
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
@@ -31,13 +35,35 @@ def create_engine(settings: Settings) -> AsyncEngine:
         engine = create_async_engine(settings.database_url, connect_args={"timeout": 30})
         _configure_sqlite(engine)
         return engine
-    return create_async_engine(
+    engine = create_async_engine(
         settings.database_url,
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_pool_size,
-        pool_pre_ping=True,
         connect_args=_prepared_statements(settings.database_url),
     )
+    _ping_idle_connections(engine)
+    return engine
+
+
+def _ping_idle_connections(engine: AsyncEngine) -> None:
+    """Ping a pooled connection before handing it out only if it sat idle, where a
+    database restart or a dropped connection may have gone unnoticed. SQLAlchemy's
+    ``pool_pre_ping`` pings at every checkout: a round trip per request under load, when
+    connections are in use all the time. A connection that fails its ping is replaced."""
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _idle_from(dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_from"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        idle_from = record.info.get("idle_from")
+        if idle_from is not None and time.monotonic() - idle_from >= IDLE_BEFORE_PING_SECONDS:
+            try:
+                dbapi_connection.ping()
+            except Exception as error:
+                raise DisconnectionError("an idle pooled connection failed its ping") \
+                    from error
 
 
 def _prepared_statements(url: str) -> dict[str, Any]:
@@ -67,6 +93,16 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
 def create_session_factory(engine: AsyncEngine) -> SessionFactory:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def reading(engine: AsyncEngine) -> AsyncEngine:
+    """The engine for reads that need no transaction (one statement each, or statements
+    that need not agree with each other): on PostgreSQL its connections run in autocommit,
+    so a read costs its one round trip instead of BEGIN, the read and ROLLBACK. Under READ
+    COMMITTED each statement sees a fresh snapshot either way. Never for writes."""
+    if engine.dialect.name != "postgresql":
+        return engine
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def insert_ignoring_conflict(session: AsyncSession, table: Any,

@@ -12,7 +12,12 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db import SessionFactory, create_engine, create_session_factory
+from app.db import (
+    SessionFactory,
+    create_engine,
+    create_session_factory,
+    reading,
+)
 from app.documents import Documents
 from app.events import EventBus, create_event_bus
 from app.migrate import upgrade
@@ -38,6 +43,9 @@ class Runtime:
     bus: EventBus
     public_data: PublicData
     documents: Documents
+    # Sessions and connections for reads that need no transaction (see app.db.reading).
+    reads: SessionFactory
+    read_engine: AsyncEngine
     known_users: KnownUsers = field(default_factory=KnownUsers)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -45,11 +53,13 @@ class Runtime:
     def build(cls, settings: Settings, plugins: PluginHost | None = None) -> Runtime:
         engine = create_engine(settings)
         sessions = create_session_factory(engine)
+        read_engine = reading(engine)
         plugins = plugins or PluginHost(settings)
         return cls(settings, engine, sessions, plugins,
                    plugins.payment_providers(), plugins.payout_providers(),
                    create_event_bus(settings.redis_url, settings.redis_prefix),
-                   PublicData(engine), Documents(sessions, settings.trusted_documents_only))
+                   PublicData(engine), Documents(sessions, settings.trusted_documents_only),
+                   create_session_factory(read_engine), read_engine)
 
     @property
     def combo_window(self) -> timedelta:

@@ -338,7 +338,7 @@ def profile(server: Server, seconds: float) -> tuple[subprocess.Popen[bytes], Pa
     output = Path(tempfile.gettempdir()) / f"livegifts-profile-{worker}.txt"
     print(f"--profile: py-spy recording worker {worker} to {output}", file=sys.stderr)
     spy = subprocess.Popen([py_spy, "record", "-p", str(worker), "-d", str(int(seconds)),
-                            "-o", str(output), "--format", "raw", "--gil", "--nonblocking"],
+                            "-o", str(output), "--format", "raw", "--gil"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return spy, output
 

@@ -38,7 +38,7 @@ class Brand(relay.Node):
                                   "and admins only.")
     async def budget(self, info: Info) -> Long:
         _may_see_brand(ctx(info), self.slug)
-        async with ctx(info).runtime.sessions() as session:
+        async with ctx(info).runtime.reads() as session:
             return await brands.budget_balance(session, self.slug)
 
     @classmethod
@@ -105,7 +105,7 @@ class BrandQuery:
     async def brands(self, info: Info) -> list[Brand]:
         from sqlalchemy import select
 
-        async with ctx(info).runtime.sessions() as session:
+        async with ctx(info).runtime.reads() as session:
             rows = (await session.scalars(select(models.Brand).order_by(models.Brand.slug))).all()
         return [Brand.of(row) for row in rows]
 
@@ -129,7 +129,7 @@ class BrandQuery:
                               "BAD_USER_INPUT")
         _may_see_brand(context, slug)
         try:
-            async with context.runtime.sessions() as session:
+            async with context.runtime.reads() as session:
                 report = await brands.campaign_report(session, slug)
         except DomainError as error:
             raise ClientError(error.message, "NOT_FOUND") from None

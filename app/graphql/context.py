@@ -84,7 +84,7 @@ class Context(BaseContext, kw_only=True):
         key = f"rows:{model.__tablename__}"
         if key not in self.cache:
             async def load(ids: list[int]) -> list[Any]:
-                async with self.runtime.sessions() as session:
+                async with self.runtime.reads() as session:
                     found = {row.id: row for row in (await session.scalars(
                         select(model).where(model.id.in_(set(ids))))).all()}
                 return [found.get(i) for i in ids]
@@ -96,7 +96,7 @@ class Context(BaseContext, kw_only=True):
     def entries_loader(self) -> DataLoader[int, list]:
         if "entries" not in self.cache:
             async def load(ids: list[int]) -> list[list]:
-                async with self.runtime.sessions() as session:
+                async with self.runtime.reads() as session:
                     grouped = await wallets.entries_of(session, ids)
                 return [grouped[i] for i in ids]
 

@@ -164,7 +164,7 @@ class LiveSession(relay.Node):
 
     @strawberry.field
     async def totals(self, info: Info) -> LiveSessionTotals:
-        async with ctx(info).runtime.sessions() as session:
+        async with ctx(info).runtime.reads() as session:
             t = await live.totals(session, self.id)
         return LiveSessionTotals(gifts=t.gifts, coins=t.coins, diamonds=t.diamonds,
                                  viewers=t.viewers, peak_viewers=t.peak_viewers)
@@ -173,7 +173,7 @@ class LiveSession(relay.Node):
     async def top_gifters(self, info: Info, first: int | None = None, after: str | None = None
                           ) -> relay.Connection[LeaderboardEntry]:
         limit, offset = _rank_window(first, after)
-        async with ctx(info).runtime.sessions() as session:
+        async with ctx(info).runtime.reads() as session:
             rows = await recognition.top_gifters(session, self.id, limit=limit + 1, offset=offset)
         return _leaderboard(rows, limit)
 
@@ -442,7 +442,7 @@ class GiftingQuery:
                 order, gift_id = (int(part) for part in position.split("/"))
             except ValueError:
                 raise bad_cursor() from None
-        async with context.runtime.sessions() as session:
+        async with context.runtime.reads() as session:
             rows = await catalogue.list_gifts(
                 session, category=category, limit=limit + 1,
                 after=None if position is None else (order, gift_id),
@@ -451,12 +451,12 @@ class GiftingQuery:
 
     @strawberry.field(description="The rate card in force now. Public.")
     async def rate_card(self, info: Info) -> RateCard:
-        async with ctx(info).runtime.sessions() as session:
+        async with ctx(info).runtime.reads() as session:
             return RateCard.of(await rates.current_rate_card(session))
 
     @strawberry.field(description="Every published rate card, newest first. Public.")
     async def rate_cards(self, info: Info) -> list[RateCard]:
-        async with ctx(info).runtime.sessions() as session:
+        async with ctx(info).runtime.reads() as session:
             return [RateCard.of(row) for row in await rates.rate_cards(session)]
 
     @strawberry.field(description="Live sessions, newest first.")
@@ -466,7 +466,7 @@ class GiftingQuery:
         context = ctx(info)
         context.require()
         limit = page_size(first)
-        async with context.runtime.sessions() as session:
+        async with context.runtime.reads() as session:
             rows = await live.list_sessions(session, status=status.value if status else None,
                                             limit=limit + 1, before_id=cursor_id(after))
         return connection(rows, limit, LiveSession.of, key=lambda r: r.id)
@@ -494,7 +494,7 @@ class GiftingQuery:
         except DomainError as error:
             raise ClientError(error.message, "BAD_USER_INPUT") from None
         limit, offset = _rank_window(first, after)
-        async with context.runtime.sessions() as session:
+        async with context.runtime.reads() as session:
             rows = await recognition.top_supporters(session, creator, period, limit=limit + 1,
                                                     offset=offset)
         return _leaderboard(rows, limit)
@@ -506,7 +506,7 @@ class GiftingQuery:
         context = ctx(info)
         context.require()
         limit, offset = _rank_window(first, after)
-        async with context.runtime.sessions() as session:
+        async with context.runtime.reads() as session:
             rows = await recognition.top_creators(session, period, limit=limit + 1,
                                                   offset=offset)
         return _leaderboard(rows, limit)
@@ -517,7 +517,7 @@ async def _publish(info: Info, session_id: int, event: dict[str, Any]) -> None:
 
 
 async def _viewer_count_changed(info: Info, session_id: int) -> None:
-    async with ctx(info).runtime.sessions() as session:
+    async with ctx(info).runtime.reads() as session:
         count = await live.viewer_count(session, session_id)
     await _publish(info, session_id, {"type": "ViewerCountChanged", "viewers": count})
 
@@ -571,7 +571,7 @@ class GiftingMutation:
         runtime = context.runtime
         await gifting.end_stale_combos(runtime.sessions, runtime.bus, runtime.combo_window,
                                        session_id=session_id)
-        async with runtime.sessions() as session:
+        async with runtime.reads() as session:
             t = await live.totals(session, session_id)
         await _publish(info, session_id, {
             "type": "SessionEnded", "ended_at": row.ended_at.isoformat(),
@@ -679,7 +679,7 @@ class Subscription:
 
 async def _opening(info: Info, session_id: int) -> tuple[ViewerCountChanged, bool]:
     """A subscription's first result (the viewer count) and whether the session is live."""
-    async with ctx(info).runtime.sessions() as session:
+    async with ctx(info).runtime.reads() as session:
         row = await session.get(models.LiveSession, session_id)
         if row is None:
             raise ClientError("No live session has this ID.", "NOT_FOUND")

@@ -128,7 +128,7 @@ async def limits_of(info: Info, user_id: int) -> SpendingLimits:
     context = ctx(info)
     now = datetime.now(UTC)
     settings = context.runtime.settings
-    async with context.runtime.sessions() as session:
+    async with context.runtime.reads() as session:
         own = await safeguards.own_limits(session, user_id, now)
         pending = await safeguards.pending_changes(session, user_id, now)
     return SpendingLimits(
@@ -151,7 +151,7 @@ class ViewerMoneyFields:
     async def payouts(self, info: Info, first: int | None = None, after: str | None = None
                       ) -> relay.Connection[Payout]:
         limit = page_size(first)
-        async with ctx(info).runtime.sessions() as session:
+        async with ctx(info).runtime.reads() as session:
             rows = await payouts.payouts_of(session, self.user_id, limit=limit + 1,
                                             before_id=cursor_id(after))
         return connection(rows, limit, Payout.of, key=lambda row: row.id)
@@ -161,7 +161,7 @@ class ViewerMoneyFields:
     async def clawbacks(self, info: Info, first: int | None = None, after: str | None = None
                         ) -> relay.Connection[Clawback]:
         limit = page_size(first)
-        async with ctx(info).runtime.sessions() as session:
+        async with ctx(info).runtime.reads() as session:
             rows = await statements.clawbacks_of(session, self.user_id, limit=limit + 1,
                                                  before_id=cursor_id(after))
         return connection(rows, limit, lambda r: Clawback(
@@ -172,7 +172,7 @@ class ViewerMoneyFields:
                                   "gifts by creator, refunds and chargebacks.")
     async def statement(self, info: Info, month: str) -> Statement:
         try:
-            async with ctx(info).runtime.sessions() as session:
+            async with ctx(info).runtime.reads() as session:
                 result = await statements.viewer_statement(session, self.user_id, month)
         except DomainError as error:
             raise ClientError(error.message, "BAD_USER_INPUT") from None
@@ -184,7 +184,7 @@ class ViewerMoneyFields:
                        from_: Annotated[date, strawberry.argument(name="from")],
                        to: date | None = None) -> Statement:
         try:
-            async with ctx(info).runtime.sessions() as session:
+            async with ctx(info).runtime.reads() as session:
                 result = await statements.creator_earnings(session, self.user_id, from_, to)
         except DomainError as error:
             raise ClientError(error.message, "BAD_USER_INPUT") from None
@@ -196,7 +196,7 @@ class ViewerMoneyFields:
 
     @strawberry.field(description="Your birthdate, if on file.")
     async def birthdate(self, info: Info) -> date | None:
-        async with ctx(info).runtime.sessions() as session:
+        async with ctx(info).runtime.reads() as session:
             profile = await session.get(models.Profile, self.user_id)
         return profile.birthdate if profile else None
 

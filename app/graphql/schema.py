@@ -57,15 +57,15 @@ class Viewer(ViewerMoneyFields):
 
     @strawberry.field
     async def wallet(self, info: Info) -> Wallet:
-        async with ctx(info).runtime.sessions() as session:
-            held = await wallets.wallet(session, self.user_id)
+        async with ctx(info).runtime.read_engine.connect() as connection:
+            held = await wallets.wallet(connection, self.user_id)
         return Wallet.of(held)
 
     @strawberry.field(description="Transactions that moved the caller's money, newest first.")
     async def transactions(self, info: Info, first: int | None = None,
                            after: str | None = None) -> relay.Connection[LedgerTransaction]:
         limit = page_size(first)
-        async with ctx(info).runtime.sessions() as session:
+        async with ctx(info).runtime.reads() as session:
             rows = await wallets.transactions_of(session, self.user_id, limit=limit + 1,
                                                  before_id=cursor_id(after))
         return connection(rows, limit, LedgerTransaction.of, key=lambda row: row.id)
@@ -92,7 +92,7 @@ class Query(GiftingQuery, BrandQuery):
         context = ctx(info)
         if include_inactive:
             context.require(Role.ADMIN)
-        async with context.runtime.sessions() as session:
+        async with context.runtime.reads() as session:
             rows = await coins.list_packages(session, include_inactive=include_inactive)
         return [CoinPackage.of(row) for row in rows]
 
@@ -161,7 +161,7 @@ class Mutation(GiftingMutation, BrandMutation, MoneyMutation):
         except DomainError as error:
             return PurchaseCoinsPayload(purchase=None, wallet=None, replayed=False,
                                         user_errors=[UserError.of(error)])
-        async with context.runtime.sessions() as session:
+        async with context.runtime.reads() as session:
             held = await wallets.wallet(session, user_id)
         return PurchaseCoinsPayload(purchase=Purchase.of(result.purchase),
                                     wallet=Wallet.of(held),

@@ -109,7 +109,7 @@ class LedgerTransaction(relay.Node):
         user_id = await context.user_id()
         rows = await _rows_by_id(info, models.LedgerTransaction, node_ids)
         visible: list[LedgerTransaction | None] = []
-        async with context.runtime.sessions() as session:
+        async with context.runtime.reads() as session:
             for row in rows:
                 allowed = row is not None and (
                     context.is_admin()
@@ -140,7 +140,7 @@ class Purchase(relay.Node):
 
     @strawberry.field(description="The ledger transaction that credited the coins.")
     async def transaction(self, info: Info) -> LedgerTransaction:
-        async with ctx(info).runtime.sessions() as session:
+        async with ctx(info).runtime.reads() as session:
             row = await session.get(models.LedgerTransaction, self.transaction_id)
         return LedgerTransaction.of(row)
 

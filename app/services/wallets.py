@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import bindparam, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.models import Account, Entry, LedgerTransaction
 from app.services.users import COIN_DEBT, EARNINGS, PAYOUT_HOLD, WALLET
@@ -20,9 +20,13 @@ class Wallet:
     coins_owed: int = 0  # debt from refunded or charged-back coins already spent
 
 
-async def wallet(session: AsyncSession, user_id: int) -> Wallet:
-    rows = await session.execute(
-        select(Account.code, Account.balance).where(Account.owner_user_id == user_id))
+# Built once: read on every wallet query.
+_BALANCES = select(Account.code, Account.balance).where(
+    Account.owner_user_id == bindparam("user_id"))
+
+
+async def wallet(session: AsyncSession | AsyncConnection, user_id: int) -> Wallet:
+    rows = await session.execute(_BALANCES, {"user_id": user_id})
     balances = {code.rsplit(":", 1)[-1]: balance for code, balance in rows}
     return Wallet(coins=balances.get(WALLET, 0), diamonds=balances.get(EARNINGS, 0),
                   diamonds_on_hold=balances.get(PAYOUT_HOLD, 0),

@@ -12,6 +12,7 @@ same database transaction as the work, so:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -19,9 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, bindparam, delete, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db import insert_ignoring_conflict
 from app.errors import BusinessRefusal, DomainError, ErrorCode
 from app.models import IdempotencyRecord
 
@@ -82,11 +83,10 @@ async def claim_keys(session: AsyncSession, claims: Sequence[Claim]
     until that transaction ends), so the answer is always final. The keys must differ.
     """
     claimed = {(row.scope, row.key): row.id for row in await session.execute(
-        insert_ignoring_conflict(session, IdempotencyRecord, [
+        _claim_statement(session.get_bind().dialect.name), [
             dict(scope=c.scope, key=c.key, operation=c.operation, fingerprint=c.fingerprint,
                  status="pending")  # in key order: two claimers of the same keys never deadlock
-            for c in sorted(claims, key=lambda c: (c.scope, c.key))], ["scope", "key"])
-        .returning(IdempotencyRecord.id, IdempotencyRecord.scope, IdempotencyRecord.key))}
+            for c in sorted(claims, key=lambda c: (c.scope, c.key))])}
     used = [c for c in claims if (c.scope, c.key) not in claimed]
     records = {} if not used else {(r.scope, r.key): r for r in await session.scalars(
         select(IdempotencyRecord).where(or_(*(
@@ -102,6 +102,16 @@ async def claim_keys(session: AsyncSession, claims: Sequence[Claim]
         except DomainError as refusal:
             answers.append(refusal)
     return answers
+
+
+@functools.cache
+def _claim_statement(dialect: str) -> Any:
+    # Built once, and executed with one parameter set per key: a statement with the rows
+    # in its VALUES would be compiled anew for every number of keys.
+    module = postgresql if dialect == "postgresql" else sqlite
+    statement = module.insert(IdempotencyRecord.__table__)
+    return statement.on_conflict_do_nothing(index_elements=["scope", "key"]).returning(
+        statement.table.c.id, statement.table.c.scope, statement.table.c.key)
 
 
 _records = IdempotencyRecord.__table__  # core, for one UPDATE executed with many rows

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import case, insert, or_, select, update
+from sqlalchemy import case, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import BusinessRefusal, ErrorCode
@@ -131,6 +131,14 @@ async def post_transactions(session: AsyncSession, postings: Sequence[Posting], 
     return ids, balances
 
 
+# PostgreSQL: one statement text however many accounts move (see _move_balances).
+_MOVE_BALANCES = text("""
+UPDATE ledger_account AS a SET balance = a.balance + d.delta
+FROM unnest(CAST(:ids AS BIGINT[]), CAST(:deltas AS BIGINT[])) AS d(id, delta)
+WHERE a.id = d.id AND (NOT a.limited OR a.balance + d.delta >= 0)
+RETURNING a.id, a.balance""")
+
+
 async def _move_balances(session: AsyncSession, net: dict[int, int],
                          accounts: dict[int, AccountRef]) -> dict[int, int]:
     """Add ``net`` to the cached balances in one conditional UPDATE; a limited account
@@ -140,12 +148,17 @@ async def _move_balances(session: AsyncSession, net: dict[int, int],
     if len(net) > 1:
         # Sorted ids give every writer the same lock order: no deadlock between two posts.
         await lock_accounts(session, [accounts[account_id] for account_id in net])
-    delta = case(net, value=Account.id) if len(net) > 1 else next(iter(net.values()))
-    moved = dict((await session.execute(
-        update(Account).where(Account.id.in_(net),
-                              or_(Account.limited.is_(False), Account.balance + delta >= 0))
-        .values(balance=Account.balance + delta).returning(Account.id, Account.balance)
-        .execution_options(synchronize_session=False))).all())
+    if session.get_bind().dialect.name == "postgresql":
+        ids = sorted(net)
+        moved = dict((await session.execute(_MOVE_BALANCES, {
+            "ids": ids, "deltas": [net[account_id] for account_id in ids]})).all())
+    else:
+        delta = case(net, value=Account.id) if len(net) > 1 else next(iter(net.values()))
+        moved = dict((await session.execute(
+            update(Account).where(Account.id.in_(net),
+                                  or_(Account.limited.is_(False), Account.balance + delta >= 0))
+            .values(balance=Account.balance + delta).returning(Account.id, Account.balance)
+            .execution_options(synchronize_session=False))).all())
     for account_id in sorted(net.keys() - moved.keys()):
         available = await session.scalar(select(Account.balance).where(Account.id == account_id))
         raise InsufficientFunds(accounts[account_id], needed=-net[account_id],

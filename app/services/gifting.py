@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Union
 
-from sqlalchemy import insert, select, union_all, update
+from sqlalchemy import insert, select, text, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import add_to_counters, total
@@ -581,15 +581,30 @@ async def _sent_today(session: AsyncSession, requests: list[_Request], gifts: di
     return {(sender, gift): sent for sender, gift, sent in rows}
 
 
+# PostgreSQL: one statement text whatever the number of sessions, so it is compiled and
+# prepared once (a UNION of one part per session is a new statement for every count).
+_PODIUMS = text("""
+SELECT s.session_id, t.sender_id, t.name, t.coins
+FROM unnest(CAST(:session_ids AS BIGINT[])) AS s(session_id)
+CROSS JOIN LATERAL (
+  SELECT g.sender_id, u.name, g.coins FROM session_gifter_total AS g
+  JOIN app_user AS u ON u.id = g.sender_id WHERE g.session_id = s.session_id
+  ORDER BY g.coins DESC, g.sender_id DESC LIMIT :top) AS t""")
+
+
 async def _podiums(session: AsyncSession, session_ids: set[int]) -> dict[int, dict[str, Any]]:
     """Each session's top gifters, as a TopGiftersChanged event, in one query."""
-    parts = [select(SessionGifterTotal.session_id, SessionGifterTotal.sender_id, User.name,
-                    SessionGifterTotal.coins)
-             .join(User, User.id == SessionGifterTotal.sender_id)
-             .where(SessionGifterTotal.session_id == session_id)
-             .order_by(SessionGifterTotal.coins.desc(), SessionGifterTotal.sender_id.desc())
-             .limit(TOP_GIFTERS_IN_EVENTS).subquery() for session_id in sorted(session_ids)]
-    rows = await session.execute(union_all(*(select(part) for part in parts)))
+    if session.get_bind().dialect.name == "postgresql":
+        rows = await session.execute(_PODIUMS, {"session_ids": sorted(session_ids),
+                                                "top": TOP_GIFTERS_IN_EVENTS})
+    else:
+        parts = [select(SessionGifterTotal.session_id, SessionGifterTotal.sender_id, User.name,
+                        SessionGifterTotal.coins)
+                 .join(User, User.id == SessionGifterTotal.sender_id)
+                 .where(SessionGifterTotal.session_id == session_id)
+                 .order_by(SessionGifterTotal.coins.desc(), SessionGifterTotal.sender_id.desc())
+                 .limit(TOP_GIFTERS_IN_EVENTS).subquery() for session_id in sorted(session_ids)]
+        rows = await session.execute(union_all(*(select(part) for part in parts)))
     podiums: dict[int, list[Any]] = defaultdict(list)
     for row in rows:
         podiums[row.session_id].append(row)

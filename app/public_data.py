@@ -74,7 +74,11 @@ class PublicData:
         snapshot = self._snapshot
         if snapshot is None or not self._listening or self._read != self._told or \
                 (snapshot.next_change is not None and self.clock() >= snapshot.next_change):
-            snapshot = await self._refresh()
+            try:
+                snapshot = await self._refresh()
+            except Exception as error:  # the database will say what is wrong to the request
+                logger.warning("reading the public data version failed: %s", error)
+                return None
         return (snapshot.version, snapshot.next_change)
 
     async def _refresh(self) -> Snapshot:
@@ -114,6 +118,7 @@ class PublicData:
                         self._connected = False
                         with contextlib.suppress(Exception):
                             await raw.remove_listener(NOTIFY_CHANNEL, self._changed)
+                    await connection.invalidate()  # closed: not to be handed out again
                 logger.warning("lost the public data notifications; reconnecting")
             except asyncio.CancelledError:
                 raise

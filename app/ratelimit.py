@@ -59,12 +59,13 @@ class Counters:
         slots = [f"{self._prefix}{key}:{window}" for key in keys]
         unknown = [slot for slot in slots if slot not in self._known]
         totals = await self._add(dict.fromkeys(unknown, 1)) if unknown and self._redis else {}
+        kept = set(unknown) - totals.keys()  # Redis away: _add keeps these hits to send later
         for slot in slots:
             if slot in totals:
                 self._known[slot] = max(self._known.get(slot, 0), totals[slot])
             else:
                 self._known[slot] = self._known.get(slot, 0) + 1
-                if self._redis is not None:
+                if self._redis is not None and slot not in kept:
                     self._pending[slot] = self._pending.get(slot, 0) + 1
         return [self._known[slot] for slot in slots]
 

@@ -303,3 +303,37 @@ async def test_the_public_data_key_changes_when_a_sale_window_opens(runtime):
         assert after is not None and after != before and after[1] is None
     finally:
         await public.close()
+
+
+async def test_while_its_notifications_are_cut_the_version_is_unknown(pg_runtime):
+    """The listening connection is killed by the server: no key (so nothing is answered from
+    a cache that might be stale) until it has reconnected, and then the key shows the
+    change made meanwhile."""
+    from sqlalchemy import text
+
+    public = PublicData(pg_runtime.engine)
+    await public.start()
+
+    async def key_when(wanted):
+        for _ in range(400):
+            found = await public.key()
+            if wanted(found):
+                return found
+            await asyncio.sleep(0.025)
+        raise AssertionError(f"the key never became as expected; last {found}")
+
+    try:
+        before = await key_when(lambda key: key is not None)
+        async with pg_runtime.engine.begin() as connection:
+            killed = await connection.scalar(text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE query LIKE 'LISTEN%livegifts_public_data%' "
+                "AND datname = current_database() AND pid <> pg_backend_pid()"))
+        assert killed == 1
+        assert await key_when(lambda key: key is None) is None
+        async with pg_runtime.engine.begin() as connection:
+            await connection.execute(text("UPDATE coin_package SET name = name"))
+        after = await key_when(lambda key: key is not None)
+        assert after[0] > before[0]
+    finally:
+        await public.close()

@@ -20,29 +20,34 @@ from tests.support import GraphQLClient, ServerProcess, Subscription, _free_port
 from tests.test_http_gifting import EVENTS, SEND, buy_coins, gift_ids, go_live, send_input
 
 
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory):
+def start_redis(directory, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """A private redis-server on loopback (on ``port``, or a free one), answering pings."""
     binary = shutil.which("redis-server")
     if binary is None:
         message = "redis-server is not installed; the multi-process test needs it"
         if REQUIRE_POSTGRES:  # CI: every real-component test must run
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
-    port = _free_port()
+    port = port or _free_port()
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp_path_factory.mktemp("redis"))], stdout=subprocess.DEVNULL)
+         "--dir", str(directory)], stdout=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + 15
     while True:
         try:
             redis.Redis.from_url(url).ping()
-            break
+            return process, url
         except redis.ConnectionError:
             if time.monotonic() > deadline:
                 process.kill()
                 raise
             time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    process, url = start_redis(tmp_path_factory.mktemp("redis"))
     yield url
     process.terminate()
     process.wait(timeout=10)
@@ -141,6 +146,34 @@ async def test_deployments_sharing_one_redis_keep_to_their_prefix(redis_url):
             await bus.close()
         for counter in counters:
             await counter.close()
+
+
+async def test_rate_limits_keep_counting_while_redis_is_down_and_send_the_counts_later(
+        tmp_path):
+    """Redis killed: requests are still counted (and limited) by the process, nothing fails;
+    Redis back on the same port: the counts made meanwhile reach it."""
+    from app.ratelimit import Counters
+
+    process, url = start_redis(tmp_path)
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    counters = Counters(url, "fault", sync_seconds=3600)  # syncs only when the test asks
+    try:
+        assert await counters.hit(["user:x"], 1) == [1]  # first of the window: in Redis
+        process.kill()
+        process.wait(timeout=10)
+        assert await counters.hit(["user:x"], 1) == [2]
+        assert await counters.hit(["user:y"], 1) == [1]  # a new key, counted here alone
+        await counters.sync()  # Redis is away: the counts are kept for later
+        process, url = start_redis(tmp_path, port)
+        await counters.sync()
+        store = redis.Redis.from_url(url)
+        assert (store.get("fault:rate:user:x:1"), store.get("fault:rate:user:y:1")) == \
+            (b"1", b"1")  # a new Redis: only what was counted while the old one was away
+        store.close()
+    finally:
+        await counters.close()
+        process.kill()
+        process.wait(timeout=10)
 
 
 async def test_events_published_together_arrive_in_order_on_their_channels(redis_url):

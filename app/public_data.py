@@ -56,6 +56,7 @@ class PublicData:
         self._reading: asyncio.Lock = asyncio.Lock()
         self._listener: asyncio.Task[None] | None = None
         self._connected = False
+        self.listener_pid: int | None = None  # the backend listening, as pg_stat_activity shows
 
     async def start(self) -> None:
         if self._listening:
@@ -110,6 +111,7 @@ class PublicData:
                     closed = asyncio.Event()
                     raw.add_termination_listener(lambda _, closed=closed: closed.set())
                     await raw.add_listener(NOTIFY_CHANNEL, self._changed)
+                    self.listener_pid = raw.get_server_pid()
                     self._changed()  # whatever changed while nobody listened
                     self._connected = True
                     try:

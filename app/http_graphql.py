@@ -37,6 +37,10 @@ PUBLIC_FIELDS = frozenset({"gifts", "coinPackages", "rateCard", "rateCards", "br
 KEPT_BODY_BYTES = 256 * 1024  # larger public answers are not kept
 
 
+class BadRequest(Exception):
+    """A request GraphQL cannot read at all: answered 400 with this message."""
+
+
 @dataclass(frozen=True, slots=True)
 class Kept:
     version: tuple[Any, ...]
@@ -69,7 +73,12 @@ class GraphQLEdge:
             await self.app(scope, receive, send)
             return
         headers = Headers.from_scope(scope)
-        request, body = await self._read(scope, receive, headers)
+        try:
+            request, body = await self._read(scope, receive, headers)
+        except BadRequest as bad:
+            await _respond(send, Answer(400, [], msgspec.json.encode(
+                {"errors": [{"message": str(bad)}]})))
+            return
         if body is not None:
             receive = _replay(body, receive)
         if request is None or not _well_formed(request):  # GraphQL answers (or explains) it
@@ -154,7 +163,9 @@ class GraphQLEdge:
                     if name in params:
                         params[name] = msgspec.json.decode(params[name])
             except msgspec.DecodeError:
-                return None, None
+                return None, None  # GraphQL explains
+            except RecursionError:
+                raise BadRequest(f"The {name} parameter is nested too deep.") from None
             return params, None
         length = headers.get("content-length", "")
         if not headers.get("content-type", "").startswith("application/json") or \
@@ -168,8 +179,11 @@ class GraphQLEdge:
                 break
         try:
             request = msgspec.json.decode(body)
-        except msgspec.DecodeError:
-            request = None
+        except (msgspec.DecodeError, RecursionError):  # not JSON, or nested too deep
+            raise BadRequest("Unable to parse request body as JSON.") from None
+        if not isinstance(request, dict | list):
+            raise BadRequest("The request body must be a JSON object: "
+                             '{"query": "...", "variables": {...}}.')
         return (request if isinstance(request, dict) else None), bytes(body)
 
 

@@ -1,5 +1,6 @@
-"""Public answers kept by the server, conditional GETs, and documents sent by hash, against
-real server processes on SQLite and PostgreSQL."""
+"""What the server does with a GraphQL request before GraphQL runs: bodies it cannot read,
+public answers it keeps, conditional GETs, and documents sent by hash, against real server
+processes on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -70,6 +71,28 @@ async def price_of(http, server: ServerProcess, sku: str, *, until: int | None =
             return price
         await asyncio.sleep(0.05)
     return price
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (b"null", 'The request body must be a JSON object: {"query": "...", "variables": {...}}.'),
+    (b"17", 'The request body must be a JSON object: {"query": "...", "variables": {...}}.'),
+    (b'"{ rateCard { version } }"',
+     'The request body must be a JSON object: {"query": "...", "variables": {...}}.'),
+    (b'{"query": ', "Unable to parse request body as JSON."),
+    (b'{"query": "{ __typename }", "variables": {"a": ' + b"[" * 100_000 + b"]" * 100_000
+     + b"}}", "Unable to parse request body as JSON."),
+])
+async def test_a_body_that_is_no_graphql_request_is_a_400_and_changes_nothing(
+        http, server, body, message):
+    before = await snapshot(server.database_url)
+    answer = await http.post(server.url, content=body, headers={
+        "content-type": "application/json", "authorization": f"Bearer {token('body-viewer')}"})
+    assert (answer.status_code, answer.json()) == (400, {"errors": [{"message": message}]})
+    deep = '{"a": ' + "[" * 3000 + "]" * 3000 + "}"
+    answer = await http.get(server.url, params={"query": "{ __typename }", "variables": deep})
+    assert (answer.status_code, answer.json()) == (
+        400, {"errors": [{"message": "The variables parameter is nested too deep."}]})
+    assert await snapshot(server.database_url) == before
 
 
 async def test_a_kept_answer_is_given_without_running_graphql(http, server):

@@ -61,6 +61,21 @@ async def test_query_cost_is_reported_and_enforced(gql):
                                                      "budget of 60")
 
 
+@pytest.mark.parametrize("document", [
+    '{ node(id: "TGl2ZVNlc3Npb246MQ==") { ... on LiveSession { topGifters(first: 30) '
+    '{ edges { node { rank } } } } } }',
+    'query { node(id: "TGl2ZVNlc3Npb246MQ==") { ...Podium } } '
+    'fragment Podium on LiveSession { topGifters(first: 30) { edges { node { rank } } } }',
+])
+async def test_fragments_are_priced_on_their_concrete_type(gql, document):
+    """A fragment on LiveSession inside node(id:) costs what it would on liveSession(id:)."""
+    body = await gql(document, token=token("fragment-pricer"), expect_errors=True)
+    assert body["data"] is None
+    assert body["errors"][0]["extensions"]["code"] == "QUERY_TOO_COSTLY"
+    assert body["errors"][0]["message"].startswith("This query would cost 92, over the "
+                                                   "budget of 60")
+
+
 async def test_production_hides_the_schema_and_internals(gql, production):
     introspection = await gql("{ __schema { types { name } } }", expect_errors=True)
     assert "introspection" in introspection["errors"][0]["message"].lower()

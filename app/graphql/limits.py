@@ -78,10 +78,10 @@ def _operation_cost(schema: Any, document: Any, operation_name: str | None,
     if chosen is None:
         return 0
     root = schema.get_root_type(chosen.operation)
-    return _selection_cost(chosen.selection_set, root, fragments, variables, set())
+    return _selection_cost(schema, chosen.selection_set, root, fragments, variables, set())
 
 
-def _selection_cost(selection_set: SelectionSetNode | None, parent: Any,
+def _selection_cost(schema: Any, selection_set: SelectionSetNode | None, parent: Any,
                     fragments: dict[str, FragmentDefinitionNode], variables: dict[str, Any],
                     seen: set[str]) -> int:
     if selection_set is None or parent is None:
@@ -98,16 +98,28 @@ def _selection_cost(selection_set: SelectionSetNode | None, parent: Any,
             multiplier = 1
             if child.name.endswith("Connection"):
                 multiplier = _first(selection, variables)
-            cost += 1 + multiplier * _selection_cost(selection.selection_set, child, fragments,
-                                                     variables, seen)
+            cost += 1 + multiplier * _selection_cost(schema, selection.selection_set, child,
+                                                     fragments, variables, seen)
         elif isinstance(selection, InlineFragmentNode):
-            cost += _selection_cost(selection.selection_set, parent, fragments, variables, seen)
+            cost += _selection_cost(schema, selection.selection_set,
+                                    _on(schema, selection.type_condition, parent), fragments,
+                                    variables, seen)
         elif isinstance(selection, FragmentSpreadNode):
             name = selection.name.value
             if name in fragments and name not in seen:
-                cost += _selection_cost(fragments[name].selection_set, parent, fragments,
+                fragment = fragments[name]
+                cost += _selection_cost(schema, fragment.selection_set,
+                                        _on(schema, fragment.type_condition, parent), fragments,
                                         variables, seen | {name})
     return cost
+
+
+def _on(schema: Any, condition: Any, parent: Any) -> Any:
+    """The type a fragment's fields are priced on: its concrete type (``... on LiveSession``
+    inside a ``Node``), not the interface or union it is spread into."""
+    if condition is None:
+        return parent
+    return schema.get_type(condition.name.value) or parent
 
 
 def _first(field: FieldNode, variables: dict[str, Any]) -> int:

@@ -330,14 +330,23 @@ async def readiness(settings: Settings, engine: AsyncEngine) -> dict[str, str]:
     return results
 
 
+# Without Redis a process still serves everything (rate limits counted alone, live events
+# to its own subscribers): it is degraded, not unready.
+DEGRADING = frozenset({"redis"})
+
+
 @get("/ready")
 async def ready(state: State) -> Response[dict[str, Any]]:
-    """Readiness: 200 when the database (and Redis, when configured) answer, else 503."""
+    """Readiness: 503 when the database does not answer; 200 otherwise, ``degraded``
+    when Redis is configured and does not answer."""
     checks = await readiness(state.runtime.settings, state.runtime.engine)
     failing = sorted(name for name, result in checks.items() if result != "ok")
-    if failing:
+    if set(failing) - DEGRADING:
         return Response({"status": "unavailable", "failing": failing, "checks": checks},
                         status_code=503)
+    if failing:
+        return Response({"status": "degraded", "degraded": failing, "checks": checks},
+                        status_code=200)
     return Response({"status": "ready", "checks": checks}, status_code=200)
 
 

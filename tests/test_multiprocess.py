@@ -197,3 +197,89 @@ async def test_events_published_together_arrive_in_order_on_their_channels(redis
     finally:
         for bus in (publisher, listener):
             await bus.close()
+
+
+async def test_without_redis_reads_and_gifts_go_on_and_every_acknowledged_gift_is_kept(
+        postgres_database_url, tmp_path):
+    """Redis killed under a load of reads and gifts, then restarted on its port: not one
+    answer is a 5xx or an error, /ready says degraded (not unavailable) meanwhile, and every
+    gift acknowledged is in the ledger with the audit passing."""
+    from sqlalchemy import select
+    from strawberry.relay import from_base64
+
+    from app.ledger import audit
+    from app.models import GiftSend
+    from app.runtime import Runtime
+    from tests.support import settings_for
+
+    process, url = start_redis(tmp_path)
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    server = ServerProcess(postgres_database_url, REDIS_URL=url, LIVEGIFTS_SEED_DEMO_DATA="true")
+    server.start()
+    client = GraphQLClient(server.url)
+    acknowledged: list[str] = []
+    answers: list[tuple[int, bool]] = []  # (status, had errors)
+    stop = asyncio.Event()
+    progress = asyncio.Condition()  # notified at each acknowledged gift
+    try:
+        gifts = await gift_ids(client)
+        session_id = await go_live(client, token("redisless-creator", "creator"))
+        fans = [token(f"redisless-fan-{n}") for n in range(4)]
+        for fan in fans:
+            await buy_coins(client, fan, "coins-350")
+
+        async def load(fan: str) -> None:
+            while not stop.is_set():
+                sent = await client.http.post(server.url, json={
+                    "query": SEND, "variables": send_input(session_id, gifts["rose"])},
+                    headers={"authorization": f"Bearer {fan}"})
+                read = await client.http.post(server.url, json={
+                    "query": "{ rateCard { version } viewer { wallet { coins } } }"},
+                    headers={"authorization": f"Bearer {fan}"})
+                for answer in (sent, read):
+                    answers.append((answer.status_code, "errors" in answer.json()))
+                payload = sent.json().get("data", {}).get("sendGift") or {}
+                if payload.get("receipt"):
+                    acknowledged.append(payload["receipt"]["id"])
+                    async with progress:
+                        progress.notify_all()
+
+        async def until(count: int) -> None:
+            async with progress:
+                await progress.wait_for(lambda: len(acknowledged) >= count)
+
+        workers = [asyncio.create_task(load(fan)) for fan in fans]
+        await asyncio.wait_for(until(20), 60)
+        process.kill()
+        process.wait(timeout=10)
+        await asyncio.wait_for(until(len(acknowledged) + 40), 60)
+        ready = await client.http.get(server.url.removesuffix("/graphql") + "/ready",
+                                      timeout=30)
+        assert ready.status_code == 200 and ready.json()["status"] == "degraded", ready.text
+        assert ready.json()["degraded"] == ["redis"]
+        process, url = start_redis(tmp_path, port)
+        await asyncio.wait_for(until(len(acknowledged) + 40), 60)
+        stop.set()
+        await asyncio.gather(*workers)
+        assert answers and all(status == 200 and not errors for status, errors in answers), \
+            [answer for answer in answers if answer != (200, False)][:5]
+        for _ in range(300):  # the process reconnects by itself
+            ready = await client.http.get(server.url.removesuffix("/graphql") + "/ready")
+            if ready.json()["status"] == "ready":
+                break
+            await asyncio.sleep(0.05)
+        assert ready.json()["status"] == "ready"
+    finally:
+        stop.set()
+        await client.close()
+        server.stop()
+        process.kill()
+        process.wait(timeout=10)
+    runtime = Runtime.build(settings_for(postgres_database_url))
+    try:
+        async with runtime.sessions() as session:
+            kept = set((await session.scalars(select(GiftSend.id))).all())
+            assert {int(from_base64(receipt)[1]) for receipt in acknowledged} <= kept
+            assert await audit(session) == []
+    finally:
+        await runtime.close()

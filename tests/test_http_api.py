@@ -132,12 +132,28 @@ async def test_transactions_paginate_with_cursors(gql):
     ("first: 0", "first must be between 1 and 100."),
     ("first: 101", "first must be between 1 and 100."),
     ('after: "bm9wZQ=="', "after is not a cursor returned by this connection."),
+    (f'after: "{to_base64("cursor", 2**63)}"', "after is not a cursor returned by this "
+                                               "connection."),
 ])
 async def test_bad_pagination_arguments_are_explained(gql, arguments, message):
     body = await gql(f"{{ viewer {{ transactions({arguments}) {{ edges {{ cursor }} }} }} }}",
                      token=new_user(), expect_errors=True)
     assert [e["message"] for e in body["errors"]] == [message]
     assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+async def test_ids_and_cursors_beyond_the_database_range_are_explained_not_masked(gql):
+    """Out-of-range numbers in global ids and cursors are no object, or a bad cursor; never
+    a query the driver cannot send (a masked error)."""
+    for number in (2**63, 2**64 + 1, 10**30):
+        for kind in ("Gift", "LiveSession", "User", "CoinPackage"):
+            body = await gql("query($id: ID!) { node(id: $id) { id } }",
+                             {"id": to_base64(kind, number)}, token=new_user())
+            assert body["data"] == {"node": None}
+    for cursor in (f"0/{2**63}", f"{2**40}/1"):
+        body = await gql("query($after: String) { gifts(after: $after) { edges { cursor } } }",
+                         {"after": to_base64("cursor", cursor)}, expect_errors=True)
+        assert [e["extensions"]["code"] for e in body["errors"]] == ["BAD_USER_INPUT"]
 
 
 async def test_anonymous_callers_read_public_data_only(gql, server):

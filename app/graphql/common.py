@@ -90,7 +90,7 @@ def cursor_id(after: str | None) -> int | None:
     value = cursor_value(after)
     if value is None:
         return None
-    if not value.isdigit():
+    if not value.isdigit() or not 0 < int(value) <= MAX_SAFE_INTEGER:
         raise bad_cursor()
     return int(value)
 

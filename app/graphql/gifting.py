@@ -18,6 +18,7 @@ from app.events import session_channel
 from app.graphql import broadcast
 from app.graphql.brands import Brand
 from app.graphql.common import (
+    MAX_SAFE_INTEGER,
     Long,
     UserError,
     bad_cursor,
@@ -442,6 +443,8 @@ class GiftingQuery:
                 order, gift_id = (int(part) for part in position.split("/"))
             except ValueError:
                 raise bad_cursor() from None
+            if not (-2**31 <= order < 2**31 and 0 < gift_id <= MAX_SAFE_INTEGER):
+                raise bad_cursor()  # out of the columns' range: not one of ours
         async with context.runtime.reads() as session:
             rows = await catalogue.list_gifts(
                 session, category=category, limit=limit + 1,

@@ -11,7 +11,7 @@ from strawberry import relay
 from strawberry.types import Info
 
 from app import models
-from app.graphql.common import Long
+from app.graphql.common import MAX_SAFE_INTEGER, Long
 from app.graphql.context import Context
 from app.services import wallets
 
@@ -175,12 +175,14 @@ class Wallet:
 async def _rows_by_id(info: Info, model: Any, node_ids: Iterable[str]) -> list[Any]:
     """Rows of ``model`` by id (None where there is none), batched: every lookup of
     the same model in one request tick becomes one query (no N+1 in lists)."""
-    ids = []
+    ids: list[int | None] = []
     for node_id in node_ids:
         try:
-            ids.append(int(node_id))
+            number = int(node_id)
         except ValueError:
-            ids.append(None)
+            number = None
+        # Outside the ids the database gives: no such object (never a query that overflows).
+        ids.append(number if number is not None and 0 < number <= MAX_SAFE_INTEGER else None)
     loader = ctx(info).rows_loader(model)
     found = await loader.load_many([i for i in ids if i is not None])
     rows = iter(found)

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from sqlalchemy import case, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import insert_rows
 from app.errors import BusinessRefusal, ErrorCode
 from app.ledger import journal
 from app.ledger.accounts import AccountRef, lock_accounts
@@ -111,7 +112,7 @@ async def post_transactions(session: AsyncSession, postings: Sequence[Posting], 
                                     [(leg.account.id, leg.account.currency, leg.amount)
                                      for leg in p.legs]))
          for p in postings])).all())
-    await session.execute(insert(Entry.__table__), [
+    await insert_rows(session, Entry.__table__, [
         dict(transaction_id=transaction_id, account_id=leg.account.id,
              currency=leg.account.currency, amount=leg.amount)
         for transaction_id, posting in zip(ids, postings, strict=True) for leg in posting.legs

@@ -26,7 +26,7 @@ from app.http_routes import ROUTES
 from app.overlay import OVERLAY_ROUTES
 from app.ratelimit import Counters, RateLimit
 from app.runtime import Runtime
-from app.settings import Settings
+from app.settings import Environment, Settings
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Litestar:
@@ -76,6 +76,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         request_max_body_size=settings.max_request_bytes,
         exception_handlers={UnicodeDecodeError: _not_utf8},
         plugins=observability.tracing_plugins(settings, runtime.engine),
+        # The REST routes' OpenAPI pages (/schema) are for development.
+        **({} if settings.environment is Environment.DEVELOPMENT else {"openapi_config": None}),
         after_exception=[observability.log_unhandled_error],
         logging_config=None,  # logging is configured once, by app.observability.logging_config
     )

@@ -60,6 +60,8 @@ def mint_token(settings: Settings, name: str, roles: list[Role],
         "iat": now,
         "exp": now + (ttl_seconds or settings.token_ttl_seconds),
     }
+    if settings.jwt_issuer:
+        claims["iss"] = settings.jwt_issuer
     if brand is not None:
         claims["brand"] = brand
     if birthdate is not None:
@@ -71,18 +73,22 @@ def verify_token(settings: Settings, token: str) -> Principal:
     """The principal a token names; :class:`AuthError` if it is not valid now.
 
     A client sends the same token with every request: the signature and claims of a
-    token are checked once (per secret and audience) and only its expiry again after."""
-    principal, expires = _verified(settings.jwt_secret, settings.jwt_audience, token)
+    token are checked once (per secret, audience and issuer) and only its expiry again
+    after."""
+    principal, expires = _verified(settings.jwt_secret, settings.jwt_audience,
+                                   settings.jwt_issuer, token)
     if expires <= time.time():  # as PyJWT decides it
         raise AuthError("Invalid bearer token: Signature has expired.")
     return principal
 
 
 @functools.lru_cache(maxsize=8192)  # a failure raises, so only valid tokens are kept
-def _verified(secret: str, audience: str, token: str) -> tuple[Principal, int]:
+def _verified(secret: str, audience: str, issuer: str | None, token: str
+              ) -> tuple[Principal, int]:
+    required = ["sub", "exp", "aud", *(["iss"] if issuer else [])]
     try:
         claims = jwt.decode(token, secret, algorithms=["HS256"], audience=audience,
-                            options={"require": ["sub", "exp", "aud"]})
+                            issuer=issuer or None, options={"require": required})
     except jwt.PyJWTError as exc:
         raise AuthError(f"Invalid bearer token: {exc}.") from exc
     name, roles = claims.get("sub"), claims.get("roles", [])

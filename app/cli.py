@@ -105,9 +105,14 @@ def serve(host: str, port: int, workers: int, migrate: bool) -> None:
             click.echo(f"GraphiQL: http://{host}:{port}/graphql  "
                        "(token: livegifts token --user demo-viewer --role viewer)")
         # Access lines come from app.observability, with the request id and duration.
+        # Forwarded headers are believed from the configured proxies only: from anyone
+        # else (loopback included, uvicorn's default) they would let a client choose the
+        # address its rate limit counts.
+        proxies = settings.trusted_proxies.strip()
         uvicorn.run("app.asgi:create_app_from_environment", factory=True, host=host, port=port,
                     workers=workers, log_config=log_config, log_level=settings.log_level.lower(),
-                    access_log=False, ws_per_message_deflate=settings.websocket_compression)
+                    access_log=False, ws_per_message_deflate=settings.websocket_compression,
+                    proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None)
     finally:
         if metrics_directory:
             shutil.rmtree(metrics_directory, ignore_errors=True)

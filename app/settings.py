@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     redis_prefix: str = Field(default="livegifts", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     jwt_secret: str = DEVELOPMENT_SECRET
     jwt_audience: str = "livegifts"
+    # When set, tokens must carry this "iss" (the identity provider's); unset, it is not read.
+    jwt_issuer: str | None = None
     token_ttl_seconds: int = 7 * 24 * 3600
     sandbox_secret: str = DEVELOPMENT_SECRET
     seed_demo_data: bool = True
@@ -85,6 +87,9 @@ class Settings(BaseSettings):
     public_max_age_seconds: int = Field(default=5, ge=0)
     # Only documents an operator added with ``livegifts documents add`` are executed.
     trusted_documents_only: bool = False
+    # Addresses of the reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are
+    # believed (comma-separated IPs or networks, "*" for any); none by default.
+    trusted_proxies: str = ""
     rate_limit_per_user: int = 600  # requests a minute
     rate_limit_per_ip: int = 1200
     # Observability (app/observability.py): logs, readiness and OpenTelemetry tracing.

@@ -169,3 +169,44 @@ async def test_mutations_are_refused_over_websocket(production):
             message["payload"]["errors"]
         assert errors[0]["message"] == ("Over WebSocket only subscriptions are served; send "
                                         "queries and mutations over HTTP.")
+
+
+async def test_production_serves_no_openapi_pages(production):
+    async with httpx.AsyncClient() as http:
+        base = production.url.removesuffix("/graphql")
+        for path in ("/schema", "/schema/openapi.json"):
+            assert (await http.get(base + path)).status_code == 404
+
+
+@pytest.mark.parametrize("trusted", ["", "127.0.0.1"])
+async def test_forwarded_addresses_count_only_from_trusted_proxies(request, tmp_path, trusted):
+    """From an untrusted address X-Forwarded-For is ignored: a client cannot spread its
+    requests over made-up addresses. From a trusted proxy, the forwarded address counts."""
+    url = fresh_database("sqlite", request, tmp_path)
+    server = ServerProcess(url, LIVEGIFTS_RATE_LIMIT_PER_IP="3",
+                           LIVEGIFTS_TRUSTED_PROXIES=trusted)
+    server.start()
+    try:
+        async with httpx.AsyncClient() as http:
+            statuses = [(await http.post(server.url, json={"query": "{ rateCard { version } }"},
+                                         headers={"x-forwarded-for": f"10.0.0.{n}"})
+                         ).status_code for n in range(5)]
+        assert statuses == ([200] * 5 if trusted else [200, 200, 200, 429, 429])
+    finally:
+        server.stop()
+
+
+def test_a_configured_issuer_is_required_of_every_token():
+    from app.auth import AuthError, mint_token, verify_token
+    from app.settings import Settings
+
+    ours = Settings(jwt_secret="s" * 40, jwt_issuer="https://id.example.com")
+    theirs = ours.model_copy(update={"jwt_issuer": "https://elsewhere.example.com"})
+    unsigned = ours.model_copy(update={"jwt_issuer": None})
+    assert verify_token(ours, mint_token(ours, "issued", [])).name == "issued"
+    with pytest.raises(AuthError, match=r"^Invalid bearer token: Invalid issuer\.$"):
+        verify_token(ours, mint_token(theirs, "issued", []))
+    with pytest.raises(AuthError, match='^Invalid bearer token: Token is missing the "iss" '
+                                        r'claim\.$'):
+        verify_token(ours, mint_token(unsigned, "issued", []))
+    assert verify_token(unsigned, mint_token(ours, "issued", [])).name == "issued"

@@ -77,7 +77,7 @@ class GraphQLEdge:
             request, body = await self._read(scope, receive, headers)
         except BadRequest as bad:
             await _respond(send, Answer(400, [], msgspec.json.encode(
-                {"errors": [{"message": str(bad)}]})))
+                {"errors": [{"message": str(bad), "extensions": {"code": "BAD_REQUEST"}}]})))
             return
         if body is not None:
             receive = _replay(body, receive)

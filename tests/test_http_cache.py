@@ -87,11 +87,13 @@ async def test_a_body_that_is_no_graphql_request_is_a_400_and_changes_nothing(
     before = await snapshot(server.database_url)
     answer = await http.post(server.url, content=body, headers={
         "content-type": "application/json", "authorization": f"Bearer {token('body-viewer')}"})
-    assert (answer.status_code, answer.json()) == (400, {"errors": [{"message": message}]})
+    assert (answer.status_code, answer.json()) == (
+        400, {"errors": [{"message": message, "extensions": {"code": "BAD_REQUEST"}}]})
     deep = '{"a": ' + "[" * 3000 + "]" * 3000 + "}"
     answer = await http.get(server.url, params={"query": "{ __typename }", "variables": deep})
-    assert (answer.status_code, answer.json()) == (
-        400, {"errors": [{"message": "The variables parameter is nested too deep."}]})
+    assert (answer.status_code, answer.json()) == (400, {"errors": [{
+        "message": "The variables parameter is nested too deep.",
+        "extensions": {"code": "BAD_REQUEST"}}]})
     assert await snapshot(server.database_url) == before
 
 

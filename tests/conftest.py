@@ -21,11 +21,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from app.migrate import upgrade
 from app.models import metadata
 from app.runtime import Runtime
-from tests.support import GraphQLClient, ServerProcess, settings_for
+from tests.support import REQUIRE_POSTGRES, GraphQLClient, ServerProcess, settings_for
 
 POSTGRES_URL = os.environ.get("LIVEGIFTS_TEST_POSTGRES_URL",
                               "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
-REQUIRE_POSTGRES = bool(os.environ.get("CI") or os.environ.get("LIVEGIFTS_REQUIRE_POSTGRES"))
 BACKENDS = ["sqlite", "postgresql"]
 
 _postgres_problem: list[str] = []  # filled once: why PostgreSQL is unusable, if it is

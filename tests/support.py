@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,6 +25,8 @@ from app.models import Account, metadata
 from app.sandbox import SandboxPaymentProvider
 from app.settings import Settings
 
+# Under CI every external component must be there: a missing one fails instead of skipping.
+REQUIRE_POSTGRES = bool(os.environ.get("CI") or os.environ.get("LIVEGIFTS_REQUIRE_POSTGRES"))
 JWT_SECRET = "test-jwt-secret-0123456789abcdef0123456789"
 SANDBOX_SECRET = "test-sandbox-secret-0123456789abcdef01234"
 
@@ -46,6 +50,23 @@ def token(name: str, *roles: str, ttl: int | None = None, secret: str = JWT_SECR
 
 def sandbox() -> SandboxPaymentProvider:
     return SandboxPaymentProvider(SANDBOX_SECRET)
+
+
+def node_with_packages(directory: Path, package: str, purpose: str) -> Path:
+    """Node's path, with the npm packages pinned in ``directory`` installed (``package``
+    is one of them, to tell whether they are). Without Node the test is skipped, except
+    under CI (``CI`` or ``LIVEGIFTS_REQUIRE_POSTGRES``) where it fails."""
+    import pytest
+
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        if REQUIRE_POSTGRES:
+            pytest.fail(f"node and npm are needed for {purpose}", pytrace=False)
+        pytest.skip(f"node and npm are not installed: {purpose} was skipped")
+    if not (directory / "node_modules" / package).exists():
+        subprocess.run([npm, "install", "--no-audit", "--no-fund", "--no-package-lock"],
+                       cwd=directory, check=True, capture_output=True, timeout=300)
+    return Path(node)
 
 
 def _free_port() -> int:

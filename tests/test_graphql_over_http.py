@@ -7,30 +7,20 @@ Node the test is skipped, except under CI where it fails.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REQUIRE_POSTGRES, fresh_database
-from tests.support import ServerProcess
+from tests.conftest import fresh_database
+from tests.support import ServerProcess, node_with_packages
 
 AUDIT = Path(__file__).parent / "graphql_http"
 
 
 @pytest.fixture(scope="module")
 def node_audit() -> Path:
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if not node or not npm:
-        if REQUIRE_POSTGRES:  # CI runs every external check
-            pytest.fail("node and npm are needed for the graphql-http audit", pytrace=False)
-        pytest.skip("node and npm are not installed: the graphql-http audit was skipped")
-    if not (AUDIT / "node_modules" / "graphql-http").exists():
-        subprocess.run([npm, "install", "--no-audit", "--no-fund", "--no-package-lock"],
-                       cwd=AUDIT, check=True,
-                       capture_output=True, timeout=300)
-    return Path(node)
+    return node_with_packages(AUDIT, "graphql-http", "the graphql-http audit")
 
 
 def test_graphql_over_http_audit(node_audit, request, tmp_path):

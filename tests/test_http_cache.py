@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -19,8 +18,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.public_data import PublicData
-from tests.conftest import REQUIRE_POSTGRES, fresh_database
-from tests.support import ServerProcess, execute_sql, snapshot, token
+from tests.conftest import fresh_database
+from tests.support import ServerProcess, execute_sql, node_with_packages, snapshot, token
 
 CATALOGUE = "{ gifts(first: 20) { edges { node { id sku name coinPrice } } } }"
 ADMIN = token("cache-admin", "admin")
@@ -188,16 +187,8 @@ async def test_persisted_queries_by_hash_over_post_and_get(http, server):
 
 @pytest.fixture(scope="module")
 def apollo_client() -> Path:
-    """Apollo Client, installed with npm (pinned in tests/apollo_client); node's path."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if not node or not npm:
-        if REQUIRE_POSTGRES:  # CI runs every external check
-            pytest.fail("node and npm are needed for the Apollo Client test", pytrace=False)
-        pytest.skip("node and npm are not installed: the Apollo Client test was skipped")
-    if not (APOLLO / "node_modules" / "@apollo" / "client").exists():
-        subprocess.run([npm, "install", "--no-audit", "--no-fund", "--no-package-lock"],
-                       cwd=APOLLO, check=True, capture_output=True, timeout=300)
-    return Path(node)
+    """Node, with Apollo Client installed (pinned in tests/apollo_client)."""
+    return node_with_packages(APOLLO, "@apollo/client", "the Apollo Client test")
 
 
 def test_apollo_client_sends_hashes_and_registers_a_document_once(apollo_client, server):

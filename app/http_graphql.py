@@ -35,6 +35,9 @@ from app.settings import Settings
 PUBLIC_FIELDS = frozenset({"gifts", "coinPackages", "rateCard", "rateCards", "brands",
                            "__typename", "__schema", "__type"})
 KEPT_BODY_BYTES = 256 * 1024  # larger public answers are not kept
+# No text the API stores may hold NUL (PostgreSQL cannot store it, SQLite would): refused
+# here, for every field at once, before anything runs.
+NUL_REFUSED = "Text may not contain the NUL character (\\u0000)."
 
 
 class BadRequest(Exception):
@@ -166,6 +169,8 @@ class GraphQLEdge:
                 return None, None  # GraphQL explains
             except RecursionError:
                 raise BadRequest(f"The {name} parameter is nested too deep.") from None
+            if _holds_nul(params):
+                raise BadRequest(NUL_REFUSED)
             return params, None
         length = headers.get("content-length", "")
         if not headers.get("content-type", "").startswith("application/json") or \
@@ -184,6 +189,8 @@ class GraphQLEdge:
         if not isinstance(request, dict | list):
             raise BadRequest("The request body must be a JSON object: "
                              '{"query": "...", "variables": {...}}.')
+        if b"\\u0000" in body and _holds_nul(request):
+            raise BadRequest(NUL_REFUSED)
         return (request if isinstance(request, dict) else None), bytes(body)
 
 
@@ -193,6 +200,22 @@ def _well_formed(request: dict[str, Any]) -> bool:
         isinstance(request.get("operationName"), str | None) and \
         isinstance(request.get("variables"), dict | None) and \
         isinstance(request.get("extensions"), dict | None)
+
+
+def _holds_nul(request: dict[str, Any] | list[Any]) -> bool:
+    """Whether a request holds NUL: in any string, or as an escape in its document."""
+    document = request.get("query") if isinstance(request, dict) else None
+    return (isinstance(document, str) and "\\u0000" in document) or _any_nul(request)
+
+
+def _any_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_any_nul(key) or _any_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_any_nul(item) for item in value)
+    return False
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

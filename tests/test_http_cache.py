@@ -96,6 +96,29 @@ async def test_a_body_that_is_no_graphql_request_is_a_400_and_changes_nothing(
     assert await snapshot(server.database_url) == before
 
 
+async def test_text_with_a_nul_character_is_refused_before_anything_runs(http, server):
+    """NUL cannot be stored by PostgreSQL (and would be by SQLite): refused alike, whether
+    it comes in a variable, as an escape in the document, or in a GET parameter."""
+    before = await snapshot(server.database_url)
+    creator = {"authorization": f"Bearer {token('nul-creator', 'creator')}"}
+    start = "mutation($title: String!) { startLiveSession(input: {title: $title}) { " \
+            "userErrors { code } } }"
+    refusals = [
+        await http.post(server.url, json={"query": start, "variables": {"title": "a\x00b"}},
+                        headers=creator),
+        await http.post(server.url, headers=creator, json={
+            "query": 'mutation { startLiveSession(input: {title: "a\\u0000b"}) '
+                     "{ userErrors { code } } }"}),
+        await http.get(server.url, params={"query": "{ gifts(category: \"a\x00\") "
+                                                    "{ edges { cursor } } }"}),
+    ]
+    for answer in refusals:
+        assert (answer.status_code, answer.json()) == (400, {"errors": [{
+            "message": "Text may not contain the NUL character (\\u0000).",
+            "extensions": {"code": "BAD_REQUEST"}}]})
+    assert await snapshot(server.database_url) == before
+
+
 async def test_a_kept_answer_is_given_without_running_graphql(http, server):
     await price_of(http, server, "rose")  # the server may know it already: make sure
     before = answered_from(server)

@@ -124,7 +124,7 @@ async def add_to_counters(session: AsyncSession, table: Any, keys: tuple[str, ..
     columns = tuple(sorted(rows[0]))
     if dialect == "postgresql":
         await session.execute(_counter_upsert_from_arrays(table, keys, columns),
-                              {name: [row[name] for row in rows] for name in columns})
+                              _by_column(rows, columns))
         return
     await session.execute(_counter_upsert(dialect, table, keys, columns), rows)
 
@@ -133,10 +133,14 @@ async def insert_rows(session: AsyncSession, table: Any, rows: list[dict[str, An
     """Insert rows (all with the same columns) in one statement, without RETURNING."""
     if session.get_bind().dialect.name == "postgresql":
         columns = tuple(sorted(rows[0]))
-        await session.execute(_insert_from_arrays(table, columns),
-                              {name: [row[name] for row in rows] for name in columns})
+        await session.execute(_insert_from_arrays(table, columns), _by_column(rows, columns))
         return
     await session.execute(insert(table), rows)
+
+
+def _by_column(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> dict[str, list[Any]]:
+    """The rows as one list a column: the arrays ``_arrays`` unnests."""
+    return {name: [row[name] for row in rows] for name in columns}
 
 
 def _arrays(table: Any, columns: tuple[str, ...]) -> str:

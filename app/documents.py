@@ -147,13 +147,10 @@ def read_manifest(text: str, filename: str) -> list[Manifested]:
 
 async def add_trusted(sessions: SessionFactory, documents: list[Manifested]) -> int:
     """Trust ``documents``; how many were new."""
+    distinct = {d.sha256: d for d in documents}.values()
     async with sessions() as session, session.begin():
-        known = set((await session.scalars(select(TrustedDocument.sha256).where(
-            TrustedDocument.sha256.in_([d.sha256 for d in documents])))).all())
-        new = [d for d in {d.sha256: d for d in documents}.values() if d.sha256 not in known]
-        if new:
-            await session.execute(insert_ignoring_conflict(
-                session, TrustedDocument.__table__,
-                [{"sha256": d.sha256, "name": d.name[:200], "document": d.document}
-                 for d in new], ["sha256"]))
-    return len(new)
+        added = (await session.scalars(insert_ignoring_conflict(
+            session, TrustedDocument.__table__,
+            [{"sha256": d.sha256, "name": d.name[:200], "document": d.document}
+             for d in distinct], ["sha256"]).returning(TrustedDocument.sha256))).all()
+    return len(added)

@@ -72,9 +72,8 @@ class PublicData:
         """The current (version, next scheduled change), or None while it cannot be known."""
         if self._listening and not self._connected:
             return None
-        snapshot = self._snapshot
-        if snapshot is None or not self._listening or self._read != self._told or \
-                (snapshot.next_change is not None and self.clock() >= snapshot.next_change):
+        snapshot = self._fresh()
+        if snapshot is None:
             try:
                 snapshot = await self._refresh()
             except Exception as error:  # the database will say what is wrong to the request
@@ -82,20 +81,25 @@ class PublicData:
                 return None
         return (snapshot.version, snapshot.next_change)
 
+    def _fresh(self) -> Snapshot | None:
+        """The snapshot, if nothing since it was read can have changed the answers: on
+        PostgreSQL no notification came, and its next scheduled change has not come."""
+        snapshot = self._snapshot
+        if snapshot is None or not self._listening or self._read != self._told or \
+                not _before(self.clock(), snapshot):
+            return None
+        return snapshot
+
     async def _refresh(self) -> Snapshot:
         async with self._reading:
-            told = self._told
-            if self._snapshot is not None and self._listening and self._read == told and (
-                    self._snapshot.next_change is None or
-                    self.clock() < self._snapshot.next_change):
-                return self._snapshot  # another request read it meanwhile
-            now = self.clock()
+            if (fresh := self._fresh()) is not None:
+                return fresh  # another request read it meanwhile
+            told, now = self._told, self.clock()
             async with self.engine.connect() as connection:
                 version = await connection.scalar(select(PublicDataVersion.version))
-                if self._snapshot is not None and self._snapshot.version == version and (
-                        self._snapshot.next_change is None or now < self._snapshot.next_change):
-                    snapshot = self._snapshot
-                else:
+                snapshot = self._snapshot
+                if snapshot is None or snapshot.version != version or \
+                        not _before(now, snapshot):
                     snapshot = Snapshot(version or 0, await _next_change(connection, now))
             self._snapshot, self._read = snapshot, told
             return snapshot
@@ -127,6 +131,10 @@ class PublicData:
             except Exception:
                 logger.exception("listening for public data changes failed; retrying")
             await asyncio.sleep(RECONNECT_SECONDS)
+
+
+def _before(now: datetime, snapshot: Snapshot) -> bool:
+    return snapshot.next_change is None or now < snapshot.next_change
 
 
 async def _next_change(connection: Any, now: datetime) -> datetime | None:

@@ -49,18 +49,22 @@ class DomainError(Exception):
 
     recorded: ClassVar[bool] = False
 
-    def __init__(self, code: ErrorCode, message: str, field: str | None = None) -> None:
+    def __init__(self, code: ErrorCode, message: str, field: str | None = None, *,
+                 retry_after: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.field = field
+        self.retry_after = retry_after  # seconds after which the same request may succeed
 
     def as_dict(self) -> dict[str, Any]:
-        return {"code": self.code.value, "message": self.message, "field": self.field}
+        kept = {"code": self.code.value, "message": self.message, "field": self.field}
+        return kept if self.retry_after is None else {**kept, "retry_after": self.retry_after}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DomainError:
-        return cls(ErrorCode(data["code"]), data["message"], data.get("field"))
+        return cls(ErrorCode(data["code"]), data["message"], data.get("field"),
+                   retry_after=data.get("retry_after"))
 
 
 class BusinessRefusal(DomainError):

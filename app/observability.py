@@ -54,6 +54,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -139,6 +140,12 @@ PUBLIC_ANSWERS = Counter("livegifts_public_answers", "Anonymous public queries a
                          "source: cache (GraphQL did not run) or graphql.", ["source"])
 PLUGIN_FAILURES = Counter("livegifts_plugin_failures", "Plugin calls that raised, timed out or "
                           "answered nonsense.", ["plugin", "hook"])
+PLUGIN_REFUSALS = Counter("livegifts_plugin_refusals", "Plugin calls not made: the plugin's "
+                          "breaker was open or its threads and queue were full.",
+                          ["plugin", "hook", "why"])
+PLUGIN_BREAKER_OPEN = Gauge("livegifts_plugin_breaker_open", "1 while the plugin's circuit "
+                            "breaker is open or probing in any server process.", ["plugin"],
+                            multiprocess_mode="max")
 UNMATCHED_ROUTE = "unmatched"  # the route label of requests no route answers (a 404)
 # Clients choose the method: any other is labelled OTHER, so they cannot add time series.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

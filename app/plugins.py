@@ -5,24 +5,37 @@ default plugins, then every entry point of the group ``livegifts`` that the
 settings allow. A plugin that fails to import, to register (including a
 misspelled hook) or to declare its brands and gifts is reported and skipped, or
 stops the start when ``LIVEGIFTS_PLUGINS_STRICT`` is on.
+
+Each plugin is called behind its own bulkhead: its own threads
+(``LIVEGIFTS_PLUGIN_THREADS``), a bounded number of calls waiting for them
+(``LIVEGIFTS_PLUGIN_MAX_WAITING``), and a circuit breaker that refuses its calls at
+once after ``LIVEGIFTS_PLUGIN_BREAKER_FAILURES`` failures in a row, until a probe
+call succeeds after ``LIVEGIFTS_PLUGIN_BREAKER_COOLDOWN_SECONDS``. A call past the
+time limit frees its caller at the limit; a hung call keeps only its own plugin's
+thread, and counts only against its own plugin.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import importlib.metadata
 import logging
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
 
 from app import hookspecs
-from app.observability import PLUGIN_FAILURES
+from app.observability import PLUGIN_BREAKER_OPEN, PLUGIN_FAILURES, PLUGIN_REFUSALS
 from app.payments import PaymentProvider, PayoutProvider
 from app.services.catalogue import SKU as GIFT_SKU
 from app.settings import Settings
@@ -41,11 +54,109 @@ class PluginStartupError(RuntimeError):
 
 
 class PluginCallFailed(Exception):
-    """A plugin raised or ran out of time; it has been logged and counted."""
+    """A plugin raised, ran out of time or was not asked; ``retry_after`` (seconds) says
+    when asking again may succeed, if the host knows."""
 
-    def __init__(self, plugin: str, reason: str) -> None:
+    def __init__(self, plugin: str, reason: str, retry_after: int | None = None) -> None:
         super().__init__(f"plugin {plugin!r} {reason}")
-        self.plugin, self.reason = plugin, reason
+        self.plugin, self.reason, self.retry_after = plugin, reason, retry_after
+
+
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
+
+
+@dataclass
+class Breaker:
+    """A plugin's circuit breaker: ``threshold`` failures in a row open it; while open,
+    calls are refused at once; after ``cooldown`` seconds one call (the probe) is let
+    through, and its outcome closes or reopens the breaker."""
+
+    threshold: int
+    cooldown: float
+    failures_in_a_row: int = 0
+    opened_at: float | None = None
+    probing: bool = False
+
+    def state(self, now: float) -> str:
+        if self.opened_at is None:
+            return CLOSED
+        return OPEN if self.probing or now < self.opened_at + self.cooldown else HALF_OPEN
+
+    def wait(self, now: float) -> int | None:
+        """While open, the seconds until a call may be let through; else None."""
+        if self.state(now) != OPEN:
+            return None
+        assert self.opened_at is not None
+        return max(1, math.ceil(self.opened_at + self.cooldown - now))
+
+    def admit(self, now: float) -> None:
+        """A call goes ahead: when half-open, it is the probe."""
+        if self.state(now) == HALF_OPEN:
+            self.probing = True
+
+    def succeeded(self) -> None:
+        self.failures_in_a_row, self.opened_at, self.probing = 0, None, False
+
+    def failed(self, now: float) -> None:
+        self.failures_in_a_row += 1
+        if self.probing or self.failures_in_a_row >= self.threshold:
+            self.opened_at, self.probing = now, False
+
+
+class Threads:
+    """A plugin's own worker threads. Daemon threads, unlike ``ThreadPoolExecutor``'s: a
+    call that never returns does not keep the server from stopping."""
+
+    def __init__(self, count: int, name: str) -> None:
+        self._work: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = \
+            queue.SimpleQueue()
+        self._count = count
+        for number in range(count):
+            threading.Thread(target=self._run, name=f"{name}-{number}", daemon=True).start()
+
+    def submit(self, call: Callable[[], Any]) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._work.put((future, call))
+        return future
+
+    def _run(self) -> None:
+        while (item := self._work.get()) is not None:
+            future, call = item
+            if not future.set_running_or_notify_cancel():
+                continue  # its caller gave up while it waited
+            try:
+                future.set_result(call())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    def close(self) -> None:
+        """Drop the calls still waiting; each thread ends after its current call."""
+        with contextlib.suppress(queue.Empty):
+            while True:
+                item = self._work.get_nowait()
+                if item is not None:
+                    item[0].cancel()
+        for _ in range(self._count):
+            self._work.put(None)
+
+
+@dataclass
+class Bulkhead:
+    """What one plugin's calls may use: its own threads, the calls in them or waiting
+    for them (including calls whose callers gave up), and its breaker."""
+
+    threads: Threads
+    capacity: int  # threads plus calls allowed to wait for one
+    breaker: Breaker
+    in_flight: set[Future[Any]] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class Sponsor:
+    """The plugin that owns a sponsored gift, and the gift's name."""
+
+    plugin: str
+    name: str
 
 
 @dataclass
@@ -58,6 +169,9 @@ class PluginRecord:
     brands: list[str] = field(default_factory=list)
     error: str | None = None
     failures: int = 0
+    timeouts: int = 0  # of the failures, calls that did not answer in time
+    breaker: str = CLOSED
+    last_failure: str | None = None
 
 
 def _installed_entry_points() -> list[importlib.metadata.EntryPoint]:
@@ -67,14 +181,18 @@ def _installed_entry_points() -> list[importlib.metadata.EntryPoint]:
 class PluginHost:
     def __init__(self, settings: Settings,
                  entry_points: Iterable[importlib.metadata.EntryPoint] | None = None,
-                 extra_plugins: Iterable[tuple[str, object]] = ()) -> None:
+                 extra_plugins: Iterable[tuple[str, object]] = (),
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
+        self.clock = clock  # what breakers' cool-downs are measured on
         self.manager = pluggy.PluginManager(hookspecs.PROJECT)
         self.manager.add_hookspecs(hookspecs)
         self.records: dict[str, PluginRecord] = {}
         self.brands: dict[str, tuple[str, Brand]] = {}  # slug -> (plugin, brand)
         self.gifts: dict[str, tuple[str, SponsoredGift]] = {}  # sku -> (plugin, gift)
-        self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="plugin")
+        self._bulkheads: dict[str, Bulkhead] = {}
+        # Gift id -> its owner, once the catalogue is synced (Runtime.sync_catalogue).
+        self.sponsored: dict[int, Sponsor] = {}
         for module_name in DEFAULT_PLUGINS:
             module = importlib.import_module(module_name)
             self.manager.register(module, name=module_name)
@@ -171,40 +289,108 @@ class PluginHost:
         return record is not None and record.status == ACTIVE
 
     async def call_owner(self, plugin: str, hook: str, **kwargs: Any) -> Any:
-        """Call ``hook`` on one plugin only, in a worker thread, within the time limit.
+        """Call ``hook`` on one plugin only, behind its bulkhead, within the time limit.
 
         Returns the plugin's answer (``None`` if it does not implement the hook); raises
-        :class:`PluginCallFailed` when it raises or runs out of time.
+        :class:`PluginCallFailed` when it raises or runs out of time, and at once, without
+        calling it, while its breaker is open or its threads and queue are full.
         """
         impls = [impl for impl in getattr(self.manager.hook, hook).get_hookimpls()
                  if impl.plugin_name == plugin]
         if not impls:
             return None
-        impl = impls[0]
+        impl, bulkhead, now = impls[0], self._bulkhead(plugin), self.clock()
+        wait = bulkhead.breaker.wait(now)
+        if wait is not None:
+            self._refuse(plugin, hook, "breaker open")
+            raise PluginCallFailed(plugin, f"{hook} was not asked: paused after "
+                                   f"{bulkhead.breaker.failures_in_a_row} failures in a row",
+                                   retry_after=wait)
+        if len(bulkhead.in_flight) >= bulkhead.capacity:
+            self._refuse(plugin, hook, "busy")
+            raise PluginCallFailed(plugin, f"{hook} was not asked: all of its "
+                                   f"{bulkhead.capacity} places are taken", retry_after=1)
+        bulkhead.breaker.admit(now)
         _hook_called.set(hook)
         # In the plugin's thread too, log lines carry the id of the request being served.
         call = functools.partial(contextvars.copy_context().run, impl.function,
                                  **{a: kwargs[a] for a in impl.argnames})
+        running = bulkhead.threads.submit(call)
+        bulkhead.in_flight.add(running)
+        running.add_done_callback(bulkhead.in_flight.discard)
         timeout = self.settings.plugin_timeout_seconds
         try:
-            return await asyncio.wait_for(
-                asyncio.get_running_loop().run_in_executor(self._executor, call), timeout)
+            # On time-out the caller is freed; a call still waiting for a thread is dropped.
+            answer = await asyncio.wait_for(asyncio.wrap_future(running), timeout)
         except TimeoutError:
-            reason = f"{hook} did not answer within {timeout:g} s"
+            reason, timed_out = f"{hook} did not answer within {timeout:g} s", True
         except Exception as exc:
-            reason = f"{hook} raised {type(exc).__name__}: {exc}"
-        self.record_failure(plugin, reason, hook)
+            reason, timed_out = f"{hook} raised {type(exc).__name__}: {exc}", False
+        else:
+            bulkhead.breaker.succeeded()
+            self._show_breaker(plugin)
+            return answer
+        self.record_failure(plugin, reason, hook, timed_out=timed_out)
         raise PluginCallFailed(plugin, reason)
 
-    def record_failure(self, plugin: str, reason: str, hook: str | None = None) -> None:
-        """Log a plugin failure with the plugin's name and hook, and count it.
+    def _bulkhead(self, plugin: str) -> Bulkhead:
+        bulkhead = self._bulkheads.get(plugin)
+        if bulkhead is None:
+            threads = self.settings.plugin_threads
+            bulkhead = self._bulkheads[plugin] = Bulkhead(
+                Threads(threads, f"plugin-{plugin}"),
+                threads + self.settings.plugin_max_waiting,
+                Breaker(self.settings.plugin_breaker_failures,
+                        self.settings.plugin_breaker_cooldown_seconds))
+        return bulkhead
+
+    def sponsor_of(self, gift_id: int) -> Sponsor | None:
+        """The active plugin that owns the gift, if it is a sponsored gift of one."""
+        sponsor = self.sponsored.get(gift_id)
+        return sponsor if sponsor is not None and self.is_active(sponsor.plugin) else None
+
+    def paused(self, plugin: str) -> int | None:
+        """While the plugin's breaker is open, the seconds until it may be asked again."""
+        bulkhead = self._bulkheads.get(plugin)
+        wait = None if bulkhead is None else bulkhead.breaker.wait(self.clock())
+        if wait is not None:
+            self._refuse(plugin, "check_send", "breaker open")
+        return wait
+
+    def in_flight(self, plugin: str) -> int:
+        """The plugin's calls running or waiting for its threads (hung ones included)."""
+        bulkhead = self._bulkheads.get(plugin)
+        return 0 if bulkhead is None else len(bulkhead.in_flight)
+
+    def breaker_state(self, plugin: str) -> str:
+        bulkhead = self._bulkheads.get(plugin)
+        return CLOSED if bulkhead is None else bulkhead.breaker.state(self.clock())
+
+    def _show_breaker(self, plugin: str) -> None:
+        state = self.breaker_state(plugin)
+        record = self.records.get(plugin)
+        if record is not None:
+            record.breaker = state
+        PLUGIN_BREAKER_OPEN.labels(plugin).set(state != CLOSED)
+
+    def _refuse(self, plugin: str, hook: str, why: str) -> None:
+        PLUGIN_REFUSALS.labels(plugin, hook, why).inc()
+
+    def record_failure(self, plugin: str, reason: str, hook: str | None = None, *,
+                       timed_out: bool = False) -> None:
+        """Log a plugin failure with the plugin's name and hook, count it, and tell the
+        plugin's breaker.
 
         ``hook`` defaults to the hook this task last called on a plugin.
         """
         hook = hook or _hook_called.get() or "unknown"
+        self._bulkhead(plugin).breaker.failed(self.clock())
+        self._show_breaker(plugin)
         record = self.records.get(plugin)
         if record is not None:
             record.failures += 1
+            record.timeouts += timed_out
+            record.last_failure = f"{hook}: {reason}"
         PLUGIN_FAILURES.labels(plugin, hook).inc()
         logger.error("plugin %s failed: %s", plugin, reason,
                      extra={"plugin": plugin, "hook": hook, "reason": reason})
@@ -225,7 +411,8 @@ class PluginHost:
         return providers
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        for bulkhead in self._bulkheads.values():
+            bulkhead.threads.close()
 
 
 def _import_object(path: str) -> object:

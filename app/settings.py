@@ -58,7 +58,15 @@ class Settings(BaseSettings):
     plugin_modules: str = ""
     plugins_block: str = ""
     plugins_strict: bool = False
-    plugin_timeout_seconds: float = 1.0
+    # Each plugin's bulkhead: a call answers within the time limit or its caller is freed;
+    # its own threads, and calls allowed to wait for them (more are refused at once);
+    # after this many failures in a row its calls are refused at once for the cool-down,
+    # then one probe call decides.
+    plugin_timeout_seconds: float = Field(default=1.0, gt=0)
+    plugin_threads: int = Field(default=4, ge=1, le=256)
+    plugin_max_waiting: int = Field(default=64, ge=0)
+    plugin_breaker_failures: int = Field(default=5, ge=1)
+    plugin_breaker_cooldown_seconds: float = Field(default=30.0, gt=0)
     # Safeguards: the age to buy, send or receive gifts, and the platform's spending caps
     # (a viewer may set lower ones).
     minimum_age: int = 18

@@ -128,6 +128,12 @@ class Harness:
             settings=self.runtime.settings)
         return result.receipt
 
+    async def notified(self) -> None:
+        """Wait until ``gift_sent`` has been called for every send so far: plugins are
+        told after the sender is answered, so a test of a listener waits for this first."""
+        assert self.runtime is not None
+        await gifting.written(self.runtime.sessions)
+
     async def catalogue(self) -> dict[str, Gift]:
         assert self.runtime is not None
         async with self.runtime.sessions() as session:

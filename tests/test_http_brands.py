@@ -56,10 +56,13 @@ async def test_sponsored_gifts_are_in_the_catalogue_with_their_brand(gql):
 
 
 async def test_admins_see_the_plugins_and_their_health(gql):
-    body = await gql("{ plugins { name version status hooks gifts brands error failures } }",
-                     token=ADMIN)
+    body = await gql("{ plugins { name version status hooks gifts brands error failures "
+                     "timeouts breaker lastFailure } }", token=ADMIN)
     plugins = {p["name"]: p for p in body["data"]["plugins"]}
     assert plugins["tests.sample_plugins.acme:plugin"]["status"] == "active"
+    assert {k: plugins["tests.sample_plugins.acme:plugin"][k] for k in (
+        "failures", "timeouts", "breaker", "lastFailure")} == {
+        "failures": 0, "timeouts": 0, "breaker": "closed", "lastFailure": None}
     assert plugins["tests.sample_plugins.acme:plugin"]["gifts"] == ["acme-rocket"]
     assert plugins["tests.sample_plugins.broken_import"]["status"] == "failed"
     assert "No module named 'acme_sdk'" in plugins["tests.sample_plugins.broken_import"]["error"]

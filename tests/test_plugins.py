@@ -15,6 +15,7 @@ from app import hookimpl, hookspecs
 from app.errors import DomainError, ErrorCode
 from app.plugins import PluginHost, PluginStartupError
 from app.runtime import Runtime
+from app.services import gifting
 from app.services.brands import fund_budget
 from app.services.coins import purchase_coins, seed_default_packages
 from app.testing import go_live, new_viewer
@@ -28,9 +29,10 @@ HOOKS = sorted(name for name, fn in inspect.getmembers(hookspecs, inspect.isfunc
 
 
 @asynccontextmanager
-async def core_with(database_url: str, *plugins, **settings):
+async def core_with(database_url: str, *plugins, clock=None, **settings):
     config = settings_for(database_url).model_copy(update=settings)
-    runtime = Runtime.build(config, PluginHost(config, extra_plugins=plugins))
+    host = PluginHost(config, extra_plugins=plugins, **({"clock": clock} if clock else {}))
+    runtime = Runtime.build(config, host)
     await runtime.sync_catalogue()
     try:
         yield runtime
@@ -159,6 +161,7 @@ async def test_hook_gift_sent(database_url):
         receipt = await _send(runtime, stage, fan, "acme-rocket", 2, "once")
         await _send(runtime, stage, fan, "acme-rocket", 2, "once")  # a replay tells nobody
         await _send(runtime, stage, fan, "rose", 1, None)  # not a sponsored gift
+        await gifting.written(runtime.sessions)  # told after the sender is answered
         assert [(g.receipt_id, g.quantity, g.brand) for g in acme.sent] == \
             [(receipt.id, 2, "acme")]
 
@@ -168,6 +171,7 @@ async def test_a_failing_gift_sent_listener_does_not_undo_the_gift(database_url,
         stage, fan = await funded_stage(runtime)
         with caplog.at_level(logging.ERROR, logger="livegifts.plugins"):
             receipt = await _send(runtime, stage, fan, "acme-rocket", 1, None)
+            await gifting.written(runtime.sessions)
         assert receipt.id is not None
         assert "plugin acme failed: gift_sent raised RuntimeError" in caplog.text
         assert runtime.plugins.records["acme"].failures == 1

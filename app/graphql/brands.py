@@ -58,6 +58,13 @@ class PluginInfo:
     error: str | None
     failures: int = strawberry.field(description="Calls that raised, timed out or answered "
                                                  "nonsense since this server process started.")
+    timeouts: int = strawberry.field(description="Of the failures, calls that did not answer "
+                                                 "within the time limit.")
+    breaker: str = strawberry.field(description="closed (calls go through), open (its gifts "
+                                                "are refused at once) or half-open (one "
+                                                "probe call decides), in this server process.")
+    last_failure: str | None = strawberry.field(description="The hook and reason of its last "
+                                                            "failure.")
 
 
 @strawberry.type(description="Sends of a brand's gifts, summed.")
@@ -113,9 +120,12 @@ class BrandQuery:
     def plugins(self, info: Info) -> list[PluginInfo]:
         context = ctx(info)
         context.require(Role.ADMIN)
+        host = context.runtime.plugins
         return [PluginInfo(name=r.name, version=r.version, status=r.status, hooks=r.hooks,
-                           gifts=r.gifts, brands=r.brands, error=r.error, failures=r.failures)
-                for r in context.runtime.plugins.records.values()]
+                           gifts=r.gifts, brands=r.brands, error=r.error, failures=r.failures,
+                           timeouts=r.timeouts, breaker=host.breaker_state(r.name),
+                           last_failure=r.last_failure)
+                for r in host.records.values()]
 
     @strawberry.field(description="A brand's campaign report: sends, coins and subsidy spent, "
                                   "by creator and by day. A brand partner sees only its own "

@@ -41,10 +41,14 @@ class UserError:
     code: UserErrorCode
     field: str | None = strawberry.field(description="The input field at fault, if one is.")
     message: str
+    retry_after_seconds: int | None = strawberry.field(
+        default=None, description="When set, the same request may succeed if sent again "
+                                  "after this many seconds (the refusal is temporary).")
 
     @classmethod
     def of(cls, error: DomainError) -> UserError:
-        return cls(code=error.code, field=error.field, message=error.message)
+        return cls(code=error.code, field=error.field, message=error.message,
+                   retry_after_seconds=error.retry_after)
 
 
 def decode_id(value: strawberry.ID | str, type_name: str, field: str) -> int:

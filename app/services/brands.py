@@ -14,7 +14,7 @@ from app.ledger import AccountRef, Currency, Leg, post_transaction, run_idempote
 from app.ledger.accounts import open_account
 from app.ledger.idempotency import check_key
 from app.models import Account, Brand, Gift, GiftSend, User
-from app.plugins import PluginHost
+from app.plugins import PluginHost, Sponsor
 
 MAX_FUNDING = 1_000_000_000
 
@@ -52,12 +52,14 @@ async def sync_sponsored_catalogue(session: AsyncSession, host: PluginHost) -> N
                       sort_order=gift.sort_order, brand_id=brand_ids[gift.brand], plugin=plugin)
         await session.execute(insert_ignoring_conflict(session, Gift, {"sku": sku, **values},
                                                        ["sku"]))
-        owner = await session.scalar(select(Gift.plugin).where(Gift.sku == sku))
+        gift_id, owner = (await session.execute(
+            select(Gift.id, Gift.plugin).where(Gift.sku == sku))).one()
         if owner != plugin:  # a core gift or another plugin's: never taken over
             record = host.records[plugin]
             record.error = f"gift sku {sku!r} already belongs to {owner or 'the core catalogue'}"
             continue
         await session.execute(update(Gift).where(Gift.sku == sku).values(**values))
+        host.sponsored[gift_id] = Sponsor(plugin, gift.name)
 
 
 async def brand_by_slug(session: AsyncSession, slug: str) -> Brand:

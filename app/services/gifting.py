@@ -17,6 +17,12 @@ send is refused alone (a business refusal keeps its idempotency key refused) and
 of its batch goes through; a batch that fails for another reason is written again one send
 at a time. Events are published only after the batch commits (all of a batch's in one
 publish: one round trip to Redis), and never for a replay.
+
+The writer never waits for a plugin. A sponsored send the batch finds without its
+plugin's answers to exactly the questions the locked rows raise is handed back to its
+caller, which asks the plugin (behind the plugin's bulkhead, holding no lock) and sends
+again; the plugin's ``gift_sent`` is told after the sender is answered, in order, one
+plugin at a time.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Union
@@ -55,7 +61,6 @@ from app.models import (
     GiftCombo,
     GiftSend,
     LiveSession,
-    RateCard,
     SessionGifterTotal,
     SupporterTotal,
     User,
@@ -91,6 +96,7 @@ logger = logging.getLogger(__name__)
 MAX_QUANTITY = 1000
 MAX_SPONSORED_VALUE = 10**9
 MAX_BATCH = 200  # sends written in one database transaction
+MAX_SPONSOR_QUESTIONS = 4  # a sponsored send's rounds of asking before it is refused
 TOP_GIFTERS_IN_EVENTS = 3
 ALL_TIME = date(1970, 1, 1)
 
@@ -120,7 +126,48 @@ async def send_gift(sessions: async_sessionmaker[AsyncSession], bus: EventBus, *
                           f"quantity must be between 1 and {MAX_QUANTITY}.", "quantity")
     request = _Request(sender_id, session_id, gift_id, quantity, claim, combo_window, settings,
                        plugins, bus, asyncio.get_running_loop().create_future())
-    return await _writer(sessions).send(request)
+    writer = _writer(sessions)
+    sponsor = None if plugins is None else plugins.sponsor_of(gift_id)
+    if sponsor is None:  # a core gift (or one this process has not synced: the batch asks)
+        try:
+            return await writer.send(request)
+        except _AskSponsor as asked:
+            return await _send_sponsored(sessions, writer, request, asked.question.name,
+                                         asked.question)
+    if plugins is not None and (wait := plugins.paused(sponsor.plugin)) is not None:
+        raise _unavailable(sponsor.name, NOT_ANSWERING, wait)
+    return await _send_sponsored(sessions, writer, request, sponsor.name, None)
+
+
+async def _send_sponsored(sessions: async_sessionmaker[AsyncSession], writer: _Writer,
+                          request: _Request, name: str, question: _Question | None
+                          ) -> SendResult:
+    """Ask the sponsor here, by the sender's own request, holding no lock, then hand the
+    send to the writer with the answers; again if the batch finds the facts changed. The
+    viewer's sends of the gift take turns (each one's answers depend on the ones before),
+    each waiting for its turn no longer than a plugin call may take."""
+    turn = writer.turn(request.sender_id, request.gift_id)
+    try:
+        async with asyncio.timeout(request.settings.plugin_timeout_seconds):
+            await turn.acquire()
+    except TimeoutError:
+        raise _unavailable(name, NOT_ANSWERING, 1) from None
+    try:
+        if question is None:
+            question = await _question(sessions, request)
+        for _ in range(MAX_SPONSOR_QUESTIONS):
+            if question is not None:  # None: the batch refuses the send before asking
+                request.quotes[question] = await _ask_sponsor(request.plugins, question)
+                request.done = writer.loop.create_future()
+            try:
+                return await writer.send(request)
+            except _AskSponsor as asked:
+                question = asked.question
+    finally:
+        turn.release()
+    raise DomainError(ErrorCode.GIFT_UNAVAILABLE, "This sponsored gift's terms changed while "
+                      "its sponsor was asked (your other sends of it went first); send it "
+                      "again.", "giftId", retry_after=1)
 
 
 # The writer: batches of the sends that arrive while the last batch is written -----------
@@ -138,8 +185,8 @@ class _Request:
     plugins: PluginHost | None
     bus: EventBus
     done: asyncio.Future[SendResult]
-    # A sponsored send's plugin answers, by what they answered (see _quote_sponsored).
-    quotes: dict[tuple[Any, ...], GiftSplit | DomainError] = field(default_factory=dict)
+    # A sponsored send's plugin answers, by the question they answer (see _quoted).
+    quotes: dict[_Question, GiftSplit | DomainError] = field(default_factory=dict)
 
     def settle(self, result: SendResult | BaseException) -> None:
         if self.done.done():
@@ -152,16 +199,31 @@ class _Request:
 
 class _Writer:
     """One database's gift writer in one event loop: while it writes and delivers a batch
-    (callers answered, events published, sponsors told), new sends wait and form the next
-    batch (no timer: an idle writer writes a send at once). Delivering before writing on
-    keeps batches large: callers answered sooner would only send again into a smaller one
-    (measured: a third fewer gifts a second when delivery ran beside the next batch)."""
+    (callers answered, events published), new sends wait and form the next batch (no
+    timer: an idle writer writes a send at once). Delivering before writing on keeps
+    batches large: callers answered sooner would only send again into a smaller one
+    (measured: a third fewer gifts a second when delivery ran beside the next batch).
+    Sponsors are told of their gifts by one task per plugin, beside the writer."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self.sessions = sessions
         self.loop = asyncio.get_running_loop()
         self.waiting: list[_Request] = []
         self.task: asyncio.Task[None] | None = None
+        self.untold: dict[str, deque[tuple[PluginHost, _Sent]]] = {}  # by plugin
+        self.telling: dict[str, asyncio.Task[None]] = {}
+        self.turns: weakref.WeakValueDictionary[tuple[int, int], asyncio.Lock] = \
+            weakref.WeakValueDictionary()
+
+    def turn(self, sender_id: int, gift_id: int) -> asyncio.Lock:
+        """The turn a viewer's sends of one sponsored gift take to ask its plugin and be
+        written: the plugin's answers (a daily cap, say) depend on the sends before. Only
+        that viewer's sends of that gift in this process wait for it."""
+        key = (sender_id, gift_id)
+        lock = self.turns.get(key)
+        if lock is None:
+            lock = self.turns[key] = asyncio.Lock()
+        return lock
 
     async def send(self, request: _Request) -> SendResult:
         self.waiting.append(request)
@@ -175,10 +237,6 @@ class _Writer:
             while self.waiting:
                 batch, self.waiting = _next_batch(self.waiting)
                 if batch:
-                    try:
-                        await _quote_sponsored(self.sessions, batch)
-                    except Exception:  # asking early only saves time: the batch asks itself
-                        logger.debug("asking sponsors before the batch failed", exc_info=True)
                     await self._deliver(await _write(self.sessions, batch))
                     batch = []
         except BaseException:  # cancelled with the process: nobody waits forever
@@ -190,14 +248,16 @@ class _Writer:
     async def _deliver(self, written: list[tuple[_Request, Outcome | BaseException]]) -> None:
         """Answer the callers who wait for nothing more first: a gift's sender is not queued
         behind its own event's fan-out to this process's subscribers. Then every event of
-        the batch, in order, in one publish (one round trip to Redis); then the sponsors
-        are told and replays answered."""
-        later: list[tuple[_Request, Outcome]] = []
+        the batch, in order, in one publish (one round trip to Redis); then replays are
+        answered. Sponsors are told beside the writer (:meth:`_tell_later`)."""
+        later: list[tuple[_Request, dict[str, Any]]] = []
         for request, outcome in written:
-            if isinstance(outcome, BaseException):  # refusals and failures
+            if isinstance(outcome, BaseException):  # refusals, failures, questions to ask
                 request.settle(outcome)
-            elif isinstance(outcome, _Sent) and not (outcome.sponsor and request.plugins):
+            elif isinstance(outcome, _Sent):
                 request.settle(outcome.answer)
+                if outcome.sponsor and request.plugins is not None:
+                    self._tell_later(request.plugins, outcome)
             else:
                 later.append((request, outcome))
         sent = [(request, outcome) for request, outcome in written if isinstance(outcome, _Sent)]
@@ -208,16 +268,37 @@ class _Writer:
                                                   for event in outcome.events])
             except Exception:  # at most once: the gifts stand, their events are lost
                 logger.exception("publishing the live events of %d gifts failed", len(sent))
-        for request, outcome in later:
+        for request, replayed in later:
             try:
-                request.settle(await _answer(self.sessions, request, outcome))
+                request.settle(await _replayed(self.sessions, request, replayed))
             except Exception as failure:
                 request.settle(failure)
 
+    def _tell_later(self, plugins: PluginHost, sent: _Sent) -> None:
+        """Queue a sponsored gift for its plugin's ``gift_sent``: one task a plugin tells
+        its gifts in the order they were written, so a slow plugin delays only its own."""
+        assert sent.sponsor is not None
+        plugin = sent.sponsor["plugin"]
+        self.untold.setdefault(plugin, deque()).append((plugins, sent))
+        task = self.telling.get(plugin)
+        if task is None or task.done():
+            self.telling[plugin] = self.loop.create_task(self._tell(plugin))
+
+    async def _tell(self, plugin: str) -> None:
+        untold = self.untold[plugin]
+        while untold:
+            plugins, sent = untold.popleft()
+            assert sent.sponsor is not None
+            await _tell_sponsor(plugins, sent.sponsor, sent.receipt)
+
     async def written(self) -> None:
-        """Wait until every send handed over is written and delivered."""
-        while self.task is not None and not self.task.done():
-            await asyncio.wait([self.task])
+        """Wait until every send handed over is written and delivered, and its sponsor
+        told."""
+        while True:
+            busy = [t for t in (self.task, *self.telling.values()) if t and not t.done()]
+            if not busy:
+                return
+            await asyncio.wait(busy)
 
 
 _writers: weakref.WeakKeyDictionary[Any, _Writer] = weakref.WeakKeyDictionary()
@@ -272,18 +353,14 @@ async def _write(sessions: async_sessionmaker[AsyncSession], batch: list[_Reques
     return list(zip(batch, outcomes, strict=True))
 
 
-async def _answer(sessions: async_sessionmaker[AsyncSession], request: _Request,
-                  outcome: _Sent | dict[str, Any]) -> SendResult:
-    """A sponsored send's answer, once its sponsor is told; a replay's answer."""
-    if isinstance(outcome, dict):  # a replay: the receipt and the wallet as they are now
-        async with sessions() as session:
-            receipt = await session.get(GiftSend, outcome["send_id"])
-            coins = (await wallet(session, request.sender_id)).coins
-        assert receipt is not None
-        return SendResult(receipt=receipt, replayed=True, wallet_coins=coins)
-    if outcome.sponsor and request.plugins is not None:
-        await _tell_sponsor(request.plugins, outcome.sponsor, outcome.receipt)
-    return outcome.answer
+async def _replayed(sessions: async_sessionmaker[AsyncSession], request: _Request,
+                    result: dict[str, Any]) -> SendResult:
+    """A replay's answer: the receipt and the wallet as they are now."""
+    async with sessions() as session:
+        receipt = await session.get(GiftSend, result["send_id"])
+        coins = (await wallet(session, request.sender_id)).coins
+    assert receipt is not None
+    return SendResult(receipt=receipt, replayed=True, wallet_coins=coins)
 
 
 async def _write_batch(sessions: async_sessionmaker[AsyncSession], batch: list[_Request]
@@ -406,9 +483,11 @@ class _Batch:
         brand = None
         if gift.plugin is not None:
             brand = self.brands.get(gift.brand_id)
-            split = await _quoted(request, gift=gift, brand=brand, live=live, now=now,
-                                  card=self.card,
-                                  sent_today=self.sent_today.get((sender_id, gift.id), 0))
+            split = _quoted(request, _Question(
+                gift.id, gift.sku, gift.name, gift.coin_price, gift.plugin, brand, live.id,
+                live.creator_id, sender_id, quantity,
+                self.sent_today.get((sender_id, gift.id), 0), self.card.version,
+                self.card.creator_share_bps, self.card.diamonds_per_coin, now))
         else:
             split = split_gift(gift.coin_price * quantity, self.card)
         coins = self.wallets[sender_id]
@@ -614,103 +693,126 @@ async def _podiums(session: AsyncSession, session_ids: set[int]) -> dict[int, di
                         reverse=True)]} for session_id in session_ids}
 
 
-def _unavailable(gift: Gift, why: str) -> DomainError:
-    return DomainError(ErrorCode.GIFT_UNAVAILABLE, f"The gift {gift.name!r} is unavailable: "
-                       f"{why}.", "giftId")
+@dataclass(frozen=True, slots=True)
+class _Question:
+    """What a sponsored send asks its plugin, as the batch's locked rows say it; answers
+    are kept for exactly these facts (not the moment, which moves on)."""
+
+    gift_id: int
+    sku: str
+    name: str
+    list_price: int
+    plugin: str
+    brand: str | None
+    session_id: int
+    creator_id: int
+    sender_id: int
+    quantity: int
+    sent_today: int  # of this gift by this viewer today, the batch's earlier sends counted
+    card_version: int
+    creator_share_bps: int
+    diamonds_per_coin: int
+    at: datetime = field(compare=False)
+
+    @property
+    def terms(self) -> RateCardTerms:
+        return RateCardTerms(self.card_version, self.creator_share_bps, self.diamonds_per_coin)
 
 
-async def _quote_sponsored(sessions: async_sessionmaker[AsyncSession], batch: list[_Request]
-                           ) -> None:
-    """Ask the plugins of a batch's sponsored gifts before the batch takes its locks: a slow
-    plugin delays its batch without holding the wallets and rows other batches (in other
-    processes too) wait for. The batch uses an answer only if the plugin was asked exactly
-    what the locked rows say (the viewer's sends of the gift today, counting the batch's
-    earlier ones; the rate card; the session); otherwise it asks again."""
-    if not any(request.plugins is not None and request.plugins.brands for request in batch):
-        return  # no plugin offers sponsored gifts here
-    now = datetime.now(UTC)
-    async with sessions() as session:
-        gifts = {gift.id: gift for gift in await session.scalars(select(Gift).where(
-            Gift.id.in_({r.gift_id for r in batch}), Gift.plugin.is_not(None)))}
-        sponsored = [r for r in batch if r.gift_id in gifts and r.plugins is not None]
-        if not sponsored:
-            return
-        lives = {live.id: live for live in await session.scalars(select(LiveSession).where(
-            LiveSession.id.in_({r.session_id for r in sponsored})))}
-        brands = dict((await session.execute(select(Brand.id, Brand.slug).where(
-            Brand.id.in_({gift.brand_id for gift in gifts.values()})))).all())
-        card = await current_rate_card(session, now)
-        sent_today = await _sent_today(session, sponsored, gifts, now)
-    for request in sponsored:
-        gift, live = gifts[request.gift_id], lives.get(request.session_id)
-        if live is None or live.status != LIVE or live.creator_id == request.sender_id \
-                or not is_available(gift, now):
-            continue  # refused before any plugin is asked
-        pair = (request.sender_id, gift.id)
-        try:
-            await _quoted(request, gift=gift, brand=brands.get(gift.brand_id), live=live,
-                          now=now, card=card, sent_today=sent_today.get(pair, 0))
-        except DomainError:
-            continue  # kept with the send: refused again if asked the same
-        sent_today[pair] = sent_today.get(pair, 0) + request.quantity
+class _AskSponsor(DomainError):
+    """A sponsored send's batch found no answer to its question: its caller asks the
+    plugin, holding no lock, and sends again. Its idempotency key is released meanwhile."""
+
+    def __init__(self, question: _Question) -> None:
+        super().__init__(ErrorCode.GIFT_UNAVAILABLE, "The sponsor has not answered yet.",
+                         "giftId")
+        self.question = question
 
 
-async def _quoted(request: _Request, *, gift: Gift, brand: str | None, live: LiveSession,
-                  now: datetime, card: RateCard, sent_today: int) -> GiftSplit:
-    """A sponsored send's split: the plugin's answers to exactly these questions, asked
-    once per send (a batch written again one send at a time does not ask again)."""
-    key = (gift.id, gift.coin_price, gift.plugin, brand, live.id, live.creator_id,
-           request.quantity, sent_today, card.version)
-    answer = request.quotes.get(key)
+NOT_ANSWERING = "its sponsor's plugin is not answering for now"
+
+
+def _unavailable(name: str, why: str, retry_after: int | None = None) -> DomainError:
+    return DomainError(ErrorCode.GIFT_UNAVAILABLE, f"The gift {name!r} is unavailable: "
+                       f"{why}.", "giftId", retry_after=retry_after)
+
+
+def _quoted(request: _Request, question: _Question) -> GiftSplit:
+    """A sponsored send's split: its plugin's answers to exactly this question, asked once
+    per question (a batch written again one send at a time does not ask again)."""
+    answer = request.quotes.get(question)
     if answer is None:
-        try:
-            answer = await _sponsored_split(
-                request.plugins, gift=gift, brand=brand, live=live, sender_id=request.sender_id,
-                quantity=request.quantity, now=now, card=card, sent_today=sent_today)
-        except DomainError as refusal:
-            answer = refusal
-        request.quotes[key] = answer
+        plugins = request.plugins
+        if plugins is None or not plugins.is_active(question.plugin):
+            raise _unavailable(question.name, "its sponsor's plugin is not installed")
+        raise _AskSponsor(question)
     if isinstance(answer, DomainError):
         raise answer
     return answer
 
 
-async def _sponsored_split(plugins: PluginHost | None, *, gift: Gift, brand: str | None,
-                           live: LiveSession, sender_id: int, quantity: int, now: datetime,
-                           card: RateCard, sent_today: int) -> GiftSplit:
+async def _question(sessions: async_sessionmaker[AsyncSession], request: _Request
+                    ) -> _Question | None:
+    """What a sponsored send asks its plugin, as the database says now (the batch checks it
+    again once it holds the locks); None if the send will be refused before any asking."""
+    now = datetime.now(UTC)
+    async with sessions() as session:
+        gift = await session.get(Gift, request.gift_id)
+        live = await session.get(LiveSession, request.session_id)
+        if gift is None or gift.plugin is None or live is None or live.status != LIVE or \
+                live.creator_id == request.sender_id or not is_available(gift, now):
+            return None
+        brand = await session.scalar(select(Brand.slug).where(Brand.id == gift.brand_id))
+        card = await current_rate_card(session, now)
+        sent_today = await _sent_today(session, [request], {gift.id: gift}, now)
+    return _Question(gift.id, gift.sku, gift.name, gift.coin_price, gift.plugin, brand, live.id,
+                     live.creator_id, request.sender_id, request.quantity,
+                     sent_today.get((request.sender_id, gift.id), 0), card.version,
+                     card.creator_share_bps, card.diamonds_per_coin, now)
+
+
+async def _ask_sponsor(plugins: PluginHost | None, question: _Question
+                       ) -> GiftSplit | DomainError:
+    """The plugin's split for the question, or its refusal."""
+    try:
+        return await _sponsored_split(plugins, question)
+    except DomainError as refusal:
+        return refusal
+
+
+async def _sponsored_split(plugins: PluginHost | None, question: _Question) -> GiftSplit:
     """Ask the plugin that owns the gift for its veto, quote and split; check every answer."""
-    if plugins is None or gift.plugin is None or not plugins.is_active(gift.plugin):
-        raise _unavailable(gift, "its sponsor's plugin is not installed")
-    send = SendContext(gift_sku=gift.sku, brand=brand, list_price=gift.coin_price,
-                       quantity=quantity, viewer_id=sender_id, creator_id=live.creator_id,
-                       session_id=live.id, at=now, viewer_sent_today=sent_today)
-    owner = gift.plugin
+    if plugins is None or not plugins.is_active(question.plugin):
+        raise _unavailable(question.name, "its sponsor's plugin is not installed")
+    send = SendContext(gift_sku=question.sku, brand=question.brand,
+                       list_price=question.list_price, quantity=question.quantity,
+                       viewer_id=question.sender_id, creator_id=question.creator_id,
+                       session_id=question.session_id, at=question.at,
+                       viewer_sent_today=question.sent_today)
+    owner = question.plugin
     try:
         veto = check_veto(await plugins.call_owner(owner, "check_send", send=send))
         if veto is not None:
             raise DomainError(ErrorCode.SEND_VETOED, veto.reason.strip(), "giftId")
         quote = await plugins.call_owner(owner, "quote_gift", send=send)
-        quote = Quote(gift.coin_price * quantity) if quote is None \
+        quote = Quote(question.list_price * question.quantity) if quote is None \
             else check_quote(quote, MAX_SPONSORED_VALUE)
-        terms = RateCardTerms(card.version, card.creator_share_bps, card.diamonds_per_coin)
         split = await plugins.call_owner(owner, "split_revenue", send=send, quote=quote,
-                                         rate_card=terms)
-    except PluginCallFailed:
-        raise _unavailable(gift, "its sponsor's plugin failed") from None
+                                         rate_card=question.terms)
+        split = None if split is None else check_split(split, quote.value)
+    except PluginCallFailed as failed:
+        why = "its sponsor's plugin failed" if failed.retry_after is None else NOT_ANSWERING
+        raise _unavailable(question.name, why, failed.retry_after) from None
     except PluginAnswerInvalid as invalid:
         plugins.record_failure(owner, f"invalid answer: {invalid}")
-        raise _unavailable(gift, "its sponsor's plugin gave an invalid answer") from None
+        raise _unavailable(question.name, "its sponsor's plugin gave an invalid answer") \
+            from None
     if split is None:
-        return split_gift(quote.value, card, brand_subsidy=quote.brand_subsidy)
-    try:
-        split = check_split(split, quote.value)
-    except PluginAnswerInvalid as invalid:
-        plugins.record_failure(owner, f"invalid answer: {invalid}")
-        raise _unavailable(gift, "its sponsor's plugin gave an invalid answer") from None
+        return split_gift(quote.value, question.terms, brand_subsidy=quote.brand_subsidy)
     return GiftSplit(value=quote.value, coins_paid=quote.viewer_pays,
                      brand_subsidy=quote.brand_subsidy, creator_coins=split.creator_coins,
                      platform_coins=split.platform_coins, brand_coins=split.brand_coins,
-                     creator_diamonds=split.creator_coins * card.diamonds_per_coin)
+                     creator_diamonds=split.creator_coins * question.diamonds_per_coin)
 
 
 async def _end_combos(session: AsyncSession, conditions: list[Any], now: datetime

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import DomainError, ErrorCode
 from app.models import RateCard
+from app.sponsorship import RateCardTerms
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DEFAULT_RATE_CARD = {
@@ -41,7 +42,7 @@ class GiftSplit:
     creator_diamonds: int
 
 
-def split_gift(value: int, card: RateCard, *, brand_coins: int = 0,
+def split_gift(value: int, card: RateCard | RateCardTerms, *, brand_coins: int = 0,
                brand_subsidy: int = 0) -> GiftSplit:
     """Split ``value`` coins per the rate card; the platform takes the remainder."""
     if value <= 0 or not 0 <= brand_coins <= value or not 0 <= brand_subsidy < value:

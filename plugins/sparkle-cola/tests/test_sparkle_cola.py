@@ -34,6 +34,7 @@ async def test_the_viewer_pays_forty_percent_and_the_budget_the_rest(livegifts):
     assert (await livegifts.wallet(fan)).coins == 380
     assert (await livegifts.wallet(stage.creator_id)).diamonds == 150
     assert await livegifts.budget(BRAND) == 820
+    await livegifts.notified()  # gift_sent is told after the sender is answered
     assert [g.quantity for g in campaign.sent] == [3]
     assert await livegifts.audit() == []
 

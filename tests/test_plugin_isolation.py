@@ -1,0 +1,181 @@
+"""Bulkheads between plugins: a blocked or hung plugin holds up no other gift, never uses
+another plugin's threads, and is refused at once while its breaker is open or its places
+are taken. The tests hold a plugin on an event they control; none asserts a duration."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from app import hookimpl
+from app.errors import DomainError, ErrorCode
+from app.plugins import CLOSED, HALF_OPEN, OPEN, Breaker
+from app.services import gifting
+from app.testing import new_viewer
+from tests.gifting_support import send
+from tests.sample_plugins.acme import Acme, Globex
+from tests.support import snapshot
+from tests.test_plugins import core_with, funded_stage
+
+
+class Held(Acme):
+    """Acme, whose ``check_send`` (or ``gift_sent``) waits until the test lets it go."""
+
+    def __init__(self, hold: str = "check_send") -> None:
+        super().__init__()
+        self.hold, self.released, self.calls = hold, threading.Event(), 0
+        self.entered = threading.Semaphore(0)
+        self.told: list[int] = []
+
+    def _wait(self) -> None:
+        self.calls += 1
+        self.entered.release()
+        assert self.released.wait(60), "the test never released the plugin"
+
+    @hookimpl
+    def check_send(self, send):
+        if self.hold == "check_send" and not self.released.is_set():
+            self._wait()
+        if self.mode == "check-raises":
+            raise RuntimeError("campaign service down")
+        return super().check_send(send)
+
+    @hookimpl
+    def gift_sent(self, gift):
+        if self.hold == "gift_sent" and not self.released.is_set():
+            self._wait()
+        self.told.append(gift.receipt_id)
+        super().gift_sent(gift)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def entered(plugin: Held, calls: int) -> None:
+    for _ in range(calls):
+        assert await asyncio.to_thread(plugin.entered.acquire, True, 30)
+
+
+async def refused(coroutine) -> DomainError:
+    with pytest.raises(DomainError) as refusal:
+        await coroutine
+    return refusal.value
+
+
+async def test_a_blocked_plugin_holds_up_no_other_gift(database_url):
+    """While a plugin is blocked in two calls (its two threads) with two more waiting for
+    them: a core gift and another plugin's gift are written, and a hundred more sends of
+    the blocked plugin's gift are refused without calling it; released, the four held
+    sends go through and no coin is lost or created."""
+    acme, globex = Held(), Globex()
+    async with core_with(database_url, ("acme", acme), ("globex", globex),
+                         plugin_threads=2, plugin_max_waiting=2,
+                         plugin_timeout_seconds=120) as runtime:
+        stage, fan = await funded_stage(runtime)
+        fans = [await new_viewer(runtime, f"fan-{n}", 100) for n in range(4)]
+        held = [asyncio.create_task(send(runtime, one, stage, "acme-rocket")) for one in fans]
+        await entered(acme, 2)
+        while runtime.plugins.in_flight("acme") < 4:  # the other two wait for a thread
+            await asyncio.sleep(0.01)
+        rose = await send(runtime, fan, stage, "rose")
+        globe = await send(runtime, fan, stage, "globex-globe")
+        assert (rose.receipt.coins_paid, globe.receipt.brand_subsidy) == (1, 25)
+        before = await snapshot(database_url)
+        refusals = await asyncio.gather(*(refused(send(runtime, fan, stage, "acme-rocket"))
+                                          for _ in range(100)))
+        assert {(r.code, r.retry_after) for r in refusals} == {(ErrorCode.GIFT_UNAVAILABLE, 1)}
+        assert refusals[0].message == ("The gift 'Acme Rocket' is unavailable: its sponsor's "
+                                       "plugin is not answering for now.")
+        assert await snapshot(database_url) == before
+        assert acme.calls == 2 and not any(task.done() for task in held)
+        acme.released.set()
+        receipts = await asyncio.gather(*held)
+        assert [r.receipt.brand_subsidy for r in receipts] == [25] * 4
+        # Refusals for want of a place are not the plugin's failures, nor anyone else's.
+        assert runtime.plugins.records["acme"].failures == 0
+        assert runtime.plugins.records["globex"].failures == 0
+        async with runtime.sessions() as session:
+            from app.ledger import audit
+
+            assert await audit(session) == []
+
+
+async def test_a_hung_plugin_opens_its_breaker_and_one_probe_closes_it(database_url):
+    """Two time-outs in a row open the breaker: the next send is refused at once, without
+    calling the plugin, with the seconds left of the cool-down; another plugin's failures
+    count stay 0. Once the clock passes the cool-down one send probes the plugin: a failed
+    probe reopens the breaker, an answer closes it."""
+    acme, globex, clock = Held(), Globex(), Clock()
+    async with core_with(database_url, ("acme", acme), ("globex", globex),
+                         plugin_threads=2, plugin_timeout_seconds=0.05,
+                         plugin_breaker_failures=2, plugin_breaker_cooldown_seconds=30,
+                         clock=clock) as runtime:
+        stage, fan = await funded_stage(runtime)
+        for _ in range(2):
+            failure = await refused(send(runtime, fan, stage, "acme-rocket"))
+            assert (failure.message, failure.retry_after) == (
+                "The gift 'Acme Rocket' is unavailable: its sponsor's plugin failed.", None)
+        record = runtime.plugins.records["acme"]
+        assert (record.failures, record.timeouts, record.breaker) == (2, 2, OPEN)
+        assert record.last_failure == "check_send: check_send did not answer within 0.05 s"
+        clock.now += 10
+        paused = await refused(send(runtime, fan, stage, "acme-rocket"))
+        assert (paused.retry_after, acme.calls) == (20, 2)
+        assert (await send(runtime, fan, stage, "globex-globe")).receipt.brand_subsidy == 25
+        assert runtime.plugins.records["globex"].failures == 0
+        acme.released.set()  # the hung calls end; their threads are free again
+
+        clock.now += 21
+        assert runtime.plugins.breaker_state("acme") == HALF_OPEN
+        acme.mode = "check-raises"  # the probe fails: open again, for a whole cool-down
+        await refused(send(runtime, fan, stage, "acme-rocket"))
+        assert runtime.plugins.breaker_state("acme") == OPEN
+        assert (await refused(send(runtime, fan, stage, "acme-rocket"))).retry_after == 30
+
+        clock.now += 30
+        acme.mode = "ok"
+        assert (await send(runtime, fan, stage, "acme-rocket")).receipt.brand_subsidy == 25
+        assert runtime.plugins.breaker_state("acme") == CLOSED
+
+
+async def test_a_held_gift_sent_listener_holds_up_neither_senders_nor_other_plugins(
+        database_url):
+    """The sender of a sponsored gift is answered while its plugin's ``gift_sent`` is still
+    held; other gifts go through meanwhile; released, the plugin is told of every gift,
+    in the order they were written."""
+    acme = Held(hold="gift_sent")
+    async with core_with(database_url, ("acme", acme), ("globex", Globex())) as runtime:
+        stage, fan = await funded_stage(runtime)
+        receipts = [(await send(runtime, fan, stage, "acme-rocket")).receipt.id
+                    for _ in range(3)]
+        await entered(acme, 1)
+        assert (await send(runtime, fan, stage, "globex-globe")).receipt.brand_subsidy == 25
+        assert acme.told == []
+        acme.released.set()
+        await gifting.written(runtime.sessions)
+        assert acme.told == receipts == sorted(receipts)
+
+
+def test_the_breaker_opens_after_failures_in_a_row_and_lets_one_probe_through():
+    breaker = Breaker(threshold=3, cooldown=10)
+    for _ in range(2):
+        breaker.failed(now=0)
+    breaker.succeeded()  # an answer resets the count: failures must be in a row
+    breaker.failed(now=0)
+    breaker.failed(now=0)
+    assert breaker.wait(now=0) is None and breaker.state(0) == CLOSED
+    breaker.failed(now=0)
+    assert (breaker.state(5), breaker.wait(5)) == (OPEN, 5)
+    assert breaker.wait(9.5) == 1  # never "retry after 0 seconds"
+    assert breaker.state(10) == HALF_OPEN
+    breaker.admit(10)
+    assert (breaker.state(10), breaker.wait(10)) == (OPEN, 1)  # one probe at a time
+    breaker.succeeded()
+    assert breaker.state(10) == CLOSED

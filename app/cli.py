@@ -99,8 +99,15 @@ def serve(host: str, port: int, workers: int, migrate: bool) -> None:
             raise click.ClickException(str(error)) from None
         log_config = observability.logging_config(settings)
         logging.config.dictConfig(log_config)
-        if migrate:
-            _with_runtime(lambda runtime: runtime.prepare_database())
+        from app.plugins import PluginHost, PluginStartupError
+
+        try:
+            if migrate:
+                _with_runtime(lambda runtime: runtime.prepare_database())
+            elif settings.plugins_strict:  # the workers would each fail with a traceback
+                PluginHost(settings).close()
+        except PluginStartupError as error:
+            raise click.ClickException(str(error)) from None
         if settings.graphiql_enabled:
             click.echo(f"GraphiQL: http://{host}:{port}/graphql  "
                        "(token: livegifts token --user demo-viewer --role viewer)")
@@ -210,26 +217,117 @@ def receipt(sku: str, transaction_id: str | None) -> None:
     click.echo(_with_runtime(make))
 
 
-@main.command(help="List installed plugins: version, hooks, gifts, status and error.")
+@main.command(help="List installed plugins and how they are doing on every server process: "
+                    "status, hooks, gifts, failures, time-outs, breaker and last error. Exits "
+                    "1 if any plugin failed to load.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def plugins(as_json: bool) -> None:
     import dataclasses
     import json
 
-    from app.plugins import PluginHost
+    from app.plugins import FAILED, PluginHost
+    from app.runtime import Runtime
+    from app.services import plugin_health
+    from app.services.brands import settle_as_bound
 
-    host = PluginHost(Settings())
-    records = [dataclasses.asdict(record) for record in host.records.values()]
+    settings = Settings()
+    host = PluginHost(settings.model_copy(update={"plugins_strict": False}))  # list them all
+
+    async def fleet() -> dict[str, plugin_health.FleetHealth]:
+        runtime = Runtime.build(settings, host)
+        try:
+            async with runtime.sessions() as session:
+                await settle_as_bound(session, host)  # ownership as the servers decide it
+                return await plugin_health.fleet(session)
+        finally:
+            await runtime.engine.dispose()
+
+    try:
+        health = asyncio.run(fleet())
+    except Exception as error:  # no database: what is installed here is still worth showing
+        click.echo(f"fleet health unavailable ({type(error).__name__}: {error}); showing "
+                   "this machine's plugins only", err=True)
+        health = {}
+    records = []
+    for record in host.records.values():
+        row = dataclasses.asdict(record)
+        fleet_row = health.get(record.name)
+        if fleet_row is not None:
+            row.update(failures=fleet_row.failures, timeouts=fleet_row.timeouts,
+                       breaker=fleet_row.breaker, last_failure=fleet_row.last_failure,
+                       processes=fleet_row.processes, breaker_open_in=fleet_row.open_in)
+        records.append(row)
     host.close()
     if as_json:
-        click.echo(json.dumps(records, indent=2))
-        return
-    columns = ["name", "version", "status", "hooks", "gifts", "error"]
-    rows = [[str(r["name"]), str(r["version"]), str(r["status"]), ", ".join(r["hooks"]),
-             ", ".join(r["gifts"]), r["error"] or ""] for r in records]
-    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(columns)]
-    for row in [columns, ["-" * w for w in widths], *rows]:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        click.echo(json.dumps(records, indent=2, default=str))
+    else:
+        columns = ["name", "version", "status", "hooks", "gifts", "failures", "timeouts",
+                   "breaker", "error"]
+        rows = [[str(r["name"]), str(r["version"]), str(r["status"]), ", ".join(r["hooks"]),
+                 ", ".join(r["gifts"]), str(r["failures"]), str(r["timeouts"]),
+                 str(r["breaker"]), r["error"] or r["last_failure"] or ""] for r in records]
+        widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(columns)]
+        for row in [columns, ["-" * w for w in widths], *rows]:
+            click.echo("  ".join(cell.ljust(w) for cell, w in
+                                 zip(row, widths, strict=True)).rstrip())
+    if any(r["status"] == FAILED for r in records):
+        sys.exit(1)
+
+
+@main.group(help="Brands: which package owns each, and approving new ones.")
+def brands() -> None:
+    pass
+
+
+@brands.command("list", help="Print each brand's owning distribution and approval.")
+def brands_list() -> None:
+    from app.services.brands import bindings
+
+    async def read(runtime):  # type: ignore[no-untyped-def]
+        async with runtime.sessions() as session:
+            return await bindings(session)
+
+    for binding in _with_runtime(read):
+        owner = binding.distribution or "(its plugin, at next start)"
+        click.echo(f"{binding.slug:<40}  {owner:<40}"
+                   f"  {'approved' if binding.approved else 'awaiting approval'}")
+
+
+@brands.command("bind", help="Bind brand SLUG to DISTRIBUTION (a package name): only that "
+                             "package's plugin may declare it, from each server's next start.")
+@click.argument("slug")
+@click.argument("distribution")
+def brands_bind(slug: str, distribution: str) -> None:
+    from app.errors import DomainError
+    from app.services.brands import bind_brand
+
+    try:
+        binding = _with_runtime(lambda runtime: bind_brand(runtime.sessions, slug, distribution))
+    except DomainError as error:
+        raise click.ClickException(f"{error.message} Nothing was changed.") from None
+    state = "approved" if binding.approved else "awaiting approval (livegifts brands approve)"
+    click.echo(f"Brand {slug!r} is bound to distribution {binding.distribution!r}, {state}; "
+               "servers apply it when they next start.")
+
+
+@brands.command("approve", help="Let brand SLUG's sponsored gifts go live.")
+@click.argument("slug")
+def brands_approve(slug: str) -> None:
+    from app.errors import DomainError
+    from app.services.brands import approve_brand
+
+    async def approve(runtime):  # type: ignore[no-untyped-def]
+        binding = await approve_brand(runtime.sessions, slug)
+        await runtime.sync_catalogue()  # its gifts join the catalogue, if installed here
+        return binding, slug in runtime.plugins.brands
+
+    try:
+        binding, installed = _with_runtime(approve)
+    except DomainError as error:
+        raise click.ClickException(f"{error.message} Nothing was changed.") from None
+    click.echo(f"Brand {slug!r} ({binding.distribution}) is approved; " + (
+        "its gifts are in the catalogue." if installed else
+        "its gifts join the catalogue when a server with its plugin starts."))
 
 
 @main.group(help="Trusted GraphQL documents: the ones the front ends ship, known to every "

@@ -116,6 +116,17 @@ def insert_ignoring_conflict(session: AsyncSession, table: Any,
     )
 
 
+def upsert(session: AsyncSession, table: Any, rows: list[dict[str, Any]],
+           keys: list[str]) -> Any:
+    """An INSERT of rows (all with the same columns) that overwrites a row whose ``keys``
+    exist with the new values."""
+    dialect = session.get_bind().dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    statement = module.insert(table).values(rows)
+    return statement.on_conflict_do_update(index_elements=keys, set_={
+        name: statement.excluded[name] for name in rows[0] if name not in keys})
+
+
 async def add_to_counters(session: AsyncSession, table: Any, keys: tuple[str, ...],
                           rows: list[dict[str, Any]]) -> None:
     """Upsert counter rows: insert each row, or add its other columns to the existing row.

@@ -6,11 +6,16 @@ sponsored gift (``quote_gift``, ``split_revenue``, ``check_send``) are called on
 on the plugin that declared the gift, in a worker thread with a time limit; the
 core validates every answer and refuses the send (moving nothing) when a plugin
 raises, runs out of time or answers nonsense.
+
+Every hook about brands and gifts may take ``config``: the plugin's own settings,
+``LIVEGIFTS_PLUGIN_CONFIG[<plugin name>]`` (a read-only mapping, empty if unset). A hook
+implementation takes only the arguments it names.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -37,18 +42,20 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 # Declarations: called once at start; every plugin's results are collected. ----------------
 
 @hookspec
-def register_brands() -> list[Brand]:
+def register_brands(config: Mapping[str, Any]) -> list[Brand]:
     """Declare the brands this plugin sponsors gifts for.
 
-    :returns: a list of :class:`app.sponsorship.Brand`. A slug declared by two plugins is
-        an error for the second one, which is then reported as failed.
+    :param config: the plugin's own settings.
+    :returns: a list of :class:`app.sponsorship.Brand`. A slug belongs to one distribution:
+        a plugin declaring another's is refused whole.
     """
 
 
 @hookspec
-def register_sponsored_gifts() -> list[SponsoredGift]:
+def register_sponsored_gifts(config: Mapping[str, Any]) -> list[SponsoredGift]:
     """Declare sponsored gifts; they join the catalogue marked as sponsored, with their brand.
 
+    :param config: the plugin's own settings.
     :returns: a list of :class:`app.sponsorship.SponsoredGift`, each naming a brand this
         plugin declared. The plugin that declares a gift owns its pricing and rules.
     """
@@ -82,10 +89,11 @@ def register_payout_providers(settings: Settings) -> list[PayoutProvider]:
 # limit; the first non-None result wins. ----------------------------------------------------
 
 @hookspec(firstresult=True)
-def quote_gift(send: SendContext) -> Quote | None:
+def quote_gift(send: SendContext, config: Mapping[str, Any]) -> Quote | None:
     """Price a send of one of this plugin's gifts for this viewer, session, quantity and time.
 
     :param send: the attempted send (:class:`app.sponsorship.SendContext`).
+    :param config: the plugin's own settings.
     :returns: a :class:`app.sponsorship.Quote`: ``viewer_pays`` (an integer >= 1, for the
         whole quantity) and ``brand_subsidy`` (an integer >= 0, drawn from the brand's
         budget in the gift's own transaction). ``None`` means the list price, unsubsidised.
@@ -93,10 +101,11 @@ def quote_gift(send: SendContext) -> Quote | None:
 
 
 @hookspec(firstresult=True)
-def split_revenue(send: SendContext, quote: Quote, rate_card: RateCardTerms
-                  ) -> RevenueSplit | None:
+def split_revenue(send: SendContext, quote: Quote, rate_card: RateCardTerms,
+                  config: Mapping[str, Any]) -> RevenueSplit | None:
     """Split a quoted send's value among creator, platform and brand.
 
+    :param config: the plugin's own settings.
     :param send: the attempted send.
     :param quote: the validated quote; its ``value`` is what gets split.
     :param rate_card: the published rate card in force.
@@ -106,9 +115,10 @@ def split_revenue(send: SendContext, quote: Quote, rate_card: RateCardTerms
 
 
 @hookspec(firstresult=True)
-def check_send(send: SendContext) -> Veto | None:
+def check_send(send: SendContext, config: Mapping[str, Any]) -> Veto | None:
     """Apply campaign rules (windows, caps) before a send of one of this plugin's gifts.
 
+    :param config: the plugin's own settings.
     :param send: the attempted send; ``send.viewer_sent_today`` counts the viewer's sends
         of this gift so far today (UTC).
     :returns: ``None`` to allow, or a :class:`app.sponsorship.Veto` whose reason the viewer
@@ -117,9 +127,10 @@ def check_send(send: SendContext) -> Veto | None:
 
 
 @hookspec
-def gift_sent(gift: SentGift) -> None:
+def gift_sent(gift: SentGift, config: Mapping[str, Any]) -> None:
     """Be told, after commit, that one of this plugin's sponsored gifts was sent.
 
+    :param config: the plugin's own settings.
     :param gift: the committed send (:class:`app.sponsorship.SentGift`). Called on the
         owning plugin only, once per send, never for a refused or replayed one. Errors and
         time-outs are logged and counted, never undo the send. The return value is ignored.

@@ -2,9 +2,16 @@
 
 One host is built per runtime (never a module global). It registers the core's
 default plugins, then every entry point of the group ``livegifts`` that the
-settings allow. A plugin that fails to import, to register (including a
-misspelled hook) or to declare its brands and gifts is reported and skipped, or
-stops the start when ``LIVEGIFTS_PLUGINS_STRICT`` is on.
+settings allow, in order of distribution name then entry-point name, then the
+plugin modules named in the settings, in the order named. A plugin that fails to
+import, to register (including a misspelled hook) or to declare its brands and
+gifts is reported and skipped, or stops the start when ``LIVEGIFTS_PLUGINS_STRICT``
+is on.
+
+Which plugin owns a brand is settled (:meth:`PluginHost.settle`) from the bindings
+the database keeps (slug to distribution): only the bound distribution's plugin may
+declare the brand, whatever the load order; a new slug declared by one plugin is
+bound to it, and one declared by several is given to none until an operator binds it.
 
 Each plugin is called behind its own bulkhead: its own threads
 (``LIVEGIFTS_PLUGIN_THREADS``), a bounded number of calls waiting for them
@@ -25,11 +32,14 @@ import importlib.metadata
 import logging
 import math
 import queue
+import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+import types
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pluggy
@@ -50,7 +60,14 @@ ACTIVE, FAILED, BLOCKED, NOT_ALLOWED = "active", "failed", "blocked", "not allow
 
 
 class PluginStartupError(RuntimeError):
-    """A plugin failed while ``LIVEGIFTS_PLUGINS_STRICT`` is on."""
+    """Plugins failed while ``LIVEGIFTS_PLUGINS_STRICT`` is on; the message lists each."""
+
+    @classmethod
+    def listing(cls, records: Iterable[PluginRecord]) -> PluginStartupError:
+        failed = [r for r in records if r.status == FAILED]
+        return cls(f"{len(failed)} plugin{'s' * (len(failed) != 1)} failed, and "
+                   "LIVEGIFTS_PLUGINS_STRICT is on:\n" +
+                   "\n".join(f"  {r.name}: {r.error}" for r in failed))
 
 
 class PluginCallFailed(Exception):
@@ -140,6 +157,14 @@ class Threads:
             self._work.put(None)
 
 
+@dataclass(frozen=True)
+class Declared:
+    """What one plugin declared, checked on its own; who owns what is settled later."""
+
+    brands: dict[str, Brand]
+    gifts: dict[str, SponsoredGift]
+
+
 @dataclass
 class Bulkhead:
     """What one plugin's calls may use: its own threads, the calls in them or waiting
@@ -168,10 +193,13 @@ class PluginRecord:
     gifts: list[str] = field(default_factory=list)
     brands: list[str] = field(default_factory=list)
     error: str | None = None
+    distribution: str = ""  # the installed package it comes from (its name, normalised)
+    pending: list[str] = field(default_factory=list)  # its brands awaiting approval
     failures: int = 0
     timeouts: int = 0  # of the failures, calls that did not answer in time
     breaker: str = CLOSED
     last_failure: str | None = None
+    last_failure_at: datetime | None = None
 
 
 def _installed_entry_points() -> list[importlib.metadata.EntryPoint]:
@@ -188,8 +216,10 @@ class PluginHost:
         self.manager = pluggy.PluginManager(hookspecs.PROJECT)
         self.manager.add_hookspecs(hookspecs)
         self.records: dict[str, PluginRecord] = {}
-        self.brands: dict[str, tuple[str, Brand]] = {}  # slug -> (plugin, brand)
-        self.gifts: dict[str, tuple[str, SponsoredGift]] = {}  # sku -> (plugin, gift)
+        # The brands and gifts each plugin owns, once settled: slug/sku -> (plugin, it).
+        self.brands: dict[str, tuple[str, Brand]] = {}
+        self.gifts: dict[str, tuple[str, SponsoredGift]] = {}
+        self._declared: dict[str, Declared] = {}  # by plugin, in load order
         self._bulkheads: dict[str, Bulkhead] = {}
         # Gift id -> its owner, once the catalogue is synced (Runtime.sync_catalogue).
         self.sponsored: dict[int, Sponsor] = {}
@@ -200,14 +230,25 @@ class PluginHost:
                                                      self._hooks_of(module))
         if entry_points is None:
             entry_points = [] if settings.plugins.strip() == "none" else _installed_entry_points()
-        for entry_point in entry_points:
+        for entry_point in sorted(entry_points,
+                                  key=lambda e: (_distribution_of(e), e.name)):
             self._load(entry_point.name, _version(entry_point), entry_point.load,
-                       installed=True)
+                       _distribution_of(entry_point), installed=True)
         # Plugins named explicitly (by import path or by a test) skip the allow-list.
         for path in filter(None, (p.strip() for p in settings.plugin_modules.split(","))):
-            self._load(path, "local", functools.partial(_import_object, path))
+            self._load(path, "local", functools.partial(_import_object, path),
+                       _module_distribution(path))
         for name, plugin in extra_plugins:
-            self._load(name, "local", lambda plugin=plugin: plugin)
+            self._load(name, "local", lambda plugin=plugin: plugin, name)
+        self.settle()
+        self.check_strict()
+
+    def check_strict(self) -> None:
+        """With ``LIVEGIFTS_PLUGINS_STRICT`` on, refuse to go on if any plugin failed,
+        naming every one."""
+        if self.settings.plugins_strict and any(r.status == FAILED
+                                                for r in self.records.values()):
+            raise PluginStartupError.listing(self.records.values())
 
     # Discovery --------------------------------------------------------------------------
 
@@ -221,10 +262,12 @@ class PluginHost:
             return NOT_ALLOWED
         return None
 
-    def _load(self, name: str, version: str, load: Any, installed: bool = False) -> None:
+    def _load(self, name: str, version: str, load: Any, distribution: str,
+              installed: bool = False) -> None:
         refusal = self._allowed(name, installed)
         if refusal:
-            self.records[name] = PluginRecord(name, version, refusal)
+            self.records[name] = PluginRecord(name, version, refusal,
+                                              distribution=distribution)
             return
         stage = "import"
         plugin = None
@@ -233,54 +276,129 @@ class PluginHost:
             stage = "registration"
             self.manager.register(plugin, name=name)
             self.manager.check_pending()  # a hook name no spec knows (a typo) fails here
+            if not self._hooks_of(plugin):
+                raise ValueError("it registers no hooks: mark its hook functions with "
+                                 "@hookimpl (hooks on an object are found when the path names "
+                                 "the object, as in 'package.module:object')")
             stage = "declaration"
-            record = PluginRecord(name, version, ACTIVE, self._hooks_of(plugin))
-            self._declare(name, record)
+            record = PluginRecord(name, version, ACTIVE, self._hooks_of(plugin),
+                                  distribution=distribution)
+            self._declared[name] = self._declare(name)
         except Exception as exc:
             if plugin is not None and self.manager.is_registered(plugin):
                 self.manager.unregister(plugin)
             error = f"{stage} failed: {type(exc).__name__}: {exc}"
             logger.error("plugin %s: %s", name, error,
                          extra={"plugin": name, "stage": stage, "error": error})
-            if self.settings.plugins_strict:
-                raise PluginStartupError(f"plugin {name!r}: {error}") from exc
-            self.records[name] = PluginRecord(name, version, FAILED, error=error)
+            self.records[name] = PluginRecord(name, version, FAILED, error=error,
+                                              distribution=distribution)
             return
         self.records[name] = record
 
     def _hooks_of(self, plugin: object) -> list[str]:
         return sorted(caller.name for caller in self.manager.get_hookcallers(plugin) or [])
 
-    def _declare(self, name: str, record: PluginRecord) -> None:
-        """Collect and check the plugin's brands and gifts; commit them only if all are valid."""
+    def _declare(self, name: str) -> Declared:
+        """The plugin's brands and gifts, each valid and declared once by it."""
         brands: dict[str, Brand] = {}
-        for brand in self._declared(name, "register_brands"):
+        for brand in self._answers(name, "register_brands"):
             if not isinstance(brand, Brand) or not SLUG.match(brand.slug) or not brand.name:
                 raise ValueError(f"invalid brand {brand!r}")
-            if brand.slug in self.brands or brand.slug in brands:
+            if brand.slug in brands:
                 raise ValueError(f"brand {brand.slug!r} is declared twice")
             brands[brand.slug] = brand
         gifts: dict[str, SponsoredGift] = {}
-        for gift in self._declared(name, "register_sponsored_gifts"):
+        for gift in self._answers(name, "register_sponsored_gifts"):
             if not isinstance(gift, SponsoredGift) or not GIFT_SKU.match(gift.sku) or \
                     type(gift.coin_price) is not int or gift.coin_price < 1:
                 raise ValueError(f"invalid sponsored gift {gift!r}")
             if gift.brand not in brands:
                 raise ValueError(f"gift {gift.sku!r} names brand {gift.brand!r}, "
                                  "which this plugin does not declare")
-            if gift.sku in self.gifts or gift.sku in gifts:
+            if gift.sku in gifts:
                 raise ValueError(f"gift {gift.sku!r} is declared twice")
             gifts[gift.sku] = gift
-        self.brands.update({slug: (name, brand) for slug, brand in brands.items()})
-        self.gifts.update({sku: (name, gift) for sku, gift in gifts.items()})
-        record.brands, record.gifts = sorted(brands), sorted(gifts)
+        return Declared(brands, gifts)
 
-    def _declared(self, name: str, hook: str) -> list[Any]:
+    def settle(self, owners: Mapping[str, str | None] | None = None,
+               named: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Decide which plugin owns each declared brand and gift, from ``owners`` (the
+        bound distribution of each slug the database knows; None for a brand from before
+        bindings, bound to the plugin ``named`` in its brand row). Returns the bindings
+        to record: slugs seen for the first time (declared by one plugin only) and slugs
+        bound anew. A plugin that declares a brand it may not have is refused whole."""
+        owners, named = owners or {}, named or {}
+        claims: dict[str, list[str]] = {}
+        for plugin, declared in self._declared.items():
+            for slug in declared.brands:
+                claims.setdefault(slug, []).append(plugin)
+        refused: dict[str, str] = {}
+        for slug, plugins in claims.items():
+            for plugin in plugins:
+                why = self._may_not_have(slug, plugin, plugins, owners, named)
+                if why:
+                    refused.setdefault(plugin, why)
+        self.brands, self.gifts, bindings = {}, {}, {}
+        for plugin, declared in self._declared.items():
+            record = self.records[plugin]
+            record.pending = []
+            taken = next((sku for sku in declared.gifts if sku in self.gifts), None)
+            if taken and plugin not in refused:
+                refused[plugin] = f"gift {taken!r} is declared by {self.gifts[taken][0]!r} too"
+            if plugin in refused:
+                record.status, record.error = FAILED, f"declaration refused: {refused[plugin]}"
+                record.brands, record.gifts = [], []
+                continue
+            record.status, record.error = ACTIVE, None
+            record.brands, record.gifts = sorted(declared.brands), sorted(declared.gifts)
+            self.brands.update({slug: (plugin, b) for slug, b in declared.brands.items()})
+            self.gifts.update({sku: (plugin, g) for sku, g in declared.gifts.items()})
+            bindings.update({slug: record.distribution for slug in declared.brands
+                             if owners.get(slug) is None})
+        for plugin, why in refused.items():
+            logger.error("plugin %s: declaration refused: %s", plugin, why,
+                         extra={"plugin": plugin, "stage": "declaration", "error": why})
+        return bindings
+
+    def _may_not_have(self, slug: str, plugin: str, claimants: list[str],
+                      owners: Mapping[str, str | None], named: Mapping[str, str]) -> str | None:
+        """Why ``plugin`` may not have brand ``slug`` (None if it may)."""
+        distribution = self.records[plugin].distribution
+        if slug in owners and owners[slug] is not None:
+            if owners[slug] == distribution:
+                return None
+            return (f"brand {slug!r} belongs to distribution {owners[slug]!r}, not "
+                    f"{distribution!r} (an operator moves it with 'livegifts brands bind "
+                    f"{slug} DISTRIBUTION')")
+        if slug in owners:  # bound before bindings were kept: to the plugin of that name
+            if named.get(slug) == plugin:
+                return None
+            return f"brand {slug!r} belongs to plugin {named.get(slug)!r}"
+        if len(claimants) == 1:
+            return None
+        others = sorted({self.records[p].distribution for p in claimants})
+        return (f"brand {slug!r} is declared by distributions {', '.join(map(repr, others))}; "
+                f"none has it until an operator runs 'livegifts brands bind {slug} "
+                "DISTRIBUTION'")
+
+    def owns(self, plugin: str, brand: str | None) -> bool:
+        """Whether ``plugin`` is active and the owner of ``brand``: only the owner's answers
+        may price, subsidise or draw on a brand's budget."""
+        return self.is_active(plugin) and brand is not None and \
+            self.brands.get(brand, ("",))[0] == plugin
+
+    def _answers(self, name: str, hook: str) -> list[Any]:
         results: list[Any] = []
         for impl in getattr(self.manager.hook, hook).get_hookimpls():
             if impl.plugin_name == name:
-                results.extend(impl.function() or [])
+                arguments = {"config": self.config_of(name)}
+                results.extend(impl.function(**{a: arguments[a] for a in impl.argnames})
+                               or [])
         return results
+
+    def config_of(self, plugin: str) -> Mapping[str, Any]:
+        """The plugin's own settings: ``LIVEGIFTS_PLUGIN_CONFIG[plugin]``, read-only."""
+        return types.MappingProxyType(self.settings.plugin_config.get(plugin, {}))
 
     # Calls ------------------------------------------------------------------------------
 
@@ -313,6 +431,7 @@ class PluginHost:
         bulkhead.breaker.admit(now)
         _hook_called.set(hook)
         # In the plugin's thread too, log lines carry the id of the request being served.
+        kwargs = {**kwargs, "config": self.config_of(plugin)}
         call = functools.partial(contextvars.copy_context().run, impl.function,
                                  **{a: kwargs[a] for a in impl.argnames})
         running = bulkhead.threads.submit(call)
@@ -323,15 +442,17 @@ class PluginHost:
             # On time-out the caller is freed; a call still waiting for a thread is dropped.
             answer = await asyncio.wait_for(asyncio.wrap_future(running), timeout)
         except TimeoutError:
-            reason, timed_out = f"{hook} did not answer within {timeout:g} s", True
+            self.record_failure(plugin, f"{hook} did not answer within {timeout:g} s", hook,
+                                timed_out=True)
+            raise PluginCallFailed(plugin, f"{hook} did not answer within {timeout:g} s") \
+                from None
         except Exception as exc:
-            reason, timed_out = f"{hook} raised {type(exc).__name__}: {exc}", False
-        else:
-            bulkhead.breaker.succeeded()
-            self._show_breaker(plugin)
-            return answer
-        self.record_failure(plugin, reason, hook, timed_out=timed_out)
-        raise PluginCallFailed(plugin, reason)
+            reason = f"{hook} raised {type(exc).__name__}: {exc}"
+            self.record_failure(plugin, reason, hook, error=exc)
+            raise PluginCallFailed(plugin, reason) from None
+        bulkhead.breaker.succeeded()
+        self._show_breaker(plugin)
+        return answer
 
     def _bulkhead(self, plugin: str) -> Bulkhead:
         bulkhead = self._bulkheads.get(plugin)
@@ -377,9 +498,9 @@ class PluginHost:
         PLUGIN_REFUSALS.labels(plugin, hook, why).inc()
 
     def record_failure(self, plugin: str, reason: str, hook: str | None = None, *,
-                       timed_out: bool = False) -> None:
-        """Log a plugin failure with the plugin's name and hook, count it, and tell the
-        plugin's breaker.
+                       timed_out: bool = False, error: BaseException | None = None) -> None:
+        """Log a plugin failure with the plugin's name and hook (and the traceback of the
+        ``error`` it raised), count it, and tell the plugin's breaker.
 
         ``hook`` defaults to the hook this task last called on a plugin.
         """
@@ -391,8 +512,9 @@ class PluginHost:
             record.failures += 1
             record.timeouts += timed_out
             record.last_failure = f"{hook}: {reason}"
+            record.last_failure_at = datetime.now(UTC)
         PLUGIN_FAILURES.labels(plugin, hook).inc()
-        logger.error("plugin %s failed: %s", plugin, reason,
+        logger.error("plugin %s failed: %s", plugin, reason, exc_info=error,
                      extra={"plugin": plugin, "hook": hook, "reason": reason})
 
     def payment_providers(self) -> dict[str, PaymentProvider]:
@@ -419,6 +541,28 @@ def _import_object(path: str) -> object:
     module_name, _, attribute = path.partition(":")
     module = importlib.import_module(module_name)
     return getattr(module, attribute) if attribute else module
+
+
+DISTRIBUTION = re.compile(r"^[a-z0-9]([a-z0-9-]{0,198}[a-z0-9])?$")  # normalised, PEP 508
+
+
+def normalised_distribution(name: str) -> str:
+    """A distribution name as package indexes compare them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name.strip()).lower()
+
+
+def _distribution_of(entry_point: importlib.metadata.EntryPoint) -> str:
+    dist = getattr(entry_point, "dist", None)
+    if dist is None:
+        return f"unknown:{entry_point.value}"
+    return normalised_distribution(dist.name)
+
+
+def _module_distribution(path: str) -> str:
+    """The installed distribution providing the module at ``path``, or ``module:<path>``."""
+    top = path.partition(":")[0].split(".")[0]
+    found = importlib.metadata.packages_distributions().get(top)
+    return normalised_distribution(found[0]) if found else f"module:{path.partition(':')[0]}"
 
 
 def _version(entry_point: importlib.metadata.EntryPoint) -> str:

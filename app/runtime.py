@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -22,6 +23,7 @@ from app.documents import Documents
 from app.events import EventBus, create_event_bus
 from app.migrate import upgrade
 from app.models import CoinPackage
+from app.models.base import utcnow
 from app.payments import PaymentProvider, PayoutProvider
 from app.plugins import PluginHost
 from app.public_data import PublicData
@@ -30,6 +32,7 @@ from app.settings import Settings
 
 JOURNAL_SEAL_INTERVAL = 15.0  # seconds between seals of the journal's hash chain
 STRANDED_PAYOUT_INTERVAL = 30.0  # seconds between looks for payouts never handed over
+PLUGIN_HEALTH_INTERVAL = 5.0  # seconds between writes of this process's plugin health
 
 
 @dataclass
@@ -47,6 +50,8 @@ class Runtime:
     reads: SessionFactory
     read_engine: AsyncEngine
     known_users: KnownUsers = field(default_factory=KnownUsers)
+    # The time gifts are sent at, as their rules see it (the test kit's can be frozen).
+    clock: Callable[[], datetime] = utcnow
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -70,7 +75,8 @@ class Runtime:
         from app.services.brands import sync_sponsored_catalogue
 
         async with self.sessions() as session, session.begin():
-            await sync_sponsored_catalogue(session, self.plugins)
+            await sync_sponsored_catalogue(session, self.plugins,
+                                           self.settings.brands_auto_approved)
 
     async def start(self) -> None:
         """Start what a serving process runs beside requests: the event bus, the combo reaper."""
@@ -80,6 +86,7 @@ class Runtime:
         self._tasks.append(asyncio.create_task(self._reap_combos()))
         self._tasks.append(asyncio.create_task(self._seal_journal()))
         self._tasks.append(asyncio.create_task(self._submit_stranded_payouts()))
+        self._tasks.append(asyncio.create_task(self._report_plugin_health()))
 
     async def _submit_stranded_payouts(self) -> None:
         from app.services.payouts import submit_stranded
@@ -90,6 +97,22 @@ class Runtime:
                 await submit_stranded(self.sessions, self.payout_providers)
             except Exception:
                 logging.getLogger(__name__).exception("submitting stranded payouts failed")
+
+    async def _report_plugin_health(self) -> None:
+        """Write this process's plugin health for the fleet's view, when it changed."""
+        from app.services import plugin_health
+
+        instance, written = plugin_health.this_instance(), None
+        while True:
+            rows = plugin_health.snapshot(self.plugins)
+            if rows != written:
+                try:
+                    async with self.sessions() as session, session.begin():
+                        await plugin_health.report(session, rows, instance)
+                    written = rows
+                except Exception:
+                    logging.getLogger(__name__).exception("writing plugin health failed")
+            await asyncio.sleep(PLUGIN_HEALTH_INTERVAL)
 
     async def _seal_journal(self) -> None:
         from app.ledger import journal

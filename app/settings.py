@@ -8,7 +8,7 @@ Variables: ``DATABASE_URL``, ``REDIS_URL`` and everything prefixed ``LIVEGIFTS_`
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     plugin_modules: str = ""
     plugins_block: str = ""
     plugins_strict: bool = False
+    # Each plugin's own settings, by plugin (entry-point) name, as a JSON object:
+    # {"my-brand": {"daily_cap": 5}}; a plugin's hooks get theirs as ``config``.
+    plugin_config: dict[str, dict[str, Any]] = {}
+    # A brand seen for the first time goes live at once, or waits for an operator's
+    # 'livegifts brands approve SLUG'. Default: at once in development, waits in production.
+    brands_auto_approve: bool | None = None
     # Each plugin's bulkhead: a call answers within the time limit or its caller is freed;
     # its own threads, and calls allowed to wait for them (more are refused at once);
     # after this many failures in a row its calls are refused at once for the cool-down,
@@ -134,6 +140,12 @@ class Settings(BaseSettings):
     @property
     def tracing_enabled(self) -> bool:
         return self.otel_enabled or bool(self.otel_exporter_otlp_endpoint)
+
+    @property
+    def brands_auto_approved(self) -> bool:
+        if self.brands_auto_approve is not None:
+            return self.brands_auto_approve
+        return self.environment is Environment.DEVELOPMENT
 
     @property
     def graphiql_enabled(self) -> bool:

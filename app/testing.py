@@ -13,6 +13,10 @@ does::
         assert receipt.brand_subsidy == 60
         assert await livegifts.audit() == []
 
+The harness's :class:`Clock` is the time the core's rules see (a plugin's
+``SendContext.at``, "today" for caps and ages, availability windows): freeze it and move
+it to test a happy hour or a daily cap without waiting.
+
 The module-level helpers (:func:`give_coins`, :func:`new_viewer`, :func:`go_live`)
 work on any :class:`~app.runtime.Runtime` and are what the core's own tests use.
 """
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +42,33 @@ from app.services.live import start_session
 from app.services.users import coin_account, ensure_user
 from app.settings import Settings
 
-__all__ = ["Harness", "Stage", "give_coins", "go_live", "livegifts", "new_viewer"]
+__all__ = ["Clock", "Harness", "Stage", "give_coins", "go_live", "livegifts", "new_viewer"]
+
+
+class Clock:
+    """The time the core sees: the real time until frozen, then only what the test sets."""
+
+    def __init__(self) -> None:
+        self._frozen: datetime | None = None
+
+    def __call__(self) -> datetime:
+        return self._frozen or datetime.now(UTC)
+
+    def freeze(self, at: datetime | None = None) -> datetime:
+        """Stop the clock at ``at`` (timezone-aware; default: now); returns that time."""
+        if at is not None and at.utcoffset() is None:
+            raise ValueError("freeze() needs a timezone-aware datetime, such as "
+                             "datetime(2027, 1, 1, 18, tzinfo=UTC)")
+        self._frozen = (at or datetime.now(UTC)).astimezone(UTC)
+        return self._frozen
+
+    def move(self, by: timedelta) -> datetime:
+        """Move the (frozen) clock on by ``by``; returns the new time."""
+        return self.freeze(self() + by)
+
+    def thaw(self) -> None:
+        """Let the clock follow the real time again."""
+        self._frozen = None
 
 
 @dataclass
@@ -86,26 +116,34 @@ class Harness:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.runtime: Runtime | None = None
+        self.clock = Clock()
         self._keys = itertools.count()
 
     async def start(self, *plugins: tuple[str, object], **settings: Any) -> Harness:
         """Start the core with ``(name, plugin)`` pairs registered as if installed."""
         config = Settings(database_url=f"sqlite+aiosqlite:///{self.directory / 'livegifts.db'}",
-                          seed_demo_data=False, plugins="none", **settings)
+                          seed_demo_data=False, plugins="none",
+                          **{"brands_auto_approve": True, **settings})
         self.runtime = Runtime.build(config, PluginHost(config, extra_plugins=plugins))
+        self.runtime.clock = self.clock
         await self.runtime.prepare_database()
         return self
 
     @property
     def plugins(self) -> PluginHost:
+        """The plugin host: ``records`` (each plugin's status, hooks, gifts, failures) and
+        ``brands``/``gifts`` (what each plugin owns)."""
         assert self.runtime is not None, "call await livegifts.start(...) first"
         return self.runtime.plugins
 
     async def go_live(self, creator: str = "creator") -> Stage:
+        """Seed the default catalogue and start a live session for a new (adult) creator."""
         assert self.runtime is not None
         return await go_live(self.runtime, creator)
 
     async def viewer(self, name: str, coins: int = 0) -> int:
+        """A new adult viewer holding ``coins`` (bought, as far as the ledger is concerned);
+        returns the viewer's id."""
         assert self.runtime is not None
         return await new_viewer(self.runtime, name, coins)
 
@@ -125,7 +163,7 @@ class Harness:
             session_id=stage.session_id, gift_id=stage.gifts[sku], quantity=quantity,
             idempotency_key=key or f"send-{next(self._keys)}",
             combo_window=timedelta(seconds=5), plugins=self.runtime.plugins,
-            settings=self.runtime.settings)
+            settings=self.runtime.settings, clock=self.runtime.clock)
         return result.receipt
 
     async def notified(self) -> None:
@@ -135,21 +173,26 @@ class Harness:
         await gifting.written(self.runtime.sessions)
 
     async def catalogue(self) -> dict[str, Gift]:
+        """Every gift in the catalogue, core and sponsored, by sku."""
         assert self.runtime is not None
         async with self.runtime.sessions() as session:
             return {g.sku: g for g in (await session.scalars(select(Gift))).all()}
 
     async def wallet(self, user_id: int) -> wallets.Wallet:
+        """A user's ``coins`` and ``diamonds``."""
         assert self.runtime is not None
         async with self.runtime.sessions() as session:
             return await wallets.wallet(session, user_id)
 
     async def budget(self, slug: str) -> int:
+        """Coins left in a brand's sponsorship budget."""
         assert self.runtime is not None
         async with self.runtime.sessions() as session:
             return await brands.budget_balance(session, slug)
 
     async def report(self, slug: str) -> brands.CampaignReport:
+        """The brand's campaign report: ``total``, ``by_creator`` and ``by_day`` lines of
+        sends, quantity, coins, viewer coins, subsidy and brand coins."""
         assert self.runtime is not None
         async with self.runtime.sessions() as session:
             return await brands.campaign_report(session, slug)
@@ -161,6 +204,7 @@ class Harness:
             return await audit(session)
 
     async def close(self) -> None:
+        """Stop the core (the fixture does it after each test)."""
         if self.runtime is not None:
             await self.runtime.close()
 

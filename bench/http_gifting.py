@@ -109,7 +109,9 @@ class Server:
                "LIVEGIFTS_SEED_DEMO_DATA": "false", "LIVEGIFTS_PLUGINS": "none",
                "LIVEGIFTS_RATE_LIMIT_PER_USER": "100000000",
                "LIVEGIFTS_RATE_LIMIT_PER_IP": "100000000",
-               "LIVEGIFTS_DATABASE_POOL_SIZE": "20", "LIVEGIFTS_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING")}
+               "LIVEGIFTS_DATABASE_POOL_SIZE": "20",
+               # BENCH_LOG_LEVEL=INFO keeps the server's access and shutdown lines.
+               "LIVEGIFTS_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING")}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "app", "serve", "--port", str(port), "--workers",
              str(workers), "--no-migrate"], env=env, stdout=subprocess.DEVNULL,

@@ -31,6 +31,14 @@ JWT_SECRET = "test-jwt-secret-0123456789abcdef0123456789"
 SANDBOX_SECRET = "test-sandbox-secret-0123456789abcdef01234"
 
 
+def livegifts_cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the ``livegifts`` command in a process of its own, as a user runs it."""
+    env = {**os.environ, "DATABASE_URL": database_url, "LIVEGIFTS_JWT_SECRET": JWT_SECRET,
+           "LIVEGIFTS_SANDBOX_SECRET": SANDBOX_SECRET, "LIVEGIFTS_PLUGINS": "none"}
+    return subprocess.run([sys.executable, "-m", "app", *args], env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
 def settings_for(database_url: str) -> Settings:
     # The core's own tests load no installed plugins: they pass without plugins/.
     return Settings(database_url=database_url, jwt_secret=JWT_SECRET,

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import jwt
 import pytest
 from sqlalchemy import text
@@ -14,14 +10,8 @@ from strawberry import relay
 
 from app.auth import verify_token
 from app.settings import Settings
-from tests.support import JWT_SECRET, SANDBOX_SECRET, execute_sql, sandbox, snapshot
-
-
-def livegifts(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": database_url, "LIVEGIFTS_JWT_SECRET": JWT_SECRET,
-           "LIVEGIFTS_SANDBOX_SECRET": SANDBOX_SECRET, "LIVEGIFTS_PLUGINS": "none"}
-    return subprocess.run([sys.executable, "-m", "app", *args], env=env, capture_output=True,
-                          text=True, timeout=120)
+from tests.support import JWT_SECRET, execute_sql, sandbox, snapshot
+from tests.support import livegifts_cli as livegifts
 
 
 def test_token_mints_a_verifiable_token():

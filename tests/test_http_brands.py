@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -135,18 +136,63 @@ async def test_a_brand_partner_sees_its_own_report_and_no_other(gql):
     assert admin_view["data"]["campaignReport"]["total"]["sends"] == 1
 
 
-def test_livegifts_plugins_lists_plugins_as_a_table_and_as_json():
-    env = {**os.environ, "LIVEGIFTS_PLUGINS": "none", "LIVEGIFTS_PLUGIN_MODULES": PLUGINS}
-    table = subprocess.run([sys.executable, "-m", "app", "plugins"], env=env,
-                           capture_output=True, text=True, timeout=60)
-    assert table.returncode == 0, table.stderr
-    header, rule, *rows = table.stdout.splitlines()
-    assert header.split() == ["name", "version", "status", "hooks", "gifts", "error"]
-    assert any(r.startswith("tests.sample_plugins.acme:plugin") and "acme-rocket" in r
-               for r in rows)
-    assert any("failed" in r and "No module named 'acme_sdk'" in r for r in rows)
-    listed = subprocess.run([sys.executable, "-m", "app", "plugins", "--json"], env=env,
-                            capture_output=True, text=True, timeout=60)
-    records = {r["name"]: r for r in json.loads(listed.stdout)}
-    assert records["tests.sample_plugins.acme:globex"]["gifts"] == ["globex-globe"]
-    assert records["tests.sample_plugins.broken_import"]["status"] == "failed"
+def livegifts_plugins(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": database_url, "LIVEGIFTS_PLUGINS": "none",
+           "LIVEGIFTS_PLUGIN_MODULES": PLUGINS + ",tests.sample_plugins.acme:flaky"}
+    return subprocess.run([sys.executable, "-m", "app", "plugins", *args], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+async def test_plugin_health_is_added_up_over_server_processes(kind, request, tmp_path):
+    """Two server processes write their plugins' health where every process can read it:
+    a failed send on one shows in `livegifts plugins` (run apart from the servers), in the
+    admin query and in the brand's own view; the command exits 1 as a plugin failed to
+    load."""
+    url = await asyncio.to_thread(fresh_database, kind, request, tmp_path)  # runs a loop
+    server = ServerProcess(url, LIVEGIFTS_WORKERS="2", LIVEGIFTS_SEED_DEMO_DATA="true",
+                           LIVEGIFTS_PLUGIN_MODULES=PLUGINS + ",tests.sample_plugins.acme:flaky")
+    server.start()
+    client = GraphQLClient(server.url)
+    try:
+        fan, star = token("flaky-fan", "viewer"), token("flaky-star", "creator")
+        await buy_coins(client, fan)
+        session = await go_live(client, star)
+        gift = (await gift_ids(client))["flaky-fizz"]
+        sent = await client(SEND, send_input(session, gift), token=fan)
+        assert sent["data"]["sendGift"]["userErrors"][0]["message"] == (
+            "The gift 'Flaky Rocket' is unavailable: its sponsor's plugin failed.")
+        for _ in range(300):  # each process writes what changed every few seconds
+            listed = livegifts_plugins(url, "--json")
+            assert listed.stdout, listed.stderr
+            flaky = {r["name"]: r for r in json.loads(listed.stdout)}[
+                "tests.sample_plugins.acme:flaky"]
+            if flaky["failures"] == 1 and flaky["processes"] == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert (flaky["status"], flaky["failures"], flaky["timeouts"], flaky["breaker"]) == (
+            "active", 1, 0, "closed")
+        assert flaky["last_failure"] == ("check_send: check_send raised RuntimeError: campaign "
+                                         "service down")
+        assert listed.returncode == 1  # tests.sample_plugins.broken_import failed to load
+        table = livegifts_plugins(url)
+        header, rule, *rows = table.stdout.splitlines()
+        assert header.split() == ["name", "version", "status", "hooks", "gifts", "failures",
+                                  "timeouts", "breaker", "error"]
+        assert any(r.startswith("tests.sample_plugins.acme:flaky") and "campaign service down"
+                   in r for r in rows)
+        assert any("failed" in r and "No module named 'acme_sdk'" in r for r in rows)
+        assert table.returncode == 1
+        query = "{ plugins { name failures breaker breakerOpenIn lastFailure } }"
+        admin = {p["name"]: p for p in (await client(query, token=ADMIN))["data"]["plugins"]}
+        assert admin["tests.sample_plugins.acme:flaky"]["failures"] == 1
+        partner = token("flaky-analyst", "brand", brand="flaky")
+        own = await client("{ brands { slug plugin { status failures lastFailure } } }",
+                           token=partner)
+        assert own["data"]["brands"] == [{"slug": "flaky", "plugin": {
+            "status": "active", "failures": 1,
+            "lastFailure": "check_send: check_send raised RuntimeError: campaign service down"}}]
+    finally:
+        await client.close()
+        server.stop()
+

@@ -5,7 +5,10 @@ from __future__ import annotations
 import importlib.metadata
 import inspect
 import logging
+import os
 import re
+import subprocess
+import sys
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -193,6 +196,32 @@ def test_every_hook_is_documented_with_its_exact_signature():
         assert getattr(hookspecs, name).__doc__, f"{name} has no docstring"
 
 
+def kit_signature(owner, prefix: str, name: str) -> str:
+    """How docs/plugins.md heads a test kit method: its call, parameters and return type."""
+    member = getattr(owner, name)
+    if isinstance(member, property):
+        return f"`{prefix}.{name}` (property) -> {inspect.signature(member.fget).return_annotation}"
+    signature, params = inspect.signature(member), []
+    for p in list(signature.parameters.values())[1:]:
+        text = f"{p.name}: {p.annotation}"
+        text = {p.VAR_POSITIONAL: "*", p.VAR_KEYWORD: "**"}.get(p.kind, "") + text
+        params.append(text if p.default is p.empty else f"{text} = {p.default!r}")
+    awaited = "await " if inspect.iscoroutinefunction(member) else ""
+    return f"`{awaited}{prefix}.{name}({', '.join(params)}) -> {signature.return_annotation}`"
+
+
+def test_every_test_kit_method_is_documented_with_its_signature():
+    from app.testing import Clock, Harness
+
+    docs = (ROOT / "docs" / "plugins.md").read_text()
+    for owner, prefix in ((Harness, "livegifts"), (Clock, "livegifts.clock")):
+        for name in (n for n in vars(owner) if not n.startswith("_")):
+            heading = f"#### {kit_signature(owner, prefix, name)}"
+            assert heading in docs, f"docs/plugins.md lacks {heading}"
+            member = getattr(owner, name)
+            assert (member.fget if isinstance(member, property) else member).__doc__, name
+
+
 def test_the_core_names_no_partner_package():
     partners = ROOT / "plugins"
     if not partners.is_dir():
@@ -295,21 +324,39 @@ def test_allow_and_block_lists():
     host.close()
 
 
-def test_strict_mode_makes_a_failing_plugin_fatal():
-    with pytest.raises(PluginStartupError, match="plugin 'broken': import failed"):
+def test_strict_mode_lists_every_failing_plugin_before_refusing():
+    with pytest.raises(PluginStartupError) as refused:
         PluginHost(settings_for("sqlite+aiosqlite://").model_copy(update={
-            "plugins": "all", "plugins_strict": True}), entry_points=DISCOVERY[:2])
+            "plugins": "all", "plugins_strict": True}), entry_points=DISCOVERY)
+    lines = str(refused.value).splitlines()
+    assert lines[0] == "3 plugins failed, and LIVEGIFTS_PLUGINS_STRICT is on:"
+    # In load order: by distribution, then entry-point name (here, with no distribution known,
+    # by the entry point's target).
+    assert [line.split(":")[0].strip() for line in lines[1:]] == ["broken", "typo", "stray"]
 
 
-async def test_a_plugin_cannot_take_over_another_plugins_brand(database_url):
-    async with core_with(database_url, ("acme", Acme())) as runtime:
-        stage, fan = await funded_stage(runtime)
-    async with core_with(database_url, ("impostor", Acme())) as runtime:
-        assert runtime.plugins.records["impostor"].error == \
-            "brand 'acme' already belongs to plugin 'acme'"
-        with pytest.raises(DomainError) as refused:
-            await _send(runtime, stage, fan, "acme-rocket", 1, None)
-        assert refused.value.code is ErrorCode.GIFT_UNAVAILABLE
+def test_serve_in_strict_mode_names_every_failure_without_a_traceback(tmp_path):
+    env = {**os.environ, "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'strict.db'}",
+           "LIVEGIFTS_PLUGINS": "none", "LIVEGIFTS_PLUGINS_STRICT": "true",
+           "LIVEGIFTS_PLUGIN_MODULES": "tests.sample_plugins.broken_import,"
+                                       "tests.sample_plugins.misspelled,app.errors"}
+    done = subprocess.run([sys.executable, "-m", "app", "serve", "--port", "1"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "Error: 3 plugins failed, and LIVEGIFTS_PLUGINS_STRICT is on:" in done.stderr
+    assert "tests.sample_plugins.broken_import: import failed: ImportError" in done.stderr
+    assert "tests.sample_plugins.misspelled: registration failed" in done.stderr
+    assert ("app.errors: registration failed: ValueError: it registers no hooks: mark its "
+            "hook functions with @hookimpl") in done.stderr
+
+
+def test_a_module_that_registers_no_hooks_is_reported_as_failed():
+    host = PluginHost(settings_for("sqlite+aiosqlite://").model_copy(update={
+        "plugin_modules": "tests.sample_plugins"}))  # the package, not the module with hooks
+    record = host.records["tests.sample_plugins"]
+    assert record.status == "failed"
+    assert record.error.startswith("registration failed: ValueError: it registers no hooks")
+    host.close()
 
 
 class Counting(Acme):
@@ -389,3 +436,42 @@ async def test_a_batch_written_again_does_not_ask_the_plugin_again(database_url,
         assert isinstance(broken, RuntimeError)
         assert (sponsored.coins_paid, sponsored.brand_subsidy) == (50, 50)
         assert plugin.quotes == 1  # asked once, before the batch; not again when rewritten
+
+
+@pytest.mark.parametrize("mode, hook", [("check-raises", "check_send"),
+                                        ("listener-raises", "gift_sent")])
+async def test_plugin_failures_are_logged_with_their_traceback_and_each_sends_request_id(
+        database_url, mode, hook):
+    """Two sends at once, each in its own request: each failure of the plugin (asked whether
+    to allow the send, or told of it) is logged under that send's request id, with the
+    traceback."""
+    import asyncio
+
+    from app.observability import REQUEST_ID
+
+    seen: list[tuple[str, str | None, bool]] = []
+
+    class Remember(logging.Handler):
+        def emit(self, record):
+            seen.append((record.getMessage(), REQUEST_ID.get(), record.exc_info is not None))
+
+    async def send_as(request_id, *args):
+        REQUEST_ID.set(request_id)
+        return await _send(*args)
+
+    handler = Remember(logging.ERROR)
+    logging.getLogger("livegifts.plugins").addHandler(handler)
+    try:
+        async with core_with(database_url, ("acme", Acme(mode=mode))) as runtime:
+            stage, fan = await funded_stage(runtime)
+            other = await new_viewer(runtime, "other-fan", 1000)
+            await asyncio.gather(
+                send_as("request-1", runtime, stage, fan, "acme-rocket", 1, None),
+                send_as("request-2", runtime, stage, other, "acme-rocket", 1, None),
+                return_exceptions=True)
+            await gifting.written(runtime.sessions)
+    finally:
+        logging.getLogger("livegifts.plugins").removeHandler(handler)
+    assert sorted((request_id, traced) for message, request_id, traced in seen
+                  if f"failed: {hook} raised" in message) == [
+        ("request-1", True), ("request-2", True)], seen

@@ -14,7 +14,9 @@ from app.errors import DomainError
 from app.graphql.common import Long, UserError
 from app.graphql.context import ClientError, Context
 from app.graphql.types import _rows_by_id, ctx
-from app.services import brands
+from app.plugins import PluginRecord
+from app.services import brands, plugin_health
+from app.services.plugin_health import FleetHealth
 
 
 def _may_see_brand(context: Context, slug: str) -> None:
@@ -33,6 +35,19 @@ class Brand(relay.Node):
     @classmethod
     def of(cls, row: models.Brand) -> Brand:
         return cls(id=row.id, slug=row.slug, name=row.name)
+
+    @strawberry.field(description="The plugin that runs the brand's gifts and how it is "
+                                  "doing. The brand's partners and admins only; null when its "
+                                  "plugin is not installed on this server.")
+    async def plugin(self, info: Info) -> PluginInfo | None:
+        context = ctx(info)
+        _may_see_brand(context, self.slug)
+        owner = context.runtime.plugins.brands.get(self.slug)
+        if owner is None:
+            return None
+        async with context.runtime.reads() as session:
+            fleet = await plugin_health.fleet(session)
+        return PluginInfo.of(context.runtime.plugins.records[owner[0]], fleet.get(owner[0]))
 
     @strawberry.field(description="Coins left in the sponsorship budget. The brand's partners "
                                   "and admins only.")
@@ -57,14 +72,31 @@ class PluginInfo:
     brands: list[str]
     error: str | None
     failures: int = strawberry.field(description="Calls that raised, timed out or answered "
-                                                 "nonsense since this server process started.")
+                                                 "nonsense, over every server process since "
+                                                 "each started.")
     timeouts: int = strawberry.field(description="Of the failures, calls that did not answer "
                                                  "within the time limit.")
     breaker: str = strawberry.field(description="closed (calls go through), open (its gifts "
-                                                "are refused at once) or half-open (one "
-                                                "probe call decides), in this server process.")
+                                                "are refused at once, in at least one server "
+                                                "process) or half-open (one probe call "
+                                                "decides).")
+    breaker_open_in: int = strawberry.field(description="Server processes whose breaker for "
+                                                        "it is not closed.")
     last_failure: str | None = strawberry.field(description="The hook and reason of its last "
-                                                            "failure.")
+                                                            "failure, on any server process.")
+
+    @classmethod
+    def of(cls, record: PluginRecord, fleet: FleetHealth | None) -> PluginInfo:
+        """The plugin as this process loaded it, with its health over the fleet (this
+        process's own until it has written it)."""
+        return cls(name=record.name, version=record.version, status=record.status,
+                   hooks=record.hooks, gifts=record.gifts, brands=record.brands,
+                   error=record.error,
+                   failures=fleet.failures if fleet else record.failures,
+                   timeouts=fleet.timeouts if fleet else record.timeouts,
+                   breaker=fleet.breaker if fleet else record.breaker,
+                   breaker_open_in=fleet.open_in if fleet else int(record.breaker != "closed"),
+                   last_failure=fleet.last_failure if fleet else record.last_failure)
 
 
 @strawberry.type(description="Sends of a brand's gifts, summed.")
@@ -108,24 +140,30 @@ class FundBrandBudgetPayload:
 
 @strawberry.type
 class BrandQuery:
-    @strawberry.field(description="Brands that sponsor gifts. Public.")
+    @strawberry.field(description="Brands that sponsor gifts. Public; a brand partner's token "
+                                  "lists its own brand only, so that it may ask for the "
+                                  "fields only partners see.")
     async def brands(self, info: Info) -> list[Brand]:
         from sqlalchemy import select
 
-        async with ctx(info).runtime.reads() as session:
-            rows = (await session.scalars(select(models.Brand).order_by(models.Brand.slug))).all()
+        context = ctx(info)
+        principal = context.principal()
+        query = select(models.Brand).order_by(models.Brand.slug)
+        if principal is not None and principal.has(Role.BRAND) and not context.is_admin():
+            query = query.where(models.Brand.slug == principal.brand)
+        async with context.runtime.reads() as session:
+            rows = (await session.scalars(query)).all()
         return [Brand.of(row) for row in rows]
 
-    @strawberry.field(description="Admin: installed plugins, their hooks, gifts and health.")
-    def plugins(self, info: Info) -> list[PluginInfo]:
+    @strawberry.field(description="Admin: installed plugins, their hooks, gifts and health "
+                                  "over every server process.")
+    async def plugins(self, info: Info) -> list[PluginInfo]:
         context = ctx(info)
         context.require(Role.ADMIN)
-        host = context.runtime.plugins
-        return [PluginInfo(name=r.name, version=r.version, status=r.status, hooks=r.hooks,
-                           gifts=r.gifts, brands=r.brands, error=r.error, failures=r.failures,
-                           timeouts=r.timeouts, breaker=host.breaker_state(r.name),
-                           last_failure=r.last_failure)
-                for r in host.records.values()]
+        async with context.runtime.reads() as session:
+            fleet = await plugin_health.fleet(session)
+        return [PluginInfo.of(r, fleet.get(r.name))
+                for r in context.runtime.plugins.records.values()]
 
     @strawberry.field(description="A brand's campaign report: sends, coins and subsidy spent, "
                                   "by creator and by day. A brand partner sees only its own "

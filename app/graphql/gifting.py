@@ -539,7 +539,8 @@ class GiftingMutation:
                 session_id=decode_id(input.session_id, "LiveSession", "sessionId"),
                 gift_id=decode_id(input.gift_id, "Gift", "giftId"), quantity=input.quantity,
                 idempotency_key=input.idempotency_key, combo_window=context.runtime.combo_window,
-                plugins=context.runtime.plugins, settings=context.runtime.settings)
+                plugins=context.runtime.plugins, settings=context.runtime.settings,
+                clock=context.runtime.clock)
         except DomainError as error:
             return SendGiftPayload(receipt=None, wallet_coins=None, replayed=False,
                                    user_errors=[UserError.of(error)])

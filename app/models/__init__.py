@@ -2,7 +2,15 @@
 
 from sqlmodel import SQLModel
 
-from app.models.catalogue import Brand, Gift, PublicDataVersion, RateCard, TrustedDocument
+from app.models.catalogue import (
+    Brand,
+    BrandOwner,
+    Gift,
+    PluginHealth,
+    PublicDataVersion,
+    RateCard,
+    TrustedDocument,
+)
 from app.models.ledger import (
     Account,
     Entry,
@@ -22,6 +30,7 @@ metadata = SQLModel.metadata
 __all__ = [
     "Account",
     "Brand",
+    "BrandOwner",
     "Clawback",
     "CreatorTotal",
     "Gift",
@@ -31,6 +40,7 @@ __all__ = [
     "LiveSession",
     "Payout",
     "Profile",
+    "PluginHealth",
     "PublicDataVersion",
     "ViewerSpend",
     "PurchaseReversal",

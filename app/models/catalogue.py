@@ -22,6 +22,38 @@ class Brand(SQLModel, table=True):
     created_at: datetime = created_at_field()
 
 
+class BrandOwner(SQLModel, table=True):
+    """Which distribution (installed package) a brand slug belongs to, and whether an
+    operator approved it. Only that distribution's plugin may declare the brand; a slug
+    with no distribution yet (a brand from before bindings) is bound at its next start to
+    the distribution of the plugin named in its ``brand`` row."""
+
+    __tablename__ = "brand_owner"
+
+    slug: str = Field(primary_key=True, max_length=40)
+    distribution: str | None = Field(default=None, max_length=200)
+    approved_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    bound_at: datetime = created_at_field()
+
+
+class PluginHealth(SQLModel, table=True):
+    """One server process's view of one plugin, written by that process every few seconds
+    when it changed: what ``livegifts plugins`` and the ``plugins`` query add up."""
+
+    __tablename__ = "plugin_health"
+
+    instance: str = Field(primary_key=True, max_length=100)  # host:pid of the process
+    plugin: str = Field(primary_key=True, max_length=200)
+    status: str = Field(max_length=20)
+    error: str | None = Field(default=None, sa_type=Text)
+    failures: int = Field(default=0, sa_type=Amount)
+    timeouts: int = Field(default=0, sa_type=Amount)
+    breaker: str = Field(max_length=12)
+    last_failure: str | None = Field(default=None, sa_type=Text)
+    last_failure_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    updated_at: datetime = Field(sa_type=UTCDateTime, index=True)
+
+
 class Gift(SQLModel, table=True):
     __tablename__ = "gift"
     __table_args__ = (

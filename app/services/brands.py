@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -13,8 +13,9 @@ from app.errors import DomainError, ErrorCode
 from app.ledger import AccountRef, Currency, Leg, post_transaction, run_idempotent, system_account
 from app.ledger.accounts import open_account
 from app.ledger.idempotency import check_key
-from app.models import Account, Brand, Gift, GiftSend, User
-from app.plugins import PluginHost, Sponsor
+from app.models import Account, Brand, BrandOwner, Gift, GiftSend, User
+from app.plugins import DISTRIBUTION, PluginHost, Sponsor, normalised_distribution
+from app.sponsorship import SLUG
 
 MAX_FUNDING = 1_000_000_000
 
@@ -31,17 +32,34 @@ async def revenue_account(session: AsyncSession, slug: str) -> AccountRef:
                               limited=True)
 
 
-async def sync_sponsored_catalogue(session: AsyncSession, host: PluginHost) -> None:
-    """Bring the brands and sponsored gifts the plugins declare into the catalogue."""
+async def sync_sponsored_catalogue(session: AsyncSession, host: PluginHost,
+                                   auto_approve: bool) -> None:
+    """Settle which plugin owns each declared brand from the bindings kept in the
+    database (recording new ones: approved at once if ``auto_approve``), then bring the
+    approved brands and their sponsored gifts into the catalogue."""
+    host.sponsored.clear()
+    owners = {row.slug: row for row in await session.scalars(select(BrandOwner))}
+    now = datetime.now(UTC)
+    for slug, distribution in host.settle({s: o.distribution for s, o in owners.items()},
+                                          await _named(session)).items():
+        if slug in owners:  # a brand from before bindings: bound to its plugin now
+            owners[slug].distribution = distribution
+            continue
+        await session.execute(insert_ignoring_conflict(session, BrandOwner, {
+            "slug": slug, "distribution": distribution, "bound_at": now,
+            "approved_at": now if auto_approve else None}, ["slug"]))
+        owners[slug] = await session.get(BrandOwner, slug)  # type: ignore[assignment]
+    await session.flush()
+    host.check_strict()
     brand_ids: dict[str, int] = {}
     for slug, (plugin, brand) in host.brands.items():
+        if owners[slug].approved_at is None:
+            host.records[plugin].pending.append(slug)
+            continue
         await session.execute(insert_ignoring_conflict(
             session, Brand, {"slug": slug, "name": brand.name, "plugin": plugin}, ["slug"]))
-        owner = await session.scalar(select(Brand.plugin).where(Brand.slug == slug))
-        if owner != plugin:  # a brand and its budget are never taken over by another plugin
-            host.records[plugin].error = f"brand {slug!r} already belongs to plugin {owner!r}"
-            continue
-        await session.execute(update(Brand).where(Brand.slug == slug).values(name=brand.name))
+        await session.execute(update(Brand).where(Brand.slug == slug)
+                              .values(name=brand.name, plugin=plugin))
         brand_ids[slug] = await session.scalar(select(Brand.id).where(Brand.slug == slug))
     for sku, (plugin, gift) in host.gifts.items():
         if gift.brand not in brand_ids:
@@ -52,14 +70,82 @@ async def sync_sponsored_catalogue(session: AsyncSession, host: PluginHost) -> N
                       sort_order=gift.sort_order, brand_id=brand_ids[gift.brand], plugin=plugin)
         await session.execute(insert_ignoring_conflict(session, Gift, {"sku": sku, **values},
                                                        ["sku"]))
-        gift_id, owner = (await session.execute(
-            select(Gift.id, Gift.plugin).where(Gift.sku == sku))).one()
-        if owner != plugin:  # a core gift or another plugin's: never taken over
+        gift_id, brand_id = (await session.execute(
+            select(Gift.id, Gift.brand_id).where(Gift.sku == sku))).one()
+        if brand_id != brand_ids[gift.brand]:  # a core gift or another brand's: never taken
             record = host.records[plugin]
-            record.error = f"gift sku {sku!r} already belongs to {owner or 'the core catalogue'}"
+            record.error = f"gift sku {sku!r} already belongs to " + (
+                "the core catalogue" if brand_id is None else "another brand")
             continue
         await session.execute(update(Gift).where(Gift.sku == sku).values(**values))
         host.sponsored[gift_id] = Sponsor(plugin, gift.name)
+
+
+async def _named(session: AsyncSession) -> dict[str, str]:
+    """Each brand row's plugin name: the owner of a brand from before bindings."""
+    return dict((await session.execute(select(Brand.slug, Brand.plugin))).all())
+
+
+async def settle_as_bound(session: AsyncSession, host: PluginHost) -> None:
+    """Settle the host's brands by the bindings in the database, writing nothing (for
+    reports: :func:`sync_sponsored_catalogue` is what a starting server runs)."""
+    owners = dict((await session.execute(select(BrandOwner.slug,
+                                                BrandOwner.distribution))).all())
+    host.settle(owners, await _named(session))
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """A brand slug's owner (the distribution whose plugin may declare it) and approval."""
+
+    slug: str
+    distribution: str | None  # None: bound at its plugin's next start (an older brand)
+    approved: bool
+    bound_at: datetime
+
+    @classmethod
+    def of(cls, row: BrandOwner) -> Binding:
+        return cls(row.slug, row.distribution, row.approved_at is not None, row.bound_at)
+
+
+async def bindings(session: AsyncSession) -> list[Binding]:
+    return [Binding.of(row) for row in await session.scalars(
+        select(BrandOwner).order_by(BrandOwner.slug))]
+
+
+async def bind_brand(sessions: async_sessionmaker[AsyncSession], slug: str,
+                     distribution: str) -> Binding:
+    """Bind ``slug`` to ``distribution`` (a package name), before any plugin declares it
+    or to move it to another package; its approval is kept. Takes effect as each server
+    process next starts."""
+    if not SLUG.match(slug):
+        raise DomainError(ErrorCode.INVALID_INPUT, f"{slug!r} is not a brand slug (lowercase "
+                          "letters, digits and '-', at most 40).", "slug")
+    name = normalised_distribution(distribution)
+    if not DISTRIBUTION.match(name):
+        raise DomainError(ErrorCode.INVALID_INPUT, f"{distribution!r} is not a package name.",
+                          "distribution")
+    async with sessions() as session, session.begin():
+        row = await session.get(BrandOwner, slug, with_for_update=True)
+        if row is None:
+            row = BrandOwner(slug=slug, distribution=name)
+            session.add(row)
+        row.distribution, row.bound_at = name, datetime.now(UTC)
+        await session.flush()
+        return Binding.of(row)
+
+
+async def approve_brand(sessions: async_sessionmaker[AsyncSession], slug: str) -> Binding:
+    """Let a brand's gifts go live (at once if it is approved already)."""
+    async with sessions() as session, session.begin():
+        row = await session.get(BrandOwner, slug, with_for_update=True)
+        if row is None:
+            raise DomainError(ErrorCode.NOT_FOUND, f"No plugin has declared brand {slug!r} "
+                              "and none is bound to it: nothing to approve.", "slug")
+        if row.approved_at is None:
+            row.approved_at = datetime.now(UTC)
+        await session.flush()
+        return Binding.of(row)
 
 
 async def brand_by_slug(session: AsyncSession, slug: str) -> Brand:

@@ -28,9 +28,11 @@ plugin at a time.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import weakref
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Union
@@ -66,6 +68,7 @@ from app.models import (
     User,
     ViewerSpend,
 )
+from app.models.base import utcnow
 from app.plugins import PluginCallFailed, PluginHost
 from app.services.brands import budget_account, revenue_account
 from app.services.catalogue import is_available
@@ -117,15 +120,18 @@ def period_starts(day: date) -> dict[str, date]:
 async def send_gift(sessions: async_sessionmaker[AsyncSession], bus: EventBus, *,
                     sender_id: int, session_id: int, gift_id: int, quantity: int,
                     idempotency_key: str, combo_window: timedelta, settings: Settings,
-                    plugins: PluginHost | None = None) -> SendResult:
-    """Send ``quantity`` of a gift into a live session; raise :class:`DomainError` if refused."""
+                    plugins: PluginHost | None = None,
+                    clock: Callable[[], datetime] = utcnow) -> SendResult:
+    """Send ``quantity`` of a gift into a live session; raise :class:`DomainError` if refused.
+    ``clock`` is the time the send's rules see: its plugin's ``SendContext.at``, "today" for
+    caps and ages, the gift's availability window, its receipt's time."""
     claim = Claim.of(f"user:{sender_id}", idempotency_key, "send_gift",
                      {"session_id": session_id, "gift_id": gift_id, "quantity": quantity})
     if type(quantity) is not int or not 1 <= quantity <= MAX_QUANTITY:
         raise DomainError(ErrorCode.INVALID_QUANTITY,
                           f"quantity must be between 1 and {MAX_QUANTITY}.", "quantity")
     request = _Request(sender_id, session_id, gift_id, quantity, claim, combo_window, settings,
-                       plugins, bus, asyncio.get_running_loop().create_future())
+                       plugins, bus, clock, asyncio.get_running_loop().create_future())
     writer = _writer(sessions)
     sponsor = None if plugins is None else plugins.sponsor_of(gift_id)
     if sponsor is None:  # a core gift (or one this process has not synced: the batch asks)
@@ -184,9 +190,12 @@ class _Request:
     settings: Settings
     plugins: PluginHost | None
     bus: EventBus
+    clock: Callable[[], datetime]
     done: asyncio.Future[SendResult]
     # A sponsored send's plugin answers, by the question they answer (see _quoted).
     quotes: dict[_Question, GiftSplit | DomainError] = field(default_factory=dict)
+    # The sender's request's context: its sponsor is told under it (its request id logged).
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)
 
     def settle(self, result: SendResult | BaseException) -> None:
         if self.done.done():
@@ -210,7 +219,7 @@ class _Writer:
         self.loop = asyncio.get_running_loop()
         self.waiting: list[_Request] = []
         self.task: asyncio.Task[None] | None = None
-        self.untold: dict[str, deque[tuple[PluginHost, _Sent]]] = {}  # by plugin
+        self.untold: dict[str, deque[tuple[_Request, _Sent]]] = {}  # by plugin
         self.telling: dict[str, asyncio.Task[None]] = {}
         self.turns: weakref.WeakValueDictionary[tuple[int, int], asyncio.Lock] = \
             weakref.WeakValueDictionary()
@@ -257,7 +266,7 @@ class _Writer:
             elif isinstance(outcome, _Sent):
                 request.settle(outcome.answer)
                 if outcome.sponsor and request.plugins is not None:
-                    self._tell_later(request.plugins, outcome)
+                    self._tell_later(request, outcome)
             else:
                 later.append((request, outcome))
         sent = [(request, outcome) for request, outcome in written if isinstance(outcome, _Sent)]
@@ -274,12 +283,12 @@ class _Writer:
             except Exception as failure:
                 request.settle(failure)
 
-    def _tell_later(self, plugins: PluginHost, sent: _Sent) -> None:
+    def _tell_later(self, request: _Request, sent: _Sent) -> None:
         """Queue a sponsored gift for its plugin's ``gift_sent``: one task a plugin tells
         its gifts in the order they were written, so a slow plugin delays only its own."""
-        assert sent.sponsor is not None
+        assert sent.sponsor is not None and request.plugins is not None
         plugin = sent.sponsor["plugin"]
-        self.untold.setdefault(plugin, deque()).append((plugins, sent))
+        self.untold.setdefault(plugin, deque()).append((request, sent))
         task = self.telling.get(plugin)
         if task is None or task.done():
             self.telling[plugin] = self.loop.create_task(self._tell(plugin))
@@ -287,9 +296,11 @@ class _Writer:
     async def _tell(self, plugin: str) -> None:
         untold = self.untold[plugin]
         while untold:
-            plugins, sent = untold.popleft()
-            assert sent.sponsor is not None
-            await _tell_sponsor(plugins, sent.sponsor, sent.receipt)
+            request, sent = untold.popleft()
+            assert sent.sponsor is not None and request.plugins is not None
+            await self.loop.create_task(
+                _tell_sponsor(request.plugins, sent.sponsor, sent.receipt),
+                context=request.context.copy())
 
     async def written(self) -> None:
         """Wait until every send handed over is written and delivered, and its sponsor
@@ -324,7 +335,7 @@ async def written(sessions: async_sessionmaker[AsyncSession]) -> None:
 
 def _next_batch(waiting: list[_Request]) -> tuple[list[_Request], list[_Request]]:
     """The first sends waiting, up to ``MAX_BATCH``, with distinct idempotency keys and the
-    same settings, plugins and bus; the rest wait for the next batch."""
+    same settings, plugins, bus and clock; the rest wait for the next batch."""
     waiting = [request for request in waiting if not request.done.done()]
     if not waiting:
         return [], []
@@ -332,7 +343,8 @@ def _next_batch(waiting: list[_Request]) -> tuple[list[_Request], list[_Request]
     for request in waiting:
         key = (request.claim.scope, request.claim.key)
         if len(batch) < MAX_BATCH and key not in keys and request.settings is first.settings \
-                and request.plugins is first.plugins and request.bus is first.bus:
+                and request.plugins is first.plugins and request.bus is first.bus \
+                and request.clock is first.clock:
             batch.append(request)
             keys.add(key)
         else:
@@ -427,7 +439,7 @@ class _Batch:
     @classmethod
     async def load(cls, session: AsyncSession, requests: list[_Request]) -> _Batch:
         """Read what the sends need and lock the wallets and sponsor budgets they debit."""
-        batch = cls(session, datetime.now(UTC))
+        batch = cls(session, requests[0].clock())
         senders = sorted({r.sender_id for r in requests})
         # Share-locked, so that no session ends while gifts are sent into it.
         batch.lives = {live.id: live for live in await session.scalars(
@@ -477,9 +489,9 @@ class _Batch:
             raise DomainError(ErrorCode.GIFT_UNAVAILABLE,
                               f"The gift {gift.name!r} is not available right now.", "giftId")
         sender_name, sender_birthdate = self.people.get(sender_id, ("", None))
-        check_age(request.settings, sender_birthdate, doing="sending gifts")
+        check_age(request.settings, sender_birthdate, doing="sending gifts", today=now.date())
         check_age(request.settings, self.people.get(live.creator_id, ("", None))[1],
-                  doing="receiving gifts", whose="The creator's")
+                  doing="receiving gifts", whose="The creator's", today=now.date())
         brand = None
         if gift.plugin is not None:
             brand = self.brands.get(gift.brand_id)
@@ -743,7 +755,7 @@ def _quoted(request: _Request, question: _Question) -> GiftSplit:
     answer = request.quotes.get(question)
     if answer is None:
         plugins = request.plugins
-        if plugins is None or not plugins.is_active(question.plugin):
+        if plugins is None or not plugins.owns(question.plugin, question.brand):
             raise _unavailable(question.name, "its sponsor's plugin is not installed")
         raise _AskSponsor(question)
     if isinstance(answer, DomainError):
@@ -755,7 +767,7 @@ async def _question(sessions: async_sessionmaker[AsyncSession], request: _Reques
                     ) -> _Question | None:
     """What a sponsored send asks its plugin, as the database says now (the batch checks it
     again once it holds the locks); None if the send will be refused before any asking."""
-    now = datetime.now(UTC)
+    now = request.clock()
     async with sessions() as session:
         gift = await session.get(Gift, request.gift_id)
         live = await session.get(LiveSession, request.session_id)
@@ -782,7 +794,7 @@ async def _ask_sponsor(plugins: PluginHost | None, question: _Question
 
 async def _sponsored_split(plugins: PluginHost | None, question: _Question) -> GiftSplit:
     """Ask the plugin that owns the gift for its veto, quote and split; check every answer."""
-    if plugins is None or not plugins.is_active(question.plugin):
+    if plugins is None or not plugins.owns(question.plugin, question.brand):
         raise _unavailable(question.name, "its sponsor's plugin is not installed")
     send = SendContext(gift_sku=question.sku, brand=question.brand,
                        list_price=question.list_price, quantity=question.quantity,

@@ -63,12 +63,12 @@ async def require_age(session: AsyncSession, settings: Settings, user_id: int, *
 
 
 def check_age(settings: Settings, birthdate: date | None, *, doing: str,
-              whose: str = "Your") -> None:
-    """Refuse unless ``birthdate`` (None: not on file) shows the minimum age."""
+              whose: str = "Your", today: date | None = None) -> None:
+    """Refuse unless ``birthdate`` (None: not on file) shows the minimum age ``today``."""
     if birthdate is None:
         raise DomainError(ErrorCode.BIRTHDATE_REQUIRED, f"{whose} birthdate is needed before "
                           f"{doing}; add it with updateProfile.", None)
-    if age_on(birthdate, datetime.now(UTC).date()) < settings.minimum_age:
+    if age_on(birthdate, today or datetime.now(UTC).date()) < settings.minimum_age:
         raise DomainError(ErrorCode.AGE_RESTRICTED, f"{doing.capitalize()} needs "
                           f"{'you' if whose == 'Your' else 'the creator'} to be at least "
                           f"{settings.minimum_age}.", None)

@@ -36,6 +36,8 @@ class Acme:
 
     @hookimpl
     def check_send(self, send: SendContext) -> Veto | None:
+        if self.mode == "check-raises":
+            raise RuntimeError("campaign service down")
         if self.mode == "veto-nonsense":
             return "no"  # not a Veto
         return Veto(self.veto) if self.veto else None
@@ -82,5 +84,15 @@ class Globex(Acme):
     sku = "globex-globe"
 
 
+class Flaky(Acme):
+    brand = "flaky"
+    sku = "flaky-fizz"
+
+
 plugin = Acme()
 globex = Globex()
+flaky = Flaky(mode="check-raises")  # every send of its gift fails in check_send
+
+
+# An unrelated package's plugin that declares Acme's brand and gift, on terms of its own.
+impostor = Acme(subsidy_percent=99)

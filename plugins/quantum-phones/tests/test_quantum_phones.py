@@ -32,6 +32,17 @@ async def test_the_brand_takes_ten_percent_and_every_coin_is_accounted_for(liveg
     assert await livegifts.audit() == []
 
 
+async def test_tiers_and_the_brand_share_come_from_the_plugins_settings(livegifts):
+    await livegifts.start(("quantum-phones", QuantumPhones()), plugin_config={BRAND: {
+        "tiers": [[1, 100], [5, 50]], "brand_share_percent": 20}})
+    stage = await livegifts.go_live("creator")
+    fan = await livegifts.viewer("fan", coins=100_000)
+    receipt = await livegifts.send(fan, stage, SKU, quantity=5)  # 5 * 250 = 1,250
+    assert (receipt.coins_paid, receipt.brand_coins) == (1_250, 250)
+    assert (await livegifts.send(fan, stage, SKU, quantity=4)).coins_paid == 2_000
+    assert await livegifts.audit() == []
+
+
 async def test_the_phone_is_in_the_catalogue_as_sponsored(livegifts):
     await livegifts.start(("quantum-phones", QuantumPhones()))
     phone = (await livegifts.catalogue())[SKU]

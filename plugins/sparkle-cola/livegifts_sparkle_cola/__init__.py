@@ -1,72 +1,95 @@
 """Sparkle Cola's campaign: a sponsored can the brand subsidises, within a window, with a cap.
 
-* The Sparkle Cola Can lists at 100 coins. During the campaign a viewer pays 40% of
-  that (rounded up) and Sparkle Cola's sponsorship budget pays the rest, so the
-  creator still earns on the full value under the published rate card.
-* The campaign runs from ``SPARKLE_COLA_STARTS`` to ``SPARKLE_COLA_ENDS`` (ISO 8601).
-* Each viewer may send at most ``SPARKLE_COLA_DAILY_CAP`` cans a day (UTC).
+* The Sparkle Cola Can lists at 100 coins. During the campaign a viewer pays
+  ``viewer_pays_percent`` (default 40) of that, rounded up, and Sparkle Cola's
+  sponsorship budget pays the rest, so the creator still earns on the full value under
+  the published rate card.
+* The campaign runs from ``starts`` to ``ends`` (ISO 8601 with a UTC offset).
+* Each viewer may send at most ``daily_cap`` cans a day (UTC).
+
+The terms come from the core's settings for this plugin, ``LIVEGIFTS_PLUGIN_CONFIG``::
+
+    LIVEGIFTS_PLUGIN_CONFIG='{"sparkle-cola": {"starts": "2027-01-01T00:00:00+00:00",
+                                               "ends": "2027-02-01T00:00:00+00:00",
+                                               "daily_cap": 5}}'
 """
 
 from __future__ import annotations
 
 import logging
-import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from app import Brand, Quote, SendContext, SentGift, SponsoredGift, Veto, hookimpl
 
 BRAND = "sparkle-cola"
 SKU = "sparkle-cola-can"
 LIST_PRICE = 100
+DEFAULTS = {"starts": "2026-11-01T00:00:00+00:00", "ends": "2030-01-01T00:00:00+00:00",
+            "daily_cap": 5, "viewer_pays_percent": 40}
 
 logger = logging.getLogger(__name__)
 
 
-class Campaign:
-    def __init__(self, starts: datetime, ends: datetime, daily_cap: int = 5,
-                 viewer_pays_percent: int = 40) -> None:
-        if not 0 < viewer_pays_percent <= 100 or daily_cap < 1 or ends <= starts:
-            raise ValueError("a campaign needs a window, a cap >= 1 and a share in 1..100")
-        self.starts, self.ends = starts, ends
-        self.daily_cap, self.viewer_pays_percent = daily_cap, viewer_pays_percent
-        self.sent: list[SentGift] = []
+@dataclass(frozen=True)
+class Terms:
+    """The campaign's terms, read from the plugin's settings (``config``)."""
+
+    starts: datetime
+    ends: datetime
+    daily_cap: int
+    viewer_pays_percent: int
 
     @classmethod
-    def from_environment(cls) -> Campaign:
-        return cls(
-            starts=datetime.fromisoformat(os.environ.get("SPARKLE_COLA_STARTS",
-                                                         "2026-11-01T00:00:00+00:00")),
-            ends=datetime.fromisoformat(os.environ.get("SPARKLE_COLA_ENDS",
-                                                       "2030-01-01T00:00:00+00:00")),
-            daily_cap=int(os.environ.get("SPARKLE_COLA_DAILY_CAP", "5")))
+    def of(cls, config: Mapping[str, Any]) -> Terms:
+        values = {**DEFAULTS, **config}
+        terms = cls(datetime.fromisoformat(values["starts"]),
+                    datetime.fromisoformat(values["ends"]), values["daily_cap"],
+                    values["viewer_pays_percent"])
+        if terms.starts.utcoffset() is None or terms.ends.utcoffset() is None or \
+                terms.ends <= terms.starts or type(terms.daily_cap) is not int or \
+                terms.daily_cap < 1 or type(terms.viewer_pays_percent) is not int or \
+                not 0 < terms.viewer_pays_percent <= 100:
+            raise ValueError("the campaign needs starts < ends (with UTC offsets), an integer "
+                             "daily_cap >= 1 and an integer viewer_pays_percent in 1..100")
+        return terms
+
+
+class Campaign:
+    def __init__(self) -> None:
+        self.sent: list[SentGift] = []
 
     @hookimpl
     def register_brands(self) -> list[Brand]:
         return [Brand(slug=BRAND, name="Sparkle Cola")]
 
     @hookimpl
-    def register_sponsored_gifts(self) -> list[SponsoredGift]:
+    def register_sponsored_gifts(self, config: Mapping[str, Any]) -> list[SponsoredGift]:
+        terms = Terms.of(config)
         return [SponsoredGift(
             sku=SKU, name="Sparkle Cola Can", brand=BRAND, coin_price=LIST_PRICE,
             image_url="https://cdn.example.com/sparkle-cola/can.webp",
             animation_url="https://cdn.example.com/sparkle-cola/fizz.json",
-            available_from=self.starts, available_until=self.ends)]
+            available_from=terms.starts, available_until=terms.ends)]
 
     @hookimpl
-    def check_send(self, send: SendContext) -> Veto | None:
-        if not self.starts <= send.at < self.ends:
-            return Veto(f"The Sparkle Cola campaign runs from {self.starts:%Y-%m-%d} "
-                        f"to {self.ends:%Y-%m-%d}.")
-        left = self.daily_cap - send.viewer_sent_today
+    def check_send(self, send: SendContext, config: Mapping[str, Any]) -> Veto | None:
+        terms = Terms.of(config)
+        if not terms.starts <= send.at < terms.ends:
+            return Veto(f"The Sparkle Cola campaign runs from {terms.starts:%Y-%m-%d} "
+                        f"to {terms.ends:%Y-%m-%d}.")
+        left = terms.daily_cap - send.viewer_sent_today
         if send.quantity > left:
-            return Veto(f"Sparkle Cola Cans are limited to {self.daily_cap} per viewer a day; "
+            return Veto(f"Sparkle Cola Cans are limited to {terms.daily_cap} per viewer a day; "
                         f"you can send {max(left, 0)} more today.")
         return None
 
     @hookimpl
-    def quote_gift(self, send: SendContext) -> Quote:
+    def quote_gift(self, send: SendContext, config: Mapping[str, Any]) -> Quote:
         value = send.list_price * send.quantity
-        viewer_pays = -(-value * self.viewer_pays_percent // 100)  # rounded up, in coins
+        viewer_pays = -(-value * Terms.of(config).viewer_pays_percent // 100)  # rounded up
         return Quote(viewer_pays=viewer_pays, brand_subsidy=value - viewer_pays)
 
     @hookimpl
@@ -75,4 +98,4 @@ class Campaign:
         logger.info("sparkle-cola: %s can(s) sent in session %s", gift.quantity, gift.session_id)
 
 
-campaign = Campaign.from_environment()
+campaign = Campaign()

@@ -10,21 +10,27 @@ from livegifts_sparkle_cola import BRAND, SKU, Campaign
 from app.errors import DomainError
 
 
-def running_campaign(**kwargs) -> Campaign:
+def terms(starts: datetime, ends: datetime, **more) -> dict:
+    """The core's settings for the plugin: its terms, as LIVEGIFTS_PLUGIN_CONFIG gives them."""
+    return {"plugin_config": {BRAND: {"starts": starts.isoformat(), "ends": ends.isoformat(),
+                                      **more}}}
+
+
+def running(**more) -> dict:
     now = datetime.now(UTC)
-    return Campaign(starts=now - timedelta(days=1), ends=now + timedelta(days=1), **kwargs)
+    return terms(now - timedelta(days=1), now + timedelta(days=1), **more)
 
 
 async def test_the_can_is_in_the_catalogue_as_sponsored(livegifts):
-    await livegifts.start(("sparkle-cola", running_campaign()))
+    await livegifts.start(("sparkle-cola", Campaign()), **running())
     can = (await livegifts.catalogue())[SKU]
     assert (can.name, can.coin_price, can.plugin) == ("Sparkle Cola Can", 100, "sparkle-cola")
     assert livegifts.plugins.records["sparkle-cola"].gifts == [SKU]
 
 
 async def test_the_viewer_pays_forty_percent_and_the_budget_the_rest(livegifts):
-    campaign = running_campaign()
-    await livegifts.start(("sparkle-cola", campaign))
+    campaign = Campaign()
+    await livegifts.start(("sparkle-cola", campaign), **running())
     await livegifts.fund_brand(BRAND, 1_000)
     stage = await livegifts.go_live("creator")
     fan = await livegifts.viewer("fan", coins=500)
@@ -40,7 +46,7 @@ async def test_the_viewer_pays_forty_percent_and_the_budget_the_rest(livegifts):
 
 
 async def test_a_viewer_may_send_five_cans_a_day(livegifts):
-    await livegifts.start(("sparkle-cola", running_campaign(daily_cap=5)))
+    await livegifts.start(("sparkle-cola", Campaign()), **running(daily_cap=5))
     await livegifts.fund_brand(BRAND, 10_000)
     stage = await livegifts.go_live("creator")
     fan, other = await livegifts.viewer("fan", 5_000), await livegifts.viewer("other", 5_000)
@@ -57,7 +63,7 @@ async def test_a_viewer_may_send_five_cans_a_day(livegifts):
 
 
 async def test_an_exhausted_budget_makes_the_can_unavailable(livegifts):
-    await livegifts.start(("sparkle-cola", running_campaign()))
+    await livegifts.start(("sparkle-cola", Campaign()), **running())
     await livegifts.fund_brand(BRAND, 100)
     stage = await livegifts.go_live("creator")
     fan = await livegifts.viewer("fan", 1_000)
@@ -72,14 +78,38 @@ async def test_an_exhausted_budget_makes_the_can_unavailable(livegifts):
 
 async def test_outside_the_window_the_can_cannot_be_sent(livegifts):
     now = datetime.now(UTC)
-    ended = Campaign(starts=now - timedelta(days=10), ends=now - timedelta(days=1))
-    await livegifts.start(("sparkle-cola", ended))
+    await livegifts.start(("sparkle-cola", Campaign()),
+                          **terms(now - timedelta(days=10), now - timedelta(days=1)))
     await livegifts.fund_brand(BRAND, 1_000)
     stage = await livegifts.go_live("creator")
     fan = await livegifts.viewer("fan", 1_000)
     with pytest.raises(DomainError) as refused:
         await livegifts.send(fan, stage, SKU)
     assert refused.value.code.value == "GIFT_UNAVAILABLE"
+
+
+async def test_the_daily_cap_starts_again_the_next_day_and_the_window_closes(livegifts):
+    """The test kit's clock is the time the core and the plugin see: move it past midnight
+    (UTC) and the cap starts again; move it past the campaign's end and the can is gone."""
+    starts = datetime(2027, 3, 1, tzinfo=UTC)
+    await livegifts.start(("sparkle-cola", Campaign()),
+                          **terms(starts, starts + timedelta(days=2), daily_cap=2))
+    livegifts.clock.freeze(starts + timedelta(hours=23))
+    await livegifts.fund_brand(BRAND, 10_000)
+    stage = await livegifts.go_live("creator")
+    fan = await livegifts.viewer("fan", 5_000)
+    receipt = await livegifts.send(fan, stage, SKU, quantity=2)
+    assert receipt.created_at == starts + timedelta(hours=23)
+    with pytest.raises(DomainError) as capped:
+        await livegifts.send(fan, stage, SKU)
+    assert capped.value.message.endswith("you can send 0 more today.")
+    livegifts.clock.move(timedelta(hours=2))  # 01:00 the next day
+    await livegifts.send(fan, stage, SKU, quantity=2)
+    livegifts.clock.move(timedelta(days=1))  # the campaign ended
+    with pytest.raises(DomainError) as ended:
+        await livegifts.send(fan, stage, SKU)
+    assert ended.value.code.value == "GIFT_UNAVAILABLE"
+    assert await livegifts.audit() == []
 
 
 def test_the_installed_entry_point_loads_the_campaign():

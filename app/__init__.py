@@ -9,6 +9,7 @@ from app.hookspecs import hookimpl
 from app.payments import PaymentProvider, ReceiptRejected, VerifiedReceipt
 from app.sponsorship import (
     Brand,
+    BrandShare,
     Quote,
     RateCardTerms,
     RevenueSplit,
@@ -20,6 +21,7 @@ from app.sponsorship import (
 
 __all__ = [
     "Brand",
+    "BrandShare",
     "PaymentProvider",
     "Quote",
     "RateCardTerms",

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from app.settings import Settings
     from app.sponsorship import (
         Brand,
+        BrandShare,
         Quote,
         RateCardTerms,
         RevenueSplit,
@@ -102,7 +103,7 @@ def quote_gift(send: SendContext, config: Mapping[str, Any]) -> Quote | None:
 
 @hookspec(firstresult=True)
 def split_revenue(send: SendContext, quote: Quote, rate_card: RateCardTerms,
-                  config: Mapping[str, Any]) -> RevenueSplit | None:
+                  config: Mapping[str, Any]) -> RevenueSplit | BrandShare | None:
     """Split a quoted send's value among creator, platform and brand.
 
     :param config: the plugin's own settings.
@@ -110,7 +111,9 @@ def split_revenue(send: SendContext, quote: Quote, rate_card: RateCardTerms,
     :param quote: the validated quote; its ``value`` is what gets split.
     :param rate_card: the published rate card in force.
     :returns: a :class:`app.sponsorship.RevenueSplit` of non-negative integers summing
-        exactly to ``quote.value``; ``None`` means the rate card's split with no brand share.
+        exactly to ``quote.value``; or a :class:`app.sponsorship.BrandShare`, the brand's
+        rate of the platform's cut, which the core rounds fairly over time; ``None`` means
+        the rate card's split with no brand share.
     """
 
 

@@ -9,12 +9,14 @@ from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath
 
-from app.auth import AuthError, principal_from_header
-from app.errors import DomainError
+from app.auth import AuthError, Role, principal_from_header
+from app.errors import DomainError, ErrorCode
 from app.services import payouts, reversals, statements
+from app.services.brands import brand_by_slug, campaign_sends, sends_csv
 from app.services.users import ensure_user
 
 SIGNATURE_HEADER = "x-livegifts-signature"
+MAX_SENDS_CSV = 1_000_000  # rows in one export: a year of a busy brand's sends
 
 
 def _error(status: int, message: str) -> Response[dict[str, str]]:
@@ -101,4 +103,64 @@ async def earnings_csv(request: Request[Any, Any, Any], state: State) -> Respons
     return _csv(statement, f"livegifts-earnings-{statement.start}-{statement.end}.csv")
 
 
-ROUTES = [payout_webhook, payment_webhook, viewer_statement_csv, earnings_csv]
+def _brand_refusal(request: Request[Any, Any, Any], state: State, slug: str
+                   ) -> Response[Any] | None:
+    """401 or 403 unless the caller is the brand's partner or an admin."""
+    try:
+        principal = principal_from_header(state.runtime.settings,
+                                          request.headers.get("authorization"))
+    except AuthError as error:
+        return _error(401, str(error))
+    if principal is None:
+        return _error(401, "Authentication required: send 'Authorization: Bearer <token>'.")
+    if not principal.has(Role.ADMIN) and not (principal.has(Role.BRAND) and
+                                               principal.brand == slug):
+        return _error(403, "Forbidden: a brand partner token sees only its own brand.")
+    return None
+
+
+@get("/brands/{slug:str}/statements/{filename:str}")
+async def brand_statement_csv(slug: FromPath[str], filename: FromPath[str],
+                              request: Request[Any, Any, Any], state: State) -> Response[Any]:
+    """``/brands/my-brand/statements/2026-12.csv``: a brand's revenue for a month, for
+    its partners' tokens and admins."""
+    month = filename.removesuffix(".csv")
+    refusal = _brand_refusal(request, state, slug)
+    if refusal is not None:
+        return refusal
+    try:
+        async with state.runtime.sessions() as session:
+            await brand_by_slug(session, slug)
+            statement = await statements.brand_statement(session, slug, month)
+    except DomainError as error:
+        return _error(404 if error.code is ErrorCode.NOT_FOUND else 400, error.message)
+    return _csv(statement, f"livegifts-{slug}-revenue-{month}.csv")
+
+
+@get("/brands/{slug:str}/sends.csv")
+async def brand_sends_csv(slug: FromPath[str], request: Request[Any, Any, Any], state: State
+                          ) -> Response[Any]:
+    """``/brands/my-brand/sends.csv?from=2026-12-01&to=2026-12-08``: every send of a brand's
+    gifts in those days (UTC, ``to`` exclusive, at most 366), oldest first, for reconciling."""
+    refusal = _brand_refusal(request, state, slug)
+    if refusal is not None:
+        return refusal
+    try:
+        start = date.fromisoformat(request.query_params.get("from", ""))
+        end = date.fromisoformat(request.query_params.get("to", ""))
+    except ValueError:
+        return _error(400, "from and to must be dates like 2026-11-01.")
+    try:
+        statements.check_range(start, end)
+        since, until = statements.day_bounds(start, end)
+        async with state.runtime.sessions() as session:
+            sends = await campaign_sends(session, slug, limit=MAX_SENDS_CSV, since=since,
+                                         until=until)
+    except DomainError as error:
+        return _error(404 if error.code is ErrorCode.NOT_FOUND else 400, error.message)
+    return Response(sends_csv(sends), media_type="text/csv; charset=utf-8", headers={
+        "content-disposition": f'attachment; filename="livegifts-{slug}-sends-{start}-{end}.csv"'})
+
+
+ROUTES = [payout_webhook, payment_webhook, viewer_statement_csv, earnings_csv,
+          brand_statement_csv, brand_sends_csv]

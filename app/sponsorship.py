@@ -89,6 +89,24 @@ class RevenueSplit:
 
 
 @dataclass(frozen=True, slots=True)
+class BrandShare:
+    """A brand's revenue share as a rate the core applies: ``platform_bps`` basis points
+    (1/100 of a percent) of the platform's cut, the value less the creator's rate-card share.
+    The core rounds it fairly over time: each send's share is whole coins, and the part of
+    a coin left over is carried to the brand's next send, so over any run of sends the
+    brand's total is the exact total rounded down (never a coin more, less than one short)."""
+
+    platform_bps: int
+
+
+def share_with_carry(platform_cut: int, platform_bps: int, carry: int) -> tuple[int, int]:
+    """The brand's whole coins of ``platform_cut`` at ``platform_bps``, with the owed part
+    of a coin (``carry``, in 1/10,000 coin) brought in; returns (coins, new carry)."""
+    coins, carry = divmod(platform_cut * platform_bps + carry, 10_000)
+    return coins, carry
+
+
+@dataclass(frozen=True, slots=True)
 class Veto:
     """A refusal by the gift's campaign rules; ``reason`` is shown to the viewer."""
 
@@ -128,9 +146,15 @@ def check_quote(answer: object, max_value: int) -> Quote:
     return answer
 
 
-def check_split(answer: object, value: int) -> RevenueSplit:
+def check_split(answer: object, value: int) -> RevenueSplit | BrandShare:
+    if isinstance(answer, BrandShare):
+        if type(answer.platform_bps) is not int or not 0 <= answer.platform_bps <= 10_000:
+            raise PluginAnswerInvalid(f"platform_bps must be an integer from 0 to 10000, got "
+                                      f"{answer.platform_bps!r}")
+        return answer
     if not isinstance(answer, RevenueSplit):
-        raise PluginAnswerInvalid(f"split_revenue must return a RevenueSplit, got {answer!r}")
+        raise PluginAnswerInvalid(f"split_revenue must return a RevenueSplit or a "
+                                  f"BrandShare, got {answer!r}")
     parts = [_whole(getattr(answer, name), name, 0)
              for name in ("creator_coins", "platform_coins", "brand_coins")]
     if sum(parts) != value:

@@ -53,6 +53,11 @@ OPERATIONS = {
     "Query.plugins": ("{ plugins { name } }", ADMIN),
     "Query.campaignReport": ('{ campaignReport(brand: "acme") { total { sends } } }',
                              {"brand", "admin"}),
+    "Query.campaignSends": ('{ campaignSends(brand: "acme") { edges { node { receiptId } } } }',
+                            {"brand", "admin"}),
+    "Mutation.settleBrandRevenue": ('mutation { settleBrandRevenue(input: {brand: "acme", '
+                                    'coins: 0, idempotencyKey: "mx"}) { userErrors { code } } }',
+                                    ADMIN),
     "Mutation.purchaseCoins": ('mutation { purchaseCoins(input: {packageId: "x", provider: '
                                '"sandbox", receipt: "x", idempotencyKey: "mx"}) '
                                '{ userErrors { code } } }', SIGNED_IN),

@@ -7,7 +7,9 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 
 from app.seed import DEMO_BRAND_BUDGET
@@ -136,6 +138,63 @@ async def test_a_brand_partner_sees_its_own_report_and_no_other(gql):
     assert admin_view["data"]["campaignReport"]["total"]["sends"] == 1
 
 
+SETTLE = """mutation($brand: String!, $coins: Long!, $key: String!) {
+  settleBrandRevenue(input: {brand: $brand, coins: $coins, idempotencyKey: $key}) {
+    revenue budget userErrors { code field message } } }"""
+REVENUE = """query($month: String!) { brands { slug revenue budget statement(month: $month) {
+  csvUrl lines { section label count coins } } } }"""
+
+
+async def test_a_brand_partner_reads_its_revenue_and_statement_and_admins_settle_it(
+        gql, brand_server):
+    """After the report test's send (a brand share of 20 coins), Acme's partner reads its
+    revenue and month's statement (GraphQL and CSV, its own brand only); an admin settles
+    part of it against the budget; settling more than is left is refused, moving nothing."""
+    month = datetime.now(UTC).strftime("%Y-%m")
+    acme_rep = token("acme-rep", "brand", brand="acme")
+    brands = (await gql(REVENUE, {"month": month}, token=acme_rep))["data"]["brands"]
+    assert [b["slug"] for b in brands] == ["acme"]
+    revenue, budget = brands[0]["revenue"], brands[0]["budget"]
+    assert revenue == 20
+    lines = brands[0]["statement"]["lines"]
+    assert (lines[0]["label"], lines[-1]["label"], lines[-1]["coins"]) == ("opening", "closing",
+                                                                          20)
+    settled = await gql(SETTLE, {"brand": "acme", "coins": 15, "key": "settle-a"}, token=ADMIN)
+    assert settled["data"]["settleBrandRevenue"] == {"revenue": 5, "budget": budget + 15,
+                                                     "userErrors": []}
+    before = await snapshot(brand_server.database_url)
+    refused = await gql(SETTLE, {"brand": "acme", "coins": 6, "key": "settle-b"}, token=ADMIN)
+    assert refused["data"]["settleBrandRevenue"] == {"revenue": None, "budget": None,
+                                                     "userErrors": [{
+        "code": "INSUFFICIENT_COINS", "field": "coins",
+        "message": "The brand's revenue is 5 coins: it cannot settle 6."}]}
+    after = await snapshot(brand_server.database_url)
+    assert after["balances"] == before["balances"]
+    denied = await gql(SETTLE, {"brand": "acme", "coins": 1, "key": "settle-c"}, token=acme_rep,
+                       expect_errors=True)
+    assert denied["errors"][0]["message"] == "Forbidden: this needs the admin role."
+
+    base = brand_server.url.removesuffix("/graphql")
+    async with httpx.AsyncClient(base_url=base) as http:
+        own = await http.get(f"/brands/acme/statements/{month}.csv",
+                             headers={"authorization": f"Bearer {acme_rep}"})
+        assert own.status_code == 200 and own.headers["content-type"].startswith("text/csv")
+        rows = own.text.splitlines()
+        assert rows[0].startswith("section,label,count,coins")
+        assert rows[-1] == "balance,closing,0,5,0,0,,"
+        assert any(r.startswith("settled,") and ",-15," in r for r in rows)
+        other = await http.get(f"/brands/globex/statements/{month}.csv",
+                               headers={"authorization": f"Bearer {acme_rep}"})
+        assert (other.status_code, other.json()["error"]) == (
+            403, "Forbidden: a brand partner token sees only its own brand.")
+        anonymous = await http.get(f"/brands/acme/statements/{month}.csv")
+        assert anonymous.status_code == 401
+        bad_month = await http.get("/brands/acme/statements/december.csv",
+                                   headers={"authorization": f"Bearer {ADMIN}"})
+        assert (bad_month.status_code, bad_month.json()["error"]) == (
+            400, "month must look like 2026-11.")
+
+
 def livegifts_plugins(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": database_url, "LIVEGIFTS_PLUGINS": "none",
            "LIVEGIFTS_PLUGIN_MODULES": PLUGINS + ",tests.sample_plugins.acme:flaky"}
@@ -196,3 +255,66 @@ async def test_plugin_health_is_added_up_over_server_processes(kind, request, tm
         await client.close()
         server.stop()
 
+
+
+SENDS = """query($brand: String, $first: Int, $after: String) {
+  campaignSends(brand: $brand, first: $first, after: $after) {
+    edges { node { receiptId giftSku quantity viewerPaid brandSubsidy brandCoins } }
+    pageInfo { hasNextPage endCursor } } }"""
+
+
+async def test_a_brand_partner_lists_its_sends_to_reconcile_page_by_page_and_as_csv(
+        gql, brand_server):
+    """Acme's partner pages through its sends oldest first (the report test's send, then
+    two more), each with the receipt id gift_sent carried; the same rows come as CSV for a
+    window of days; other brands and bad windows are refused."""
+    gifts = await gift_ids(gql)
+    session_id = await go_live(gql, token("reconcile-star", "creator"))
+    fan = token("reconcile-fan")
+    await buy_coins(gql, fan)
+    receipts = []
+    for quantity in (1, 2):
+        sent = await gql(SEND, send_input(session_id, gifts["acme-rocket"], quantity), token=fan)
+        receipts.append(sent["data"]["sendGift"]["receipt"])
+    acme_rep = token("acme-rep", "brand", brand="acme")
+    seen, after = [], None
+    while True:
+        page = (await gql(SENDS, {"first": 2, "after": after}, token=acme_rep))["data"][
+            "campaignSends"]
+        seen += [edge["node"] for edge in page["edges"]]
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    assert [node["quantity"] for node in seen][-2:] == [1, 2]
+    ids = [node["receiptId"] for node in seen]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids) >= 3
+    assert seen[-1] == {"receiptId": seen[-1]["receiptId"], "giftSku": "acme-rocket",
+                        "quantity": 2, "viewerPaid": receipts[1]["coinsPaid"],
+                        "brandSubsidy": receipts[1]["brandSubsidy"],
+                        "brandCoins": receipts[1]["brandCoins"]}
+    other = await gql(SENDS, {"brand": "globex"}, token=acme_rep, expect_errors=True)
+    assert other["errors"][0]["message"] == \
+        "Forbidden: a brand partner token sees only its own brand."
+
+    today = datetime.now(UTC).date()
+    window = {"from": today.isoformat(), "to": (today + timedelta(days=1)).isoformat()}
+    base = brand_server.url.removesuffix("/graphql")
+    async with httpx.AsyncClient(base_url=base) as http:
+        exported = await http.get("/brands/acme/sends.csv", params=window,
+                                  headers={"authorization": f"Bearer {acme_rep}"})
+        assert exported.status_code == 200
+        header, *rows = exported.text.splitlines()
+        assert header == ("receipt_id,at,gift_sku,quantity,viewer_id,creator_id,session_id,"
+                          "viewer_paid,brand_subsidy,brand_coins")
+        assert [int(row.split(",")[0]) for row in rows] == ids
+        for params, message in [
+                ({"from": "yesterday", "to": window["to"]},
+                 "from and to must be dates like 2026-11-01."),
+                ({"from": window["to"], "to": window["from"]},
+                 "from must be before to, at most 366 days apart.")]:
+            refused = await http.get("/brands/acme/sends.csv", params=params,
+                                     headers={"authorization": f"Bearer {acme_rep}"})
+            assert (refused.status_code, refused.json()["error"]) == (400, message)
+        forbidden = await http.get("/brands/globex/sends.csv", params=window,
+                                   headers={"authorization": f"Bearer {acme_rep}"})
+        assert forbidden.status_code == 403

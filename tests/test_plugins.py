@@ -247,6 +247,8 @@ BAD_ANSWERS = {
     "negative-share": "invalid answer: platform_coins must be an integer >= 0, got -1",
     "float-share": "invalid answer: creator_coins must be an integer >= 0, got 25.0",
     "veto-nonsense": "invalid answer: check_send must return None or a Veto",
+    "share-too-large": "invalid answer: platform_bps must be an integer from 0 to 10000, "
+                       "got 10001",
 }
 
 

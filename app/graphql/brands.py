@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 from strawberry import relay
@@ -11,12 +13,15 @@ from strawberry.types import Info
 from app import models
 from app.auth import Role
 from app.errors import DomainError
-from app.graphql.common import Long, UserError
+from app.graphql.common import Long, UserError, connection, cursor_id, page_size
 from app.graphql.context import ClientError, Context
 from app.graphql.types import _rows_by_id, ctx
 from app.plugins import PluginRecord
-from app.services import brands, plugin_health
+from app.services import brands, plugin_health, statements
 from app.services.plugin_health import FleetHealth
+
+if TYPE_CHECKING:
+    from app.graphql.money import Statement
 
 
 def _may_see_brand(context: Context, slug: str) -> None:
@@ -55,6 +60,29 @@ class Brand(relay.Node):
         _may_see_brand(ctx(info), self.slug)
         async with ctx(info).runtime.reads() as session:
             return await brands.budget_balance(session, self.slug)
+
+    @strawberry.field(description="Coins the brand earned from its revenue share and has not "
+                                  "been settled yet. The brand's partners and admins only.")
+    async def revenue(self, info: Info) -> Long:
+        _may_see_brand(ctx(info), self.slug)
+        async with ctx(info).runtime.reads() as session:
+            return await brands.revenue_balance(session, self.slug)
+
+    @strawberry.field(description="The brand's revenue for a month (e.g. \"2026-12\"): the "
+                                  "opening balance, what it earned and what was settled each "
+                                  "day (UTC), the closing balance. The brand's partners and "
+                                  "admins only.")
+    async def statement(self, info: Info, month: str) -> Annotated[
+            Statement, strawberry.lazy("app.graphql.money")]:
+        from app.graphql.money import Statement  # money's types name Brand: imported late
+
+        _may_see_brand(ctx(info), self.slug)
+        try:
+            async with ctx(info).runtime.reads() as session:
+                result = await statements.brand_statement(session, self.slug, month)
+        except DomainError as error:
+            raise ClientError(error.message, "BAD_USER_INPUT") from None
+        return Statement.of(result, f"/brands/{self.slug}/statements/{month}.csv")
 
     @classmethod
     async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str],
@@ -116,6 +144,21 @@ class CampaignLine:
                    brand_coins=line.brand_coins)
 
 
+@strawberry.type(description="One send of a brand's gift, as its plugin's gift_sent was told "
+                              "of it, for reconciling: the ids are the same internal integers.")
+class CampaignSend:
+    receipt_id: Long = strawberry.field(description="gift_sent's receipt_id.")
+    at: datetime
+    gift_sku: str
+    quantity: int
+    viewer_id: Long
+    creator_id: Long
+    session_id: Long
+    viewer_paid: Long = strawberry.field(description="Coins the viewer paid.")
+    brand_subsidy: Long = strawberry.field(description="Coins drawn from the brand's budget.")
+    brand_coins: Long = strawberry.field(description="The brand's revenue share.")
+
+
 @strawberry.type(description="What was sent of a brand's sponsored gifts.")
 class CampaignReport:
     brand: Brand
@@ -134,6 +177,21 @@ class FundBrandBudgetInput:
 
 @strawberry.type
 class FundBrandBudgetPayload:
+    budget: Long | None = strawberry.field(description="The budget afterwards.")
+    user_errors: list[UserError]
+
+
+@strawberry.input(description="Settle a brand's revenue by netting it against its "
+                              "sponsorship budget.")
+class SettleBrandRevenueInput:
+    brand: str = strawberry.field(description="The brand's slug.")
+    coins: Long
+    idempotency_key: str
+
+
+@strawberry.type
+class SettleBrandRevenuePayload:
+    revenue: Long | None = strawberry.field(description="The revenue left afterwards.")
     budget: Long | None = strawberry.field(description="The budget afterwards.")
     user_errors: list[UserError]
 
@@ -187,6 +245,41 @@ class BrandQuery:
                               by_day=[CampaignLine.of(line) for line in report.by_day])
 
 
+    @strawberry.field(description="A brand's sends, oldest first, to reconcile against "
+                                  "gift_sent: page with after (the endCursor), or ask for a "
+                                  "window of days (UTC, to exclusive). A brand partner sees "
+                                  "its own brand only (the argument may be omitted); admins "
+                                  "name one. The same as CSV: /brands/<slug>/sends.csv"
+                                  "?from=&to=.")
+    async def campaign_sends(
+            self, info: Info, brand: str | None = None, first: int | None = None,
+            after: str | None = None,
+            from_: Annotated[date | None, strawberry.argument(name="from")] = None,
+            to: date | None = None) -> relay.Connection[CampaignSend]:
+        context = ctx(info)
+        principal = context.require(Role.BRAND)
+        slug = brand or principal.brand
+        if slug is None:
+            raise ClientError('Name the brand: campaignSends(brand: "slug").',
+                              "BAD_USER_INPUT")
+        _may_see_brand(context, slug)
+        limit = page_size(first)
+        try:
+            async with context.runtime.reads() as session:
+                rows = await brands.campaign_sends(
+                    session, slug, limit=limit + 1, after_id=cursor_id(after),
+                    since=_midnight(from_), until=_midnight(to))
+        except DomainError as error:
+            raise ClientError(error.message, "NOT_FOUND") from None
+        return connection(rows, limit, lambda row: CampaignSend(**{
+            name: getattr(row, name) for name in brands.CampaignSend.CSV_COLUMNS}),
+            key=lambda row: row.receipt_id)
+
+
+def _midnight(day: date | None) -> datetime | None:
+    return None if day is None else datetime.combine(day, datetime.min.time(), tzinfo=UTC)
+
+
 @strawberry.type
 class BrandMutation:
     @strawberry.mutation(description="Admin: add coins to a brand's sponsorship budget, from "
@@ -203,3 +296,19 @@ class BrandMutation:
         except DomainError as error:
             return FundBrandBudgetPayload(budget=None, user_errors=[UserError.of(error)])
         return FundBrandBudgetPayload(budget=budget, user_errors=[])
+
+    @strawberry.mutation(description="Admin: settle coins of a brand's revenue by netting them "
+                                     "against its sponsorship budget, in one ledger "
+                                     "transaction.")
+    async def settle_brand_revenue(self, info: Info, input: SettleBrandRevenueInput
+                                   ) -> SettleBrandRevenuePayload:
+        context = ctx(info)
+        context.require(Role.ADMIN)
+        try:
+            revenue, budget = await brands.settle_revenue(
+                context.runtime.sessions, admin_id=await context.user_id(), slug=input.brand,
+                coins=input.coins, idempotency_key=input.idempotency_key)
+        except DomainError as error:
+            return SettleBrandRevenuePayload(revenue=None, budget=None,
+                                             user_errors=[UserError.of(error)])
+        return SettleBrandRevenuePayload(revenue=revenue, budget=budget, user_errors=[])

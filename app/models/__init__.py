@@ -5,6 +5,7 @@ from sqlmodel import SQLModel
 from app.models.catalogue import (
     Brand,
     BrandOwner,
+    BrandShareCarry,
     Gift,
     PluginHealth,
     PublicDataVersion,
@@ -31,6 +32,7 @@ __all__ = [
     "Account",
     "Brand",
     "BrandOwner",
+    "BrandShareCarry",
     "Clawback",
     "CreatorTotal",
     "Gift",

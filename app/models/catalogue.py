@@ -36,6 +36,16 @@ class BrandOwner(SQLModel, table=True):
     bound_at: datetime = created_at_field()
 
 
+class BrandShareCarry(SQLModel, table=True):
+    """The part of a coin of revenue share a brand is owed from its sends so far, in
+    1/10,000 coin, carried to its next send (see :class:`app.sponsorship.BrandShare`)."""
+
+    __tablename__ = "brand_share_carry"
+
+    brand_id: int = Field(primary_key=True, foreign_key="brand.id", sa_type=BigId)
+    carry: int = Field(default=0, sa_type=Amount)
+
+
 class PluginHealth(SQLModel, table=True):
     """One server process's view of one plugin, written by that process every few seconds
     when it changed: what ``livegifts plugins`` and the ``plugins`` query add up."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -9,11 +11,19 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import insert_ignoring_conflict, total
-from app.errors import DomainError, ErrorCode
-from app.ledger import AccountRef, Currency, Leg, post_transaction, run_idempotent, system_account
+from app.errors import BusinessRefusal, DomainError, ErrorCode
+from app.ledger import (
+    AccountRef,
+    Currency,
+    Leg,
+    lock_accounts,
+    post_transaction,
+    run_idempotent,
+    system_account,
+)
 from app.ledger.accounts import open_account
 from app.ledger.idempotency import check_key
-from app.models import Account, Brand, BrandOwner, Gift, GiftSend, User
+from app.models import Account, Brand, BrandOwner, BrandShareCarry, Gift, GiftSend, User
 from app.plugins import DISTRIBUTION, PluginHost, Sponsor, normalised_distribution
 from app.sponsorship import SLUG
 
@@ -61,6 +71,9 @@ async def sync_sponsored_catalogue(session: AsyncSession, host: PluginHost,
         await session.execute(update(Brand).where(Brand.slug == slug)
                               .values(name=brand.name, plugin=plugin))
         brand_ids[slug] = await session.scalar(select(Brand.id).where(Brand.slug == slug))
+        # Its share carry exists before its first send, so sends only ever lock and update it.
+        await session.execute(insert_ignoring_conflict(
+            session, BrandShareCarry, {"brand_id": brand_ids[slug], "carry": 0}, ["brand_id"]))
     for sku, (plugin, gift) in host.gifts.items():
         if gift.brand not in brand_ids:
             continue
@@ -181,6 +194,91 @@ async def fund_budget(sessions: async_sessionmaker[AsyncSession], *, admin_id: i
 async def budget_balance(session: AsyncSession, slug: str) -> int:
     return await session.scalar(select(Account.balance).where(
         Account.code == f"brand:{slug}:budget")) or 0
+
+
+async def revenue_balance(session: AsyncSession, slug: str) -> int:
+    """Coins the brand earned from its revenue share and has not been settled yet."""
+    return await session.scalar(select(Account.balance).where(
+        Account.code == f"brand:{slug}:revenue")) or 0
+
+
+async def settle_revenue(sessions: async_sessionmaker[AsyncSession], *, admin_id: int,
+                         slug: str, coins: int, idempotency_key: str) -> tuple[int, int]:
+    """Settle ``coins`` of a brand's revenue by netting them against its sponsorship budget
+    (one balanced ledger transaction: revenue down, budget up). Returns the revenue and
+    the budget afterwards."""
+    check_key(idempotency_key)
+    if type(coins) is not int or not 1 <= coins <= MAX_FUNDING:
+        raise DomainError(ErrorCode.INVALID_AMOUNT,
+                          f"coins must be between 1 and {MAX_FUNDING:,}.", "coins")
+
+    async def settle(session: AsyncSession) -> dict[str, int]:
+        await brand_by_slug(session, slug)
+        revenue, budget = await revenue_account(session, slug), await budget_account(session, slug)
+        earned = (await lock_accounts(session, [revenue]))[revenue.id]
+        if earned < coins:
+            raise BusinessRefusal(ErrorCode.INSUFFICIENT_COINS, f"The brand's revenue is "
+                                  f"{earned} coins: it cannot settle {coins}.", "coins")
+        transaction_id = await post_transaction(
+            session, kind="brand_settlement", memo=f"{slug}: netted against the budget",
+            legs=[Leg(revenue, -coins), Leg(budget, coins)])
+        return {"transaction_id": transaction_id}
+
+    await run_idempotent(sessions, scope=f"user:{admin_id}", key=idempotency_key,
+                         operation="settle_brand_revenue",
+                         request={"brand": slug, "coins": coins}, action=settle)
+    async with sessions() as session:
+        return await revenue_balance(session, slug), await budget_balance(session, slug)
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignSend:
+    """One send of a brand's gift, as its plugin's ``gift_sent`` was told of it: the ids
+    are the same internal integers as :class:`app.sponsorship.SentGift`'s."""
+
+    receipt_id: int
+    at: datetime
+    gift_sku: str
+    quantity: int
+    viewer_id: int
+    creator_id: int
+    session_id: int
+    viewer_paid: int
+    brand_subsidy: int
+    brand_coins: int
+
+    CSV_COLUMNS = ("receipt_id", "at", "gift_sku", "quantity", "viewer_id", "creator_id",
+                   "session_id", "viewer_paid", "brand_subsidy", "brand_coins")
+
+
+async def campaign_sends(session: AsyncSession, slug: str, *, limit: int,
+                         after_id: int | None = None, since: datetime | None = None,
+                         until: datetime | None = None) -> list[CampaignSend]:
+    """A brand's sends in the order they were written (receipt id), after ``after_id``,
+    from ``since`` up to ``until`` (exclusive): what a partner reconciles against."""
+    brand = await brand_by_slug(session, slug)
+    query = select(GiftSend.id, GiftSend.created_at, Gift.sku, GiftSend.quantity,
+                   GiftSend.sender_id, GiftSend.creator_id, GiftSend.session_id,
+                   GiftSend.coins_paid, GiftSend.brand_subsidy, GiftSend.brand_coins) \
+        .join(Gift, Gift.id == GiftSend.gift_id).where(Gift.brand_id == brand.id) \
+        .order_by(GiftSend.id).limit(limit)
+    if after_id is not None:
+        query = query.where(GiftSend.id > after_id)
+    if since is not None:
+        query = query.where(GiftSend.created_at >= since)
+    if until is not None:
+        query = query.where(GiftSend.created_at < until)
+    return [CampaignSend(*row) for row in await session.execute(query)]
+
+
+def sends_csv(sends: list[CampaignSend]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CampaignSend.CSV_COLUMNS)
+    for send in sends:
+        writer.writerow([send.at.isoformat() if name == "at" else getattr(send, name)
+                         for name in CampaignSend.CSV_COLUMNS])
+    return out.getvalue()
 
 
 @dataclass(frozen=True, slots=True)

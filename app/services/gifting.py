@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import logging
 import weakref
 from collections import defaultdict, deque
@@ -40,7 +41,7 @@ from typing import Any, Union
 from sqlalchemy import insert, select, text, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db import add_to_counters, total
+from app.db import add_to_counters, total, upsert
 from app.errors import BusinessRefusal, DomainError, ErrorCode
 from app.events import EventBus, session_channel
 from app.ledger import (
@@ -58,6 +59,7 @@ from app.ledger import (
 )
 from app.models import (
     Brand,
+    BrandShareCarry,
     CreatorTotal,
     Gift,
     GiftCombo,
@@ -85,6 +87,7 @@ from app.services.users import coin_accounts, diamond_accounts, names_and_birthd
 from app.services.wallets import wallet
 from app.settings import Settings
 from app.sponsorship import (
+    BrandShare,
     PluginAnswerInvalid,
     Quote,
     RateCardTerms,
@@ -93,6 +96,7 @@ from app.sponsorship import (
     check_quote,
     check_split,
     check_veto,
+    share_with_carry,
 )
 
 logger = logging.getLogger(__name__)
@@ -456,6 +460,7 @@ class _Batch:
             Brand.id.in_(sponsored)))).all()) if sponsored else {}
         batch.budgets = {slug: await budget_account(session, slug)
                          for slug in batch.brands.values()}
+        batch.carries, batch.carried = {}, set()
         # The sender's wallet lock serialises their sends: caps count exactly.
         batch.balances = await lock_accounts(session, [*batch.wallets.values(),
                                                        *batch.budgets.values()])
@@ -463,6 +468,12 @@ class _Batch:
         batch.spending = await spending_of(session, senders, batch.now)
         batch.sent_today = await _sent_today(session, requests, batch.gifts, batch.now) \
             if sponsored else {}
+        if batch.brands:  # locked after the budgets, in brand order: every writer's order
+            batch.carries = dict.fromkeys(batch.brands, 0)  # a brand's row: with its first share
+            batch.carries |= dict((await session.execute(
+                select(BrandShareCarry.brand_id, BrandShareCarry.carry)
+                .where(BrandShareCarry.brand_id.in_(batch.brands))
+                .order_by(BrandShareCarry.brand_id).with_for_update())).all())
         batch.combos = {(c.session_id, c.sender_id, c.gift_id): c for c in await session.scalars(
             select(GiftCombo).where(GiftCombo.ended_at.is_(None),
                                     GiftCombo.session_id.in_({r.session_id for r in requests}),
@@ -515,6 +526,8 @@ class _Batch:
                 f"spent (it needs {split.brand_subsidy} coins); the gift is unavailable until "
                 "the brand adds more.", "giftId")
         # Accepted: from here on, the batch's later sends see this one.
+        if split.brand_platform_bps is not None:  # the brand's share, with its carry
+            split = self._share_with_carry(split, gift.brand_id)
         self.balances[coins.id] -= split.coins_paid
         if budget is not None:
             self.balances[budget.id] -= split.brand_subsidy
@@ -539,6 +552,17 @@ class _Batch:
                                                  "sku": gift.sku}, events)
         self.sent.append(sent)
         return sent
+
+    def _share_with_carry(self, split: GiftSplit, brand_id: Any) -> GiftSplit:
+        """The split with the brand's whole coins of its rate, the part of a coin it is
+        owed carried on (committed with the batch)."""
+        assert split.brand_platform_bps is not None
+        coins, self.carries[brand_id] = share_with_carry(
+            split.platform_coins, split.brand_platform_bps, self.carries[brand_id])
+        self.carried.add(brand_id)
+        return dataclasses.replace(split, brand_coins=coins,
+                                   platform_coins=split.platform_coins - coins,
+                                   brand_platform_bps=None)
 
     async def _posting(self, sent: _Sent) -> Posting:
         """The gift's ledger transaction (accounts opened only once a send is accepted)."""
@@ -608,6 +632,10 @@ class _Batch:
 
         await post_transactions(session, [await self._posting(sent) for sent in self.sent],
                                 before_balances=record)
+        if self.carried:
+            await session.execute(upsert(session, BrandShareCarry, [
+                {"brand_id": brand, "carry": self.carries[brand]}
+                for brand in sorted(self.carried)], ["brand_id"]))
         await add_to_counters(session, CreatorTotal, ("period", "period_start", "creator_id"),
                               _summed([{"period": period, "period_start": start,
                                         "creator_id": sent.row["creator_id"], **sent.amounts()}
@@ -821,6 +849,10 @@ async def _sponsored_split(plugins: PluginHost | None, question: _Question) -> G
             from None
     if split is None:
         return split_gift(quote.value, question.terms, brand_subsidy=quote.brand_subsidy)
+    if isinstance(split, BrandShare):  # applied with the brand's carry when written
+        return dataclasses.replace(
+            split_gift(quote.value, question.terms, brand_subsidy=quote.brand_subsidy),
+            brand_platform_bps=split.platform_bps)
     return GiftSplit(value=quote.value, coins_paid=quote.viewer_pays,
                      brand_subsidy=quote.brand_subsidy, creator_coins=split.creator_coins,
                      platform_coins=split.platform_coins, brand_coins=split.brand_coins,

@@ -40,6 +40,8 @@ class GiftSplit:
     platform_coins: int
     brand_coins: int
     creator_diamonds: int
+    # A brand share the core applies with its carry when the send is written (BrandShare).
+    brand_platform_bps: int | None = None
 
 
 def split_gift(value: int, card: RateCard | RateCardTerms, *, brand_coins: int = 0,

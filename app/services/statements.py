@@ -1,4 +1,5 @@
-"""Statements: what a viewer bought, gave and got back in a month; what a creator earned.
+"""Statements: what a viewer bought, gave and got back in a month; what a creator earned;
+what a brand earned from its revenue share and was settled.
 
 Each statement is a list of :class:`Line` per section, ready for GraphQL and for CSV.
 """
@@ -16,11 +17,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import total
 from app.errors import DomainError, ErrorCode
 from app.models import (
+    Account,
     Brand,
     Clawback,
     CoinPackage,
+    Entry,
     Gift,
     GiftSend,
+    LedgerTransaction,
     LiveSession,
     Purchase,
     PurchaseReversal,
@@ -82,14 +86,14 @@ def check_range(start: date, end: date) -> None:
                           f"{MAX_RANGE_DAYS} days apart.", "from")
 
 
-def _bounds(start: date, end: date) -> tuple[datetime, datetime]:
+def day_bounds(start: date, end: date) -> tuple[datetime, datetime]:
     return (datetime.combine(start, datetime.min.time(), tzinfo=UTC),
             datetime.combine(end, datetime.min.time(), tzinfo=UTC))
 
 
 async def viewer_statement(session: AsyncSession, user_id: int, month: str) -> Statement:
     start, end = parse_month(month)
-    since, until = _bounds(start, end)
+    since, until = day_bounds(start, end)
     statement = Statement(f"Statement for {month}", start, end)
     purchases = await session.execute(
         select(Purchase, CoinPackage.name).join(CoinPackage, CoinPackage.id == Purchase.package_id)
@@ -125,7 +129,7 @@ async def creator_earnings(session: AsyncSession, creator_id: int, start: date,
     """Earnings from ``start`` up to ``end`` (exclusive; by default through today, UTC)."""
     end = end or datetime.now(UTC).date() + timedelta(days=1)
     check_range(start, end)
-    since, until = _bounds(start, end)
+    since, until = day_bounds(start, end)
     statement = Statement(f"Earnings {start} to {end}", start, end)
     window = (GiftSend.creator_id == creator_id, GiftSend.created_at >= since,
               GiftSend.created_at < until)
@@ -153,6 +157,34 @@ async def creator_earnings(session: AsyncSession, creator_id: int, start: date,
     for clawback in clawbacks.scalars():
         statement.lines.append(Line("clawback", clawback.reason, 1, diamonds=-clawback.diamonds,
                                     at=clawback.created_at))
+    return statement
+
+
+async def brand_statement(session: AsyncSession, slug: str, month: str) -> Statement:
+    """A brand's revenue for a month, from its ledger account: the opening balance, each
+    day's revenue share earned and each settlement, the closing balance."""
+    start, end = parse_month(month)
+    since, until = day_bounds(start, end)
+    account = await session.scalar(select(Account.id).where(
+        Account.code == f"brand:{slug}:revenue"))
+    statement = Statement(f"Revenue of {slug} for {month}", start, end)
+    moved = select(func.count(Entry.id), total(Entry.amount)).join(
+        LedgerTransaction, LedgerTransaction.id == Entry.transaction_id).where(
+        Entry.account_id == account)
+    opening = (await session.execute(moved.where(LedgerTransaction.created_at < since))).one()
+    statement.lines.append(Line("balance", "opening", 0, coins=opening[1]))
+    day = func.date(LedgerTransaction.created_at)
+    rows = await session.execute(
+        moved.add_columns(day, LedgerTransaction.kind)
+        .where(LedgerTransaction.created_at >= since, LedgerTransaction.created_at < until)
+        .group_by(day, LedgerTransaction.kind)
+        .order_by(day, func.min(LedgerTransaction.id)))  # each day's kinds as they came
+    closing = opening[1]
+    for count, coins, when, kind in rows:
+        closing += coins
+        statement.lines.append(Line("earned" if kind == "gift" else "settled" if kind ==
+                                    "brand_settlement" else kind, str(when), count, coins=coins))
+    statement.lines.append(Line("balance", "closing", 0, coins=closing))
     return statement
 
 

@@ -6,6 +6,7 @@ import time
 
 from app import (
     Brand,
+    BrandShare,
     Quote,
     RateCardTerms,
     RevenueSplit,
@@ -59,7 +60,11 @@ class Acme:
         return Quote(viewer_pays=value - subsidy, brand_subsidy=subsidy)
 
     @hookimpl
-    def split_revenue(self, quote: Quote, rate_card: RateCardTerms) -> RevenueSplit:
+    def split_revenue(self, quote: Quote, rate_card: RateCardTerms) -> RevenueSplit | BrandShare:
+        if self.mode == "share-too-large":
+            return BrandShare(platform_bps=10_001)
+        if self.mode.startswith("share-"):  # "share-1500": 15 % of the platform's cut
+            return BrandShare(platform_bps=int(self.mode.removeprefix("share-")))
         brand = quote.value // 10
         creator = quote.value * rate_card.creator_share_bps // 10_000
         platform = quote.value - creator - brand

@@ -1,0 +1,112 @@
+"""A brand's revenue share: its balance, its monthly statement, and settling it against the
+budget, as one balanced ledger transaction, with clear refusals that change nothing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.errors import DomainError, ErrorCode
+from app.ledger import audit
+from app.services.brands import budget_balance, revenue_balance, settle_revenue
+from app.services.statements import brand_statement
+from app.sponsorship import share_with_carry
+from app.testing import new_viewer
+from tests.gifting_support import send
+from tests.sample_plugins.acme import Acme
+from tests.support import snapshot
+from tests.test_plugins import core_with, funded_stage
+
+
+async def test_revenue_is_earned_settled_against_the_budget_and_stated(database_url):
+    async with core_with(database_url, ("acme", Acme())) as runtime:
+        stage, fan = await funded_stage(runtime, budget=1_000)
+        for _ in range(3):  # each Acme Rocket: value 50, the brand's share 5
+            await send(runtime, fan, stage, "acme-rocket")
+        async with runtime.sessions() as session:
+            assert (await revenue_balance(session, "acme"), await budget_balance(
+                session, "acme")) == (15, 1_000 - 3 * 25)
+        admin = await new_viewer(runtime, "settling-admin")
+        settled = await settle_revenue(runtime.sessions, admin_id=admin, slug="acme", coins=10,
+                                       idempotency_key="settle-1")
+        assert settled == (5, 935)
+        again = await settle_revenue(runtime.sessions, admin_id=admin, slug="acme", coins=10,
+                                     idempotency_key="settle-1")  # a replay moves nothing
+        assert again == (5, 935)
+        month = datetime.now(UTC).strftime("%Y-%m")
+        today = datetime.now(UTC).date().isoformat()
+        async with runtime.sessions() as session:
+            statement = await brand_statement(session, "acme", month)
+            assert await audit(session) == []
+        assert [(line.section, line.label, line.count, line.coins)
+                for line in statement.lines] == [
+            ("balance", "opening", 0, 0), ("earned", today, 3, 15), ("settled", today, 1, -10),
+            ("balance", "closing", 0, 5)]
+        assert statement.to_csv().splitlines()[2] == f"earned,{today},3,15,0,0,,"
+
+
+@pytest.mark.parametrize("slug, coins, code, message", [
+    ("acme", 6, ErrorCode.INSUFFICIENT_COINS,
+     "The brand's revenue is 5 coins: it cannot settle 6."),
+    ("acme", 0, ErrorCode.INVALID_AMOUNT, "coins must be between 1 and 1,000,000,000."),
+    ("nobody", 1, ErrorCode.NOT_FOUND, "No brand 'nobody' is installed."),
+])
+async def test_settling_more_than_was_earned_or_nothing_is_refused_and_changes_nothing(
+        database_url, slug, coins, code, message):
+    async with core_with(database_url, ("acme", Acme())) as runtime:
+        stage, fan = await funded_stage(runtime)
+        await send(runtime, fan, stage, "acme-rocket")
+        admin = await new_viewer(runtime, "settling-admin")
+        before = await snapshot(database_url)
+        with pytest.raises(DomainError) as refused:
+            await settle_revenue(runtime.sessions, admin_id=admin, slug=slug, coins=coins,
+                                 idempotency_key=f"settle-{slug}-{coins}")
+        assert (refused.value.code, refused.value.message) == (code, message)
+        after = await snapshot(database_url)
+        if code is ErrorCode.INSUFFICIENT_COINS:  # a business refusal keeps its key refused
+            after["rows"].pop("idempotency_record"), before["rows"].pop("idempotency_record")
+        assert after == before
+
+
+async def test_a_month_is_asked_for_as_yyyy_mm(database_url):
+    async with core_with(database_url, ("acme", Acme())) as runtime:
+        async with runtime.sessions() as session:
+            with pytest.raises(DomainError) as refused:
+                await brand_statement(session, "acme", "December")
+    assert (refused.value.code, refused.value.message) == (ErrorCode.INVALID_INPUT,
+                                                           "month must look like 2026-11.")
+
+
+@settings(max_examples=300, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=200),
+       bps=st.integers(min_value=0, max_value=10_000))
+def test_a_brand_share_carried_over_sends_is_the_exact_total_rounded_down(cuts, bps):
+    """Over any run of sends, the brand's whole coins add up to the exact share rounded
+    down: never a coin created, less than one coin short; no send gives more than its cut."""
+    carry, total = 0, 0
+    for cut in cuts:
+        coins, carry = share_with_carry(cut, bps, carry)
+        assert 0 <= coins <= cut and 0 <= carry < 10_000
+        total += coins
+    assert total == sum(cut * bps for cut in cuts) // 10_000
+
+
+async def test_fifteen_percent_of_the_platform_cut_is_paid_over_time_not_lost(database_url):
+    """A plugin that answers BrandShare(1500): each send's platform cut is a few coins, of
+    which 15 % is less than one coin; the core carries the part owed, so the brand's
+    revenue after n sends is 15 % of the n cuts, rounded down once, and the ledger holds."""
+    async with core_with(database_url, ("acme", Acme(mode="share-1500"))) as runtime:
+        stage, fan = await funded_stage(runtime)
+        shares, cuts = [], 0
+        for _ in range(7):
+            receipt = (await send(runtime, fan, stage, "acme-rocket")).receipt
+            shares.append(receipt.brand_coins)
+            cuts += receipt.platform_coins + receipt.brand_coins
+            assert receipt.creator_coins + receipt.platform_coins + receipt.brand_coins == 50
+        assert sum(shares) == cuts * 1500 // 10_000 and len(set(shares)) > 1
+        async with runtime.sessions() as session:
+            assert await revenue_balance(session, "acme") == sum(shares)
+            assert await audit(session) == []

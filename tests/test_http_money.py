@@ -208,3 +208,73 @@ async def test_birthdates_and_spending_limits_over_the_api(gql, money_server):
         spendingLimits { dailyCapCoins pending { kind coins effectiveAt } } } }""", token=fan)
     state = loosened["data"]["setSpendingLimits"]["spendingLimits"]
     assert state["dailyCapCoins"] == 5 and state["pending"][0]["kind"] == "daily_cap"
+
+
+PROFILE = """mutation($d: Date!) { updateProfile(input: {birthdate: $d}) {
+    birthdate userErrors { code message } } }"""
+PURCHASE = """mutation($input: PurchaseCoinsInput!) { purchaseCoins(input: $input) {
+    wallet { coins } userErrors { code message } } }"""
+
+
+async def purchase(gql, bearer: str, sku: str = "coins-70") -> dict:
+    packages = (await gql("{ coinPackages { id sku price { amount } } }"))["data"]["coinPackages"]
+    package = next(p for p in packages if p["sku"] == sku)
+    receipt = sandbox().make_receipt(sku, package["price"]["amount"])
+    body = await gql(PURCHASE, {"input": {"packageId": package["id"], "provider": "sandbox",
+                                          "receipt": receipt, "idempotencyKey": receipt[-16:]}},
+                     token=bearer)
+    return body["data"]["purchaseCoins"]
+
+
+async def profile_row(database_url: str, name: str) -> tuple:
+    from sqlalchemy import select
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from app.models import Profile, User
+
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            return tuple((await connection.execute(
+                select(Profile.birthdate, Profile.vouched, Profile.declared_birthdate,
+                       Profile.conflict_at.is_not(None))
+                .join(User, User.id == Profile.user_id).where(User.name == name))).one())
+    finally:
+        await engine.dispose()
+
+
+async def test_a_birthdate_the_identity_provider_vouches_for_wins_over_a_declared_one(
+        gql, money_server):
+    """Declared first, then a token vouching a minor's birthdate: the vouched one rules (no
+    buying, sending or receiving) and the conflict is recorded. Vouched first: a different
+    declaration is refused and changes nothing. Declared minor, then vouched adult: adult."""
+    from datetime import date
+
+    gifts = await gift_ids(gql)
+    session_id = await go_live(gql, token("age-star", "creator"))
+    declared = token("age-declared", birthdate=None)
+    assert (await gql(PROFILE, {"d": "1990-01-01"}, token=declared))["data"][
+        "updateProfile"]["userErrors"] == []
+    minor = token("age-declared", birthdate=date(2012, 5, 5))
+    refusal = {"code": "AGE_RESTRICTED", "message": "Buying coins needs you to be at least 18."}
+    assert (await purchase(gql, minor))["userErrors"] == [refusal]
+    sent = await gql(SEND, send_input(session_id, gifts["rose"]), token=minor)
+    assert sent["data"]["sendGift"]["userErrors"][0]["code"] == "AGE_RESTRICTED"
+    assert await profile_row(money_server.database_url, "age-declared") == (
+        date(2012, 5, 5), True, date(1990, 1, 1), True)
+
+    vouched = token("age-vouched", birthdate=date(2012, 5, 5))
+    await gql("{ viewer { name } }", token=vouched)  # the user, first seen
+    before = await snapshot(money_server.database_url)
+    again = (await gql(PROFILE, {"d": "1990-01-01"}, token=vouched))["data"]["updateProfile"]
+    assert again["userErrors"] == [{"code": "INVALID_INPUT", "message": (
+        "Your birthdate is already on file; contact support to correct it.")}]
+    assert await snapshot(money_server.database_url) == before
+    assert (await purchase(gql, vouched))["userErrors"] == [refusal]
+
+    grown = token("age-grown", birthdate=None)
+    await gql(PROFILE, {"d": "2013-01-01"}, token=grown)
+    adult = token("age-grown", birthdate=date(1991, 2, 3))
+    assert (await purchase(gql, adult))["userErrors"] == []
+    assert await profile_row(money_server.database_url, "age-grown") == (
+        date(1991, 2, 3), True, date(2013, 1, 1), True)

@@ -306,3 +306,31 @@ async def test_a_deleted_transaction_breaks_the_chain(runtime):
         findings = [str(f) for f in await audit(session)]
     assert ("journal chain: seal 1: transactions 1..3 were edited, inserted or deleted after "
             "they were sealed") in findings
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE ledger_account SET cached = false, balance = 0 WHERE code LIKE 'user%wallet'",
+    "UPDATE ledger_account SET code = 'system:elsewhere:COIN' WHERE code LIKE 'user%wallet'",
+    "UPDATE ledger_account SET limited = false",
+    "DELETE FROM ledger_account WHERE code LIKE 'user%wallet'",
+])
+async def test_the_database_refuses_to_change_what_an_account_is(runtime, statement):
+    alice = await make_user(runtime, "alice")
+    await fund(runtime, alice, 100)
+    before = await snapshot(runtime.settings.database_url)
+    with pytest.raises(Exception, match="ledger accounts keep their code, currency, owner and "
+                                        "kind"):
+        await execute_sql(runtime.settings.database_url, statement)
+    assert await snapshot(runtime.settings.database_url) == before
+
+
+@pytest.mark.parametrize("table", ["ledger_seal", "ledger_entry", "ledger_transaction",
+                                   "ledger_account"])
+async def test_postgresql_refuses_to_truncate_the_ledger(pg_runtime, table):
+    alice = await make_user(pg_runtime, "alice")
+    await fund(pg_runtime, alice, 100)
+    await seal_now(pg_runtime)
+    before = await snapshot(pg_runtime.settings.database_url)
+    with pytest.raises(Exception, match="ledger rows are immutable"):
+        await execute_sql(pg_runtime.settings.database_url, f"TRUNCATE {table} CASCADE")
+    assert await snapshot(pg_runtime.settings.database_url) == before

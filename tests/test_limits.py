@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import httpx
 import pytest
@@ -146,13 +147,38 @@ async def test_rate_limits_per_user_and_per_address(limited):
         await client.close()
 
 
-async def test_unexpected_errors_are_masked(caplog):
+async def test_unexpected_errors_are_masked_and_logged_with_traceback_and_hash(caplog):
+    import hashlib
+
     from app.graphql.context import Context
 
     broken = Context(runtime=None)  # every resolver touching the runtime fails unexpectedly
-    result = await schema.execute("{ rateCard { version } }", context_value=broken)
+    document = "query Card { rateCard { version } }"
+    with caplog.at_level(logging.INFO, logger="livegifts.graphql"):
+        result = await schema.execute(document, context_value=broken)
     assert [e.message for e in result.errors] == ["Unexpected error; please try again."]
     assert "NoneType" not in str(result.errors[0].formatted)
+    [logged] = [r for r in caplog.records if r.name == "livegifts.graphql"]
+    assert (logged.levelname, logged.path, logged.operation) == ("ERROR", "rateCard", "Card")
+    assert logged.exc_info is not None and "NoneType" in str(logged.exc_info[1])
+    assert logged.document_sha256 == hashlib.sha256(document.encode()).hexdigest()
+
+
+async def test_client_errors_are_logged_at_info_with_the_documents_hash_not_its_text(caplog):
+    import hashlib
+
+    document = "{ " + " ".join(f"a{n}: rateCard {{ nonsense }}" for n in range(200)) + " }"
+    with caplog.at_level(logging.INFO):
+        result = await schema.execute(document)
+    assert result.errors
+    logged = [r for r in caplog.records if r.name == "livegifts.graphql"]
+    assert logged and {r.levelname for r in logged} == {"INFO"}
+    assert all(r.exc_info is None for r in logged)
+    assert logged[0].getMessage().startswith("client error: ")
+    assert logged[0].document_sha256 == hashlib.sha256(document.encode()).hexdigest()
+    assert not any(document in r.getMessage() or "a199" in r.getMessage()
+                   for r in caplog.records)
+    assert not any(r.levelno >= logging.ERROR for r in caplog.records)
 
 
 async def test_mutations_are_refused_over_websocket(production):

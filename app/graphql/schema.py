@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from typing import Any
 
 import strawberry
@@ -18,7 +20,7 @@ from strawberry.extensions import (
     ValidationCache,
 )
 from strawberry.schema.config import StrawberryConfig
-from strawberry.types import Info
+from strawberry.types import ExecutionContext, Info
 
 from app.auth import Role
 from app.errors import DomainError
@@ -198,12 +200,36 @@ class Mutation(GiftingMutation, BrandMutation, MoneyMutation):
         return CoinPackagePayload(coin_package=CoinPackage.of(row), user_errors=[])
 
 
+errors_logger = logging.getLogger("livegifts.graphql")
+
+
 def _should_mask(error: GraphQLError) -> bool:
     """Mask what a resolver raised unexpectedly; keep client errors and request validation."""
     original = error.original_error
     if original is None or error.path is None:  # parse, validation or variable coercion
         return False
     return not isinstance(original, (ClientError, relay.GlobalIDValueError))
+
+
+class LiveGiftsSchema(strawberry.Schema):
+    """The schema, logging errors by whose they are: a client's mistake (a bad document,
+    variable or argument) at INFO without a traceback, an unexpected failure at ERROR with
+    its traceback; each with the document's SHA-256, never its text (a client chooses the
+    text, and it can be megabytes)."""
+
+    def process_errors(self, errors: list[GraphQLError],
+                       execution_context: ExecutionContext | None = None) -> None:
+        document = (execution_context.query or "") if execution_context else ""
+        about = {"document_sha256": hashlib.sha256(document.encode()).hexdigest(),
+                 "operation": execution_context.operation_name if execution_context else None}
+        for error in errors:
+            path = ".".join(map(str, error.path or ())) or None
+            if _should_mask(error):
+                errors_logger.error("unexpected error in %s: %s", path, error.message,
+                                    exc_info=error.original_error, extra={**about, "path": path})
+            else:
+                errors_logger.info("client error: %s", error.message,
+                                   extra={**about, "path": path})
 
 
 def create_schema(settings: Settings) -> strawberry.Schema:
@@ -230,7 +256,7 @@ def create_schema(settings: Settings) -> strawberry.Schema:
     ]
     if not settings.introspection_enabled:
         extensions.append(DisableIntrospection)
-    return strawberry.Schema(
+    return LiveGiftsSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,

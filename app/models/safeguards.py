@@ -11,10 +11,17 @@ from app.models.base import Amount, BigId, UTCDateTime, created_at_field
 
 
 class Profile(SQLModel, table=True):
+    """A user's birthdate for the age rules. One rule: a birthdate the identity provider
+    vouches for (in a token) wins over one the user declared; when the two differ the
+    declared one is kept beside it and the conflict's time recorded."""
+
     __tablename__ = "user_profile"
 
     user_id: int = Field(primary_key=True, foreign_key="app_user.id", sa_type=BigId)
-    birthdate: date | None = None
+    birthdate: date | None = None  # the one the age rules use
+    vouched: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
+    declared_birthdate: date | None = None  # when it differs from the vouched one
+    conflict_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class LimitChange(SQLModel, table=True):

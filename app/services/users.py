@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
-from datetime import date
+from datetime import UTC, date, datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -11,6 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import insert_ignoring_conflict
 from app.ledger import AccountRef, Currency, open_account, user_account, user_accounts
 from app.models import Profile, User
+
+logger = logging.getLogger(__name__)
 
 WALLET = "wallet"
 EARNINGS = "earnings"
@@ -44,9 +47,26 @@ async def ensure_user(session: AsyncSession, name: str, birthdate: date | None =
         await coin_account(session, user.id)
         await diamond_account(session, user.id)
     if birthdate is not None:
-        await session.execute(insert_ignoring_conflict(
-            session, Profile, {"user_id": user.id, "birthdate": birthdate}, ["user_id"]))
+        await _vouched(session, user.id, birthdate)
     return user
+
+
+async def _vouched(session: AsyncSession, user_id: int, birthdate: date) -> None:
+    """Record a birthdate the identity provider vouches for: it wins over a declared one,
+    which is kept beside it with the time of the conflict."""
+    await session.execute(insert_ignoring_conflict(session, Profile, {
+        "user_id": user_id, "birthdate": birthdate, "vouched": True}, ["user_id"]))
+    profile = await session.get(Profile, user_id, with_for_update=True)
+    assert profile is not None
+    if profile.vouched and profile.birthdate == birthdate:
+        return
+    if not profile.vouched and profile.birthdate is not None and profile.birthdate != birthdate:
+        profile.declared_birthdate, profile.conflict_at = profile.birthdate, datetime.now(UTC)
+        logger.warning("user %s declared the birthdate %s; the identity provider vouches for "
+                       "%s, which the age rules now follow", user_id, profile.birthdate,
+                       birthdate, extra={"user_id": user_id})
+    profile.birthdate, profile.vouched = birthdate, True
+    await session.flush()
 
 
 async def names_and_birthdates(session: AsyncSession, user_ids: list[int]

@@ -797,12 +797,17 @@ async def _question(sessions: async_sessionmaker[AsyncSession], request: _Reques
     again once it holds the locks); None if the send will be refused before any asking."""
     now = request.clock()
     async with sessions() as session:
-        gift = await session.get(Gift, request.gift_id)
-        live = await session.get(LiveSession, request.session_id)
-        if gift is None or gift.plugin is None or live is None or live.status != LIVE or \
+        found = (await session.execute(  # the gift, the session and the brand: one query
+            select(Gift, LiveSession, Brand.slug).select_from(Gift)
+            .join(LiveSession, LiveSession.id == request.session_id)
+            .outerjoin(Brand, Brand.id == Gift.brand_id)
+            .where(Gift.id == request.gift_id))).first()
+        if found is None:
+            return None
+        gift, live, brand = found
+        if gift.plugin is None or live.status != LIVE or \
                 live.creator_id == request.sender_id or not is_available(gift, now):
             return None
-        brand = await session.scalar(select(Brand.slug).where(Brand.id == gift.brand_id))
         card = await current_rate_card(session, now)
         sent_today = await _sent_today(session, [request], {gift.id: gift}, now)
     return _Question(gift.id, gift.sku, gift.name, gift.coin_price, gift.plugin, brand, live.id,

@@ -65,7 +65,7 @@ async def _caller(request: Request[Any, Any, Any], state: State) -> int:
 
 
 def _csv(statement: statements.Statement, name: str) -> Response[str]:
-    return Response(statement.to_csv(), media_type="text/csv; charset=utf-8",
+    return Response(statement.to_csv(), media_type="text/csv",
                     headers={"content-disposition": f'attachment; filename="{name}"'})
 
 
@@ -158,7 +158,7 @@ async def brand_sends_csv(slug: FromPath[str], request: Request[Any, Any, Any], 
                                          until=until)
     except DomainError as error:
         return _error(404 if error.code is ErrorCode.NOT_FOUND else 400, error.message)
-    return Response(sends_csv(sends), media_type="text/csv; charset=utf-8", headers={
+    return Response(sends_csv(sends), media_type="text/csv", headers={
         "content-disposition": f'attachment; filename="livegifts-{slug}-sends-{start}-{end}.csv"'})
 
 

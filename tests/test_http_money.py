@@ -157,7 +157,7 @@ async def test_statements_as_csv_over_http(gql, money_server):
         statement = await http.get(f"/statements/{month}.csv",
                                    headers={"authorization": f"Bearer {fan}"})
         assert statement.status_code == 200
-        assert statement.headers["content-type"].startswith("text/csv")
+        assert statement.headers["content-type"] == "text/csv; charset=utf-8"
         lines = statement.text.splitlines()
         assert lines[0] == "section,label,count,coins,diamonds,money_minor,currency,at"
         assert any(line.startswith('purchase,"17,500 Coins",1,17500,0,24999,USD')

@@ -81,6 +81,11 @@ def serve(host: str, port: int, workers: int, migrate: bool) -> None:
     import uvicorn
 
     settings = Settings()
+    if workers > 1 and not settings.redis_url:
+        raise click.ClickException(
+            f"--workers {workers} needs an event bus the workers share, or each viewer sees "
+            "only the gifts its own worker served: set REDIS_URL (for example "
+            "redis://127.0.0.1:6379/0), or serve with --workers 1.")
     metrics_directory = None
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # The workers add up their metrics through files there (see app.observability); it

@@ -471,7 +471,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="a phase, whole seconds")
     parser.add_argument("--viewers", type=int, default=256)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/7",
-                        help="the event bus the workers share, as deployed; '' for none")
+                        help="the event bus the workers share, as deployed; '' for none "
+                             "(with --workers 1: several workers need one)")
     parser.add_argument("--only", default=",".join(PHASES),
                         help=f"comma-separated phases of: {','.join(PHASES)}")
     parser.add_argument("--profile", choices=PHASES[:-1], default=None,

@@ -298,6 +298,6 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/7",
                         help="the event bus several workers share, as deployed; '' for none "
-                             "(each worker's events then stay in it)")
+                             "(with --workers 1: several workers need one)")
     arguments = parser.parse_args()
     asyncio.run(main(arguments.workers, arguments.clients, arguments.seconds, arguments.redis))

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import jwt
 import pytest
 from sqlalchemy import text
@@ -109,3 +113,16 @@ async def test_overlay_url_refuses_bad_arguments(database_url):
         done = livegifts(database_url, "overlay-url", *args)
         assert done.returncode == 2 and message in done.stderr, (args, done.stderr)
         assert done.stdout == ""
+
+
+def test_several_workers_without_a_bus_refuse_to_start(tmp_path):
+    env = {name: value for name, value in os.environ.items() if name != "REDIS_URL"}
+    env.update(DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'bus.db'}",
+               LIVEGIFTS_PLUGINS="none")
+    done = subprocess.run([sys.executable, "-m", "app", "serve", "--workers", "2", "--port", "1"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert ("Error: --workers 2 needs an event bus the workers share, or each viewer sees only "
+            "the gifts its own worker served: set REDIS_URL (for example "
+            "redis://127.0.0.1:6379/0), or serve with --workers 1.") in done.stderr
+    assert not (tmp_path / "bus.db").exists()  # refused before touching anything

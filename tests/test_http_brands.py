@@ -219,12 +219,16 @@ async def test_plugin_health_is_added_up_over_server_processes(kind, request, tm
     a failed send on one shows in `livegifts plugins` (run apart from the servers), in the
     admin query and in the brand's own view; the command exits 1 as a plugin failed to
     load."""
+    from tests.test_multiprocess import start_redis
+
     url = await asyncio.to_thread(fresh_database, kind, request, tmp_path)  # runs a loop
+    bus, bus_url = start_redis(tmp_path)  # several workers need a bus they share
     server = ServerProcess(url, LIVEGIFTS_WORKERS="2", LIVEGIFTS_SEED_DEMO_DATA="true",
+                           REDIS_URL=bus_url,
                            LIVEGIFTS_PLUGIN_MODULES=PLUGINS + ",tests.sample_plugins.acme:flaky")
-    server.start()
     client = GraphQLClient(server.url)
     try:
+        server.start()
         fan, star = token("flaky-fan", "viewer"), token("flaky-star", "creator")
         await buy_coins(client, fan)
         session = await go_live(client, star)
@@ -265,6 +269,8 @@ async def test_plugin_health_is_added_up_over_server_processes(kind, request, tm
     finally:
         await client.close()
         server.stop()
+        bus.kill()
+        bus.wait()
 
 
 

@@ -303,10 +303,13 @@ def test_ready_names_redis_when_it_is_configured_and_unreachable(sqlite_url):
     assert checks["redis"].startswith("ConnectionError") and str(port) in checks["redis"]
 
 
-def test_several_workers_add_up_their_counts(sqlite_url):
-    server = ServerProcess(sqlite_url, LIVEGIFTS_WORKERS="2")
-    server.start()
+def test_several_workers_add_up_their_counts(sqlite_url, tmp_path):
+    from tests.test_multiprocess import start_redis
+
+    bus, bus_url = start_redis(tmp_path)  # several workers need a bus they share
+    server = ServerProcess(sqlite_url, LIVEGIFTS_WORKERS="2", REDIS_URL=bus_url)
     try:
+        server.start()
         sent, workers = 0, set()
         while len(workers) < 2 and sent < 400:  # until both workers have answered some
             for _ in range(10):
@@ -328,6 +331,8 @@ def test_several_workers_add_up_their_counts(sqlite_url):
         assert {str(pid) for pid in workers} <= pids
     finally:
         server.stop()
+        bus.kill()
+        bus.wait()
 
 
 def test_text_logs_for_development_carry_the_request_id(sqlite_url):

@@ -335,6 +335,30 @@ def brands_approve(slug: str) -> None:
         "its gifts join the catalogue when a server with its plugin starts."))
 
 
+@main.group(help="The event log: every live event, kept for subscribers that resume.")
+def events() -> None:
+    pass
+
+
+@events.command("prune", help="Delete the events older than the retention "
+                              "(LIVEGIFTS_EVENT_RETENTION_DAYS, 7 by default). Servers also "
+                              "prune once an hour.")
+@click.option("--older-than-days", type=click.FloatRange(min=0), default=None,
+              help="Delete events older than this many days instead.")
+def events_prune(older_than_days: float | None) -> None:
+    from datetime import timedelta
+
+    from app.services.event_log import prune_all
+
+    async def prune(runtime):  # type: ignore[no-untyped-def]
+        days = runtime.settings.event_retention_days if older_than_days is None \
+            else older_than_days
+        return days, await prune_all(runtime.sessions, timedelta(days=days))
+
+    days, count = _with_runtime(prune)
+    click.echo(f"pruned {count} events older than {days:g} days")
+
+
 @main.group(help="Trusted GraphQL documents: the ones the front ends ship, known to every "
                  "server by hash. With LIVEGIFTS_TRUSTED_DOCUMENTS_ONLY, the only ones run.")
 def documents() -> None:

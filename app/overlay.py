@@ -8,11 +8,13 @@ fragment (``#token=...``), which browsers never send, so it stays out of server 
 the script passes it in the ``connection_init`` payload of ``liveSessionEvents`` and in the
 ``Authorization`` header of its one query.
 
-Top gifters: the page loads them with ``liveSession(id) { topGifters }`` after each
-(re)connection, then replaces the list with every ``TopGiftersChanged`` event. The server emits
-that event after a gift that puts its sender in the top three, ranked from committed totals, so
-the page never adds coins up itself and cannot drift from the server; the query after a
-reconnection catches up on whatever happened while the page was offline.
+On first load the page reads ``liveSession(id) { topGifters runningCombos }`` (combos that
+started before the page opened get their cards), then follows ``liveSessionEvents``. Every
+event carries its cursor; after a dropped connection or a server restart the page resumes
+after the last event it showed (``after:``), so it misses nothing and shows nothing twice;
+should it have been offline longer than the server keeps events, it starts again from now.
+The server emits ``TopGiftersChanged`` after a gift that puts its sender in the top three,
+ranked from committed totals, so the page never adds coins up itself.
 """
 
 from __future__ import annotations

@@ -27,12 +27,14 @@ from app.models.base import utcnow
 from app.payments import PaymentProvider, PayoutProvider
 from app.plugins import PluginHost
 from app.public_data import PublicData
+from app.relay import Relay
 from app.services.users import KnownUsers
 from app.settings import Settings
 
 JOURNAL_SEAL_INTERVAL = 15.0  # seconds between seals of the journal's hash chain
 STRANDED_PAYOUT_INTERVAL = 30.0  # seconds between looks for payouts never handed over
 PLUGIN_HEALTH_INTERVAL = 5.0  # seconds between writes of this process's plugin health
+EVENT_PRUNE_INTERVAL = 3600.0  # seconds between prunings of the event log
 
 
 @dataclass
@@ -49,6 +51,7 @@ class Runtime:
     # Sessions and connections for reads that need no transaction (see app.db.reading).
     reads: SessionFactory
     read_engine: AsyncEngine
+    relay: Relay
     known_users: KnownUsers = field(default_factory=KnownUsers)
     # The time gifts are sent at, as their rules see it (the test kit's can be frozen).
     clock: Callable[[], datetime] = utcnow
@@ -60,11 +63,13 @@ class Runtime:
         sessions = create_session_factory(engine)
         read_engine = reading(engine)
         plugins = plugins or PluginHost(settings)
+        bus = create_event_bus(settings.redis_url, settings.redis_prefix)
+        relay = Relay(sessions, bus,
+                      grace=timedelta(seconds=settings.event_relay_grace_seconds))
         return cls(settings, engine, sessions, plugins,
-                   plugins.payment_providers(), plugins.payout_providers(),
-                   create_event_bus(settings.redis_url, settings.redis_prefix),
+                   plugins.payment_providers(), plugins.payout_providers(), bus,
                    PublicData(engine), Documents(sessions, settings.trusted_documents_only),
-                   create_session_factory(read_engine), read_engine)
+                   create_session_factory(read_engine), read_engine, relay)
 
     @property
     def combo_window(self) -> timedelta:
@@ -79,14 +84,17 @@ class Runtime:
                                            self.settings.brands_auto_approved)
 
     async def start(self) -> None:
-        """Start what a serving process runs beside requests: the event bus, the combo reaper."""
+        """Start what a serving process runs beside requests: the event bus and its relay,
+        the combo reaper."""
         await self.sync_catalogue()
         await self.bus.start()
+        self.relay.start()
         await self.public_data.start()
         self._tasks.append(asyncio.create_task(self._reap_combos()))
         self._tasks.append(asyncio.create_task(self._seal_journal()))
         self._tasks.append(asyncio.create_task(self._submit_stranded_payouts()))
         self._tasks.append(asyncio.create_task(self._report_plugin_health()))
+        self._tasks.append(asyncio.create_task(self._prune_events()))
 
     async def _submit_stranded_payouts(self) -> None:
         from app.services.payouts import submit_stranded
@@ -114,6 +122,17 @@ class Runtime:
                     logging.getLogger(__name__).exception("writing plugin health failed")
             await asyncio.sleep(PLUGIN_HEALTH_INTERVAL)
 
+    async def _prune_events(self) -> None:
+        from app.services.event_log import prune_all
+
+        keep = timedelta(days=self.settings.event_retention_days)
+        while True:
+            await asyncio.sleep(EVENT_PRUNE_INTERVAL)
+            try:
+                await prune_all(self.sessions, keep)
+            except Exception:
+                logging.getLogger(__name__).exception("pruning the event log failed")
+
     async def _seal_journal(self) -> None:
         from app.ledger import journal
 
@@ -132,7 +151,7 @@ class Runtime:
         while True:
             await asyncio.sleep(interval)
             try:
-                await end_stale_combos(self.sessions, self.bus, self.combo_window)
+                await end_stale_combos(self.sessions, self.relay, self.combo_window)
             except Exception:
                 logging.getLogger(__name__).exception("ending stale combos failed")
 
@@ -156,6 +175,7 @@ class Runtime:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.relay.close()
         await self.bus.close()
         await self.public_data.close()
         self.plugins.close()

@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     plugin_max_waiting: int = Field(default=64, ge=0)
     plugin_breaker_failures: int = Field(default=5, ge=1)
     plugin_breaker_cooldown_seconds: float = Field(default=30.0, gt=0)
+    # The event log (every live event, kept for resuming subscribers): events are kept this
+    # many days ('livegifts events prune' deletes older ones); an event its own process did
+    # not get onto the bus within the grace is published by the relay of any process.
+    event_retention_days: float = Field(default=7.0, gt=0)
+    event_relay_grace_seconds: float = Field(default=5.0, ge=0)
     # Safeguards: the age to buy, send or receive gifts, and the platform's spending caps
     # (a viewer may set lower ones).
     minimum_age: int = 18

@@ -105,8 +105,9 @@ async def go_live(runtime: Runtime, creator: str, title: str = "Tonight") -> Sta
     async with runtime.sessions() as session, session.begin():
         await seed_default_gifts(session)
         creator_id = (await ensure_user(session, creator, ADULT)).id
-        live = await start_session(session, creator_id, title)
+        live, started = await start_session(session, creator_id, title)
         gifts = {g.sku: g.id for g in (await session.scalars(select(Gift))).all()}
+    await runtime.relay.committed(started)
     return Stage(creator_id=creator_id, session_id=live.id, gifts=gifts)
 
 
@@ -159,7 +160,7 @@ class Harness:
         """Send a gift; returns the receipt or raises :class:`app.errors.DomainError`."""
         assert self.runtime is not None
         result = await gifting.send_gift(
-            self.runtime.sessions, self.runtime.bus, sender_id=viewer_id,
+            self.runtime.sessions, self.runtime.relay, sender_id=viewer_id,
             session_id=stage.session_id, gift_id=stage.gifts[sku], quantity=quantity,
             idempotency_key=key or f"send-{next(self._keys)}",
             combo_window=timedelta(seconds=5), plugins=self.runtime.plugins,

@@ -34,7 +34,7 @@ async def run(runtime, workers: int, seconds: float, hot: bool, tag: str
     async def worker(n: int) -> None:
         where = stages[0 if hot else n]
         while time.perf_counter() < deadline:
-            await gifting.send_gift(runtime.sessions, runtime.bus, sender_id=viewers[n],
+            await gifting.send_gift(runtime.sessions, runtime.relay, sender_id=viewers[n],
                                     session_id=where.session_id, gift_id=where.gifts["rose"],
                                     quantity=1, idempotency_key=f"{tag}-{n}-{sent[n]}",
                                     combo_window=timedelta(seconds=5),

@@ -19,7 +19,7 @@ async def send(runtime, sender_id: int, where: Stage, sku: str = "rose", quantit
                key: str | None = None, window: float = 60.0):
     send.counter += 1
     return await gifting.send_gift(
-        runtime.sessions, runtime.bus, sender_id=sender_id, session_id=where.session_id,
+        runtime.sessions, runtime.relay, sender_id=sender_id, session_id=where.session_id,
         gift_id=where.gifts[sku], quantity=quantity,
         idempotency_key=key or f"send-{send.counter}", combo_window=timedelta(seconds=window),
         plugins=runtime.plugins, settings=runtime.settings)

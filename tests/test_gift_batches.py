@@ -4,7 +4,7 @@ constant number of statements, and every rule of a single send still holds per s
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import event, func, select
@@ -169,19 +169,31 @@ async def test_a_send_that_breaks_its_batch_fails_alone(runtime, monkeypatch):
         assert await audit(session) == []
 
 
-async def test_gifts_stand_and_senders_are_answered_when_their_events_cannot_be_published(
+async def test_gifts_stand_when_the_bus_fails_and_the_relay_publishes_their_events_later(
         runtime, monkeypatch, caplog):
-    """Live events are at most once: a bus that fails loses them, never the gifts."""
+    """A bus that fails delays the events, never the gifts: they are in the log, and the
+    relay's sweep publishes them, in order, once the bus answers again."""
     where = await stage(runtime)
     fans = [await new_viewer(runtime, f"fan{n}", 100) for n in range(3)]
+    recorder = Recorder(runtime, where.session_id)
+    await runtime.relay.note()  # SessionStarted was published: noted so
 
     async def unreachable(events):
         raise ConnectionError("Redis is unreachable")
 
-    monkeypatch.setattr(runtime.bus, "publish_all", unreachable)
-    results = await asyncio.gather(*(send(runtime, fan, where, "rose") for fan in fans))
-    assert [r.wallet_coins for r in results] == [99, 99, 99]
-    assert "publishing the live events of" in caplog.text and "Redis is unreachable" in caplog.text
+    with monkeypatch.context() as bus_down:
+        bus_down.setattr(runtime.bus, "publish_all", unreachable)
+        results = await asyncio.gather(*(send(runtime, fan, where, "rose") for fan in fans))
+        assert [r.wallet_coins for r in results] == [99, 99, 99]
+        assert "Redis is unreachable" in caplog.text
+        runtime.relay.grace = timedelta(0)
+        with pytest.raises(ConnectionError):
+            await runtime.relay.sweep()  # still down: nothing is noted published
+    assert recorder.events == []
+    assert await runtime.relay.sweep() == 4  # three gifts and the new podium
+    assert [e["type"] for e in recorder.events] == ["GiftSent"] * 3 + ["TopGiftersChanged"]
+    assert [e["seq"] for e in recorder.events] == [2, 3, 4, 5]  # after SessionStarted
+    assert await runtime.relay.sweep() == 0  # published once
     async with runtime.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(GiftSend)) == 3
         assert await audit(session) == []

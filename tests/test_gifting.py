@@ -174,8 +174,8 @@ async def test_combo_counts_run_and_end_exactly_once(runtime):
 
     await asyncio.sleep(0.6)
     window = timedelta(seconds=0.5)
-    assert await gifting.end_stale_combos(runtime.sessions, runtime.bus, window) == 2
-    assert await gifting.end_stale_combos(runtime.sessions, runtime.bus, window) == 0
+    assert await gifting.end_stale_combos(runtime.sessions, runtime.relay, window) == 2
+    assert await gifting.end_stale_combos(runtime.sessions, runtime.relay, window) == 0
     ended = {e["gift_id"]: e for e in recorder.of("ComboEnded")}
     assert ended[where.gifts["rose"]]["total_count"] == 4
     assert ended[where.gifts["rose"]]["sends"] == 3
@@ -197,7 +197,7 @@ async def test_a_stale_combo_is_ended_by_the_next_send_when_no_reaper_ran(runtim
     assert [e["total_count"] for e in recorder.of("ComboEnded")] == [1]
     assert [e["type"] for e in recorder.events[-3:-1]] == ["ComboEnded", "GiftSent"]
     await asyncio.sleep(0.3)
-    assert await gifting.end_stale_combos(runtime.sessions, runtime.bus,
+    assert await gifting.end_stale_combos(runtime.sessions, runtime.relay,
                                           timedelta(seconds=0.2)) == 1
     assert [e["total_count"] for e in recorder.of("ComboEnded")] == [1, 1]
 
@@ -209,7 +209,7 @@ async def test_ending_a_session_ends_its_combos(runtime):
     await send(runtime, fan, where, quantity=5)
     async with runtime.sessions() as session, session.begin():
         await live.end_session(session, where.session_id, where.creator_id)
-    await gifting.end_stale_combos(runtime.sessions, runtime.bus, timedelta(seconds=60),
+    await gifting.end_stale_combos(runtime.sessions, runtime.relay, timedelta(seconds=60),
                                    session_id=where.session_id)
     assert [e["total_count"] for e in recorder.of("ComboEnded")] == [5]
 
@@ -287,7 +287,7 @@ async def test_gift_events_carry_the_gift_and_sender_so_watchers_need_no_query(r
 
     async def end() -> None:
         await send(runtime, viewer, where, "rose")
-        await gifting.end_stale_combos(runtime.sessions, runtime.bus, timedelta(0),
+        await gifting.end_stale_combos(runtime.sessions, runtime.relay, timedelta(0),
                                        session_id=where.session_id)
 
     sent = await _events_until(runtime, where, publish, "GiftSent")
@@ -305,7 +305,7 @@ async def test_events_from_an_older_process_without_the_gift_are_completed(runti
 
     async def publish_bare() -> None:
         await runtime.bus.publish(session_channel(where.session_id), {
-            "type": "GiftSent", "session_id": where.session_id, "send_id": 1,
+            "type": "GiftSent", "session_id": where.session_id, "seq": 2, "send_id": 1,
             "sender_id": viewer, "gift_id": where.gifts["rose"], "quantity": 1, "coins": 1,
             "diamonds": 0, "combo_id": 1, "combo_count": 1})
 

@@ -228,7 +228,7 @@ async def test_age_rules_at_their_boundary(runtime):
     young_creator = await new_viewer(runtime, "teen-streamer", birthdate=years_ago(16))
     from app.services.live import start_session
     async with runtime.sessions() as session, session.begin():
-        live = await start_session(session, young_creator, "hi")
+        live, _ = await start_session(session, young_creator, "hi")
     teen_stage = type(where)(young_creator, live.id, where.gifts)
     error = await assert_refused(runtime, ErrorCode.AGE_RESTRICTED,
                                  send(runtime, turned_18_today, teen_stage))

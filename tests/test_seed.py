@@ -209,7 +209,7 @@ async def test_seeded_data_takes_real_gifts_afterwards(seeded):
     before = await snapshot(seeded)
     runtime = Runtime.build(settings_for(seeded))
     try:
-        result = await send_gift(runtime.sessions, runtime.bus, sender_id=viewer,
+        result = await send_gift(runtime.sessions, runtime.relay, sender_id=viewer,
                                  session_id=session_id, gift_id=gift_id, quantity=1,
                                  idempotency_key="after-seed", combo_window=runtime.combo_window,
                                  settings=runtime.settings)

@@ -15,6 +15,11 @@ connection it serves; the resolver (:func:`app.graphql.gifting`) then joins a wa
 instead of yielding events one subscriber at a time. Every field of a live-session event
 is public and depends on the event alone, never on who watches: that is what makes one
 result right for every subscriber.
+
+Events come from the event log (:mod:`app.services.event_log`) numbered in their session's
+stream. The watch and each member follow the stream (:class:`Follower`): a member resuming
+from a cursor first writes what the log holds after it, then the watch's messages, each
+event once and in order, whatever the bus repeats, reorders or drops.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 
 from app.events import QUEUE_SIZE, EventBus
 from app.graphql.context import UNEXPECTED_ERROR
+from app.services.event_log import Follower
 
 logger = logging.getLogger(__name__)
 
@@ -77,54 +83,90 @@ class BroadcastingHandler(BaseGraphQLTransportWSHandler[Any, Any]):
         await super().run_operation(operation)  # its own task: the variable stays in it
 
 
+class _Gone(Exception):
+    """A member's connection failed."""
+
+
+FINAL = "SessionEnded"  # a session's last event: its subscriptions complete after it
+
+
 @dataclass(eq=False)
 class Member:
     """A subscriber in a watch. The watch only queues messages (it never waits on a
     connection); the subscription's own task writes them (:meth:`run`), after its opening
-    result, so a slow connection delays nobody else."""
+    result, so a slow connection delays nobody else. Each member follows the session's
+    stream from its own position: it never writes an event twice or out of order, and
+    reads from the log what it would otherwise miss (what came before it resumed, or what
+    its outbox dropped while its connection was slow)."""
 
     subscriber: Subscriber
-    outbox: deque[str] = field(default_factory=lambda: deque(maxlen=QUEUE_SIZE))
+    watch: Watch
+    follower: Follower
+    outbox: deque[tuple[int | None, str, bool]] = field(
+        default_factory=lambda: deque(maxlen=QUEUE_SIZE))
     ready: asyncio.Event = field(default_factory=asyncio.Event)
-    ended: bool = False
     head: str = ""  # every message's start, with the operation id: encoded once
-    skip: int = 0  # events published before this member joined, still ahead in the watch
 
     def __post_init__(self) -> None:
         self.head = f'{{"id":{json.dumps(self.subscriber.operation_id)},"type":"next","payload":'
 
-    def deliver(self, payload: str) -> None:
-        """Queue a ``next`` message; a member that fell far behind loses the oldest."""
-        self.outbox.append(f"{self.head}{payload}}}")
+    def deliver(self, seq: int | None, payload: str, final: bool) -> None:
+        """Queue a ``next`` message; a member that fell far behind loses the oldest (and
+        reads them from the log when it gets there)."""
+        self.outbox.append((seq, payload, final))
         self.ready.set()
 
-    def end(self) -> None:
-        """The session ended: write what is queued, then finish."""
-        self.ended = True
-        self.ready.set()
-
-    async def run(self) -> None:
-        """Write the messages as they come until the session ends or the connection fails."""
-        while True:
-            await self.ready.wait()
-            self.ready.clear()
-            while self.outbox:
-                try:
-                    await self.subscriber.write(self.outbox.popleft())
-                except Exception:  # noqa: BLE001 - the connection is gone; its handler cleans up
-                    return
-            if self.ended:
+    async def run(self, catch_up: bool = False, live: bool = True) -> None:
+        """Write the session's events from the member's position (first those in the log,
+        if ``catch_up``) until the session ends or the connection fails; only those in the
+        log if the session was not ``live`` when the member joined."""
+        try:
+            if catch_up:
+                for event in await self.follower.read():
+                    if await self._write_logged(event):
+                        return
+            if not live:
                 return
+            while True:
+                await self.ready.wait()
+                self.ready.clear()
+                while self.outbox:
+                    seq, payload, final = self.outbox.popleft()
+                    missing = await self.follower.before(seq)
+                    if missing is None:
+                        continue
+                    for event in missing:
+                        if await self._write_logged(event):
+                            return
+                    await self._write(payload)
+                    if seq is not None:
+                        self.follower.position = seq
+                    if final:
+                        return
+        except _Gone:  # the connection is gone; its handler cleans up
+            return
+
+    async def _write(self, payload: str) -> None:
+        try:
+            await self.subscriber.write(f"{self.head}{payload}}}")
+        except Exception as gone:  # noqa: BLE001 - whatever the socket raised
+            raise _Gone from gone
+
+    async def _write_logged(self, event: dict[str, Any]) -> bool:
+        """Write an event read from the log; whether it was the session's last."""
+        await self._write(await self.watch.payload(event))
+        self.follower.position = event["seq"]
+        return event["type"] == FINAL
 
 
 class Watch:
     """The subscribers of one session asking the same, and the task that serves them."""
 
     def __init__(self, bus: EventBus, channel: str, subscriber: Subscriber,
-                 build: Callable[[dict[str, Any]], Awaitable[Any]]) -> None:
+                 build: Callable[[dict[str, Any]], Awaitable[Any]], follower: Follower) -> None:
         self.members: list[Member] = []
-        self.serving = False  # an event is taken from the queue and not yet delivered
         self.build = build
+        self.follower = follower  # the watch's own place in the stream
         executor = StrawberryGraphQLCoreExecutionContext.build(
             subscriber.schema, parse(subscriber.query), None, subscriber.context,
             subscriber.variables, subscriber.operation_name)
@@ -136,31 +178,31 @@ class Watch:
         self.queue = bus.listen(channel)
         self.task = asyncio.get_running_loop().create_task(self._serve())
 
-    def join(self, member: Member) -> None:
-        """Add a member; the events already published to the watch (queued, or being
-        executed) are not for it: it reads the session's state after joining. (Should a
-        full queue drop its oldest event meanwhile, the member misses one event instead:
-        delivery is at most once.)"""
-        member.skip = self.queue.qsize() + self.serving
-        self.members.append(member)
-
     async def _serve(self) -> None:
         while True:
             event = await self.queue.get()
-            self.serving = True
             try:
-                payload = await self._payload(event)
+                missing = await self.follower.before(event.get("seq"))
             except Exception:
-                logger.exception("executing a live-session event for its watchers failed")
-                payload = json.dumps({"data": None, "errors": [{"message": UNEXPECTED_ERROR}]})
-            self.serving = False
-            for member in self.members:
-                if member.skip:
-                    member.skip -= 1
-                else:
-                    member.deliver(payload)
-                if event["type"] == "SessionEnded":
-                    member.end()
+                logger.exception("reading the events a watch missed failed")
+                missing = []
+            if missing is None:  # again, or late: already served
+                continue
+            for each in [*missing, event]:
+                payload = await self.payload(each)
+                seq, final = each.get("seq"), each["type"] == FINAL
+                if seq is not None:
+                    self.follower.position = seq
+                for member in self.members:
+                    member.deliver(seq, payload, final)
+
+    async def payload(self, event: dict[str, Any]) -> str:
+        """The document's result for an event, encoded (once for every member)."""
+        try:
+            return await self._payload(event)
+        except Exception:
+            logger.exception("executing a live-session event for its watchers failed")
+            return json.dumps({"data": None, "errors": [{"message": UNEXPECTED_ERROR}]})
 
     async def _payload(self, event: dict[str, Any]) -> str:
         result = self.executor.build_per_event_executor(await self.build(event)) \
@@ -185,16 +227,23 @@ _watches: dict[tuple[Any, ...], Watch] = {}
 
 @contextlib.asynccontextmanager
 async def watch(bus: EventBus, channel: str, subscriber: Subscriber,
-                build: Callable[[dict[str, Any]], Awaitable[Any]]) -> AsyncIterator[Member]:
+                build: Callable[[dict[str, Any]], Awaitable[Any]], follower: Follower,
+                position_variable: str | None = None) -> AsyncIterator[Member]:
     """Join the watch of ``channel`` for what ``subscriber`` asks (created on first join,
-    closed when its last member leaves); events published from now on reach the member."""
+    closed when its last member leaves); events published from now on reach the member,
+    which follows the stream with ``follower`` (its position set by the caller before
+    :meth:`Member.run`). Subscribers differing only in ``position_variable`` (where each
+    resumes) share a watch."""
+    variables = {name: value for name, value in (subscriber.variables or {}).items()
+                 if name != position_variable}
     key = (id(bus), channel, subscriber.query, subscriber.operation_name,
-           json.dumps(subscriber.variables, sort_keys=True, default=str))
+           json.dumps(variables, sort_keys=True, default=str))
     shared = _watches.get(key)
     if shared is None:
-        shared = _watches[key] = Watch(bus, channel, subscriber, build)
-    member = Member(subscriber)
-    shared.join(member)
+        shared = _watches[key] = Watch(bus, channel, subscriber, build,
+                                       Follower(follower.reads, follower.stream, None))
+    member = Member(subscriber, shared, follower)
+    shared.members.append(member)
     try:
         yield member
     finally:

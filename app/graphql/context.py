@@ -26,8 +26,8 @@ UNEXPECTED_ERROR = "Unexpected error; please try again."
 class ClientError(GraphQLError):
     """An error meant for the client, shown as is (everything else is masked)."""
 
-    def __init__(self, message: str, code: str) -> None:
-        super().__init__(message, extensions={"code": code})
+    def __init__(self, message: str, code: str, **extensions: Any) -> None:
+        super().__init__(message, extensions={"code": code, **extensions})
 
 
 class Context(BaseContext, kw_only=True):

@@ -30,7 +30,7 @@ from app.graphql.common import (
 )
 from app.graphql.context import ClientError
 from app.graphql.types import LedgerTransaction, Money, User, _rows_by_id, ctx
-from app.services import catalogue, gifting, live, rates, recognition
+from app.services import catalogue, event_log, gifting, live, rates, recognition
 from app.services.recognition import Period
 
 strawberry.enum(Period, name="LeaderboardPeriod", description="A leaderboard period, in UTC.")
@@ -144,6 +144,22 @@ class LiveSessionTotals:
     peak_viewers: int = strawberry.field(description="Distinct viewers who joined.")
 
 
+MAX_RUNNING_COMBOS = 50
+
+
+@strawberry.type(description="A combo still running: one viewer sending one gift again and "
+                             "again.")
+class RunningCombo:
+    combo_id: relay.GlobalID
+    sender: User
+    gift: Gift
+    count: Long = strawberry.field(description="Gifts in the combo so far.")
+    sends: int
+    coins: Long
+    started_at: datetime
+    last_at: datetime
+
+
 @strawberry.type(description="A creator's live broadcast, during which viewers send gifts.")
 class LiveSession(relay.Node):
     id: relay.NodeID[int]
@@ -177,6 +193,22 @@ class LiveSession(relay.Node):
         async with ctx(info).runtime.reads() as session:
             rows = await recognition.top_gifters(session, self.id, limit=limit + 1, offset=offset)
         return _leaderboard(rows, limit)
+
+    @strawberry.field(description=(
+        "Combos not ended yet, latest send first: "
+        "what an overlay shows when it opens mid-combo. Each continues in `GiftSent` "
+        "events with the same `comboId` and ends with one `ComboEnded`."))
+    async def running_combos(self, info: Info, first: int = 10) -> list[RunningCombo]:
+        if not 1 <= first <= MAX_RUNNING_COMBOS:
+            raise ClientError(f"first must be between 1 and {MAX_RUNNING_COMBOS}.",
+                              "BAD_USER_INPUT")
+        async with ctx(info).runtime.reads() as session:
+            rows = await live.running_combos(session, self.id, limit=first)
+        return [RunningCombo(combo_id=relay.GlobalID("GiftCombo", str(combo.id)),
+                             sender=User(id=sender.id, name=sender.name), gift=Gift.of(gift),
+                             count=combo.count, sends=combo.sends, coins=combo.coins,
+                             started_at=combo.started_at, last_at=combo.last_at)
+                for combo, sender, gift in rows]
 
     @classmethod
     async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str],
@@ -247,8 +279,21 @@ class GiftReceipt(relay.Node):
 # Live events -----------------------------------------------------------------------------
 
 
+@strawberry.interface(description="An event of a live session, from its event log.")
+class LiveEvent:
+    cursor: str = strawberry.field(description=(
+        "Where this event is in the session's events: pass it as `after` to "
+        "`liveSessionEvents` to resume with the events after it."))
+
+
+@strawberry.type(description="The creator went live.")
+class SessionStarted(LiveEvent):
+    title: str
+    started_at: datetime
+
+
 @strawberry.type(description="A gift was sent in the session.")
-class GiftSent:
+class GiftSent(LiveEvent):
     receipt_id: relay.GlobalID
     sender: User
     gift: Gift
@@ -261,7 +306,7 @@ class GiftSent:
 
 
 @strawberry.type(description="A combo ended. Sent exactly once per combo, with its total.")
-class ComboEnded:
+class ComboEnded(LiveEvent):
     combo_id: relay.GlobalID
     sender: User
     gift: Gift
@@ -271,23 +316,24 @@ class ComboEnded:
 
 
 @strawberry.type(description="Someone joined or left.")
-class ViewerCountChanged:
+class ViewerCountChanged(LiveEvent):
     viewers: int
 
 
 @strawberry.type(description="The top gifters of the session changed.")
-class TopGiftersChanged:
+class TopGiftersChanged(LiveEvent):
     top: list[LeaderboardEntry]
 
 
 @strawberry.type(description="The creator ended the session. No more events follow.")
-class SessionEnded:
+class SessionEnded(LiveEvent):
     ended_at: datetime
     totals: LiveSessionTotals
 
 
 LiveSessionEvent = Annotated[
-    GiftSent | ComboEnded | ViewerCountChanged | TopGiftersChanged | SessionEnded,
+    SessionStarted | GiftSent | ComboEnded | ViewerCountChanged | TopGiftersChanged
+    | SessionEnded,
     strawberry.union("LiveSessionEvent", description="Something that happened in a live session.")]
 
 
@@ -304,8 +350,26 @@ async def _shared_event(info: Info, event: dict[str, Any]) -> Any:
 _BUILT = "_graphql_object"  # kept on the delivered copy only (see events.LocalFanout)
 
 
+def event_cursor(session_id: int, seq: int) -> str:
+    """The opaque cursor of a session's event numbered ``seq`` (0: before the first)."""
+    return relay.to_base64("LiveEvent", f"{session_id}:{seq}")
+
+
+def event_position(cursor: str, session_id: int) -> int:
+    """The event number a cursor of this session's events stands for."""
+    try:
+        prefix, value = relay.from_base64(cursor)
+        sid, seq = (int(part) for part in value.split(":"))
+    except ValueError:
+        prefix, sid, seq = "", -1, -1
+    if prefix != "LiveEvent" or sid != session_id or seq < 0:
+        raise ClientError("after is not a cursor of this session's events.", "BAD_USER_INPUT")
+    return seq
+
+
 async def _event(info: Info, event: dict[str, Any]) -> Any:
     kind = event["type"]
+    cursor = event_cursor(event["session_id"], event["seq"])
     if kind in ("GiftSent", "ComboEnded"):
         # Events carry the gift and the sender's name; an event published by an older
         # process (during a rolling upgrade) may not, and is completed from the database.
@@ -319,22 +383,26 @@ async def _event(info: Info, event: dict[str, Any]) -> Any:
         gift = Gift.of(gift_row)
         combo_id = relay.GlobalID("GiftCombo", str(event["combo_id"]))
         if kind == "GiftSent":
-            return GiftSent(receipt_id=relay.GlobalID("GiftReceipt", str(event["send_id"])),
+            return GiftSent(cursor=cursor,
+                            receipt_id=relay.GlobalID("GiftReceipt", str(event["send_id"])),
                             sender=sender, gift=gift, quantity=event["quantity"],
                             coins=event["coins"], diamonds=event["diamonds"], combo_id=combo_id,
                             combo_count=event["combo_count"])
-        return ComboEnded(combo_id=combo_id, sender=sender, gift=gift,
+        return ComboEnded(cursor=cursor, combo_id=combo_id, sender=sender, gift=gift,
                           total_count=event["total_count"], sends=event["sends"],
                           total_coins=event["total_coins"])
     if kind == "ViewerCountChanged":
-        return ViewerCountChanged(viewers=event["viewers"])
+        return ViewerCountChanged(cursor=cursor, viewers=event["viewers"])
     if kind == "TopGiftersChanged":
-        return TopGiftersChanged(top=[
+        return TopGiftersChanged(cursor=cursor, top=[
             LeaderboardEntry(rank=n + 1, user=User(id=e["user_id"], name=e["name"]),
                              coins=e["coins"], diamonds=e.get("diamonds", 0),
                              gifts=e.get("gifts", 0)) for n, e in enumerate(event["top"])])
+    if kind == "SessionStarted":
+        return SessionStarted(cursor=cursor, title=event["title"],
+                              started_at=datetime.fromisoformat(event["started_at"]))
     totals = event["totals"]
-    return SessionEnded(ended_at=datetime.fromisoformat(event["ended_at"]),
+    return SessionEnded(cursor=cursor, ended_at=datetime.fromisoformat(event["ended_at"]),
                         totals=LiveSessionTotals(**totals))
 
 
@@ -515,16 +583,6 @@ class GiftingQuery:
         return _leaderboard(rows, limit)
 
 
-async def _publish(info: Info, session_id: int, event: dict[str, Any]) -> None:
-    await ctx(info).runtime.bus.publish(session_channel(session_id), event)
-
-
-async def _viewer_count_changed(info: Info, session_id: int) -> None:
-    async with ctx(info).runtime.reads() as session:
-        count = await live.viewer_count(session, session_id)
-    await _publish(info, session_id, {"type": "ViewerCountChanged", "viewers": count})
-
-
 @strawberry.type
 class GiftingMutation:
     @strawberry.mutation(description="Send a gift: the viewer's coins pay for it, the creator "
@@ -535,7 +593,7 @@ class GiftingMutation:
         user_id = await context.user_id()
         try:
             result = await gifting.send_gift(
-                context.runtime.sessions, context.runtime.bus, sender_id=user_id,
+                context.runtime.sessions, context.runtime.relay, sender_id=user_id,
                 session_id=decode_id(input.session_id, "LiveSession", "sessionId"),
                 gift_id=decode_id(input.gift_id, "Gift", "giftId"), quantity=input.quantity,
                 idempotency_key=input.idempotency_key, combo_window=context.runtime.combo_window,
@@ -556,9 +614,10 @@ class GiftingMutation:
         user_id = await context.user_id()
         try:
             async with context.runtime.sessions() as session, session.begin():
-                row = await live.start_session(session, user_id, input.title)
+                row, started = await live.start_session(session, user_id, input.title)
         except DomainError as error:
             return LiveSessionPayload(live_session=None, user_errors=[UserError.of(error)])
+        await context.runtime.relay.committed(started)
         return LiveSessionPayload(live_session=LiveSession.of(row), user_errors=[])
 
     @strawberry.mutation(description="Creator: end your live session. Open combos end first.")
@@ -568,19 +627,10 @@ class GiftingMutation:
         user_id = await context.user_id()
         try:
             session_id = decode_id(input.session_id, "LiveSession", "sessionId")
-            async with context.runtime.sessions() as session, session.begin():
-                row = await live.end_session(session, session_id, user_id)
+            row = await gifting.end_live_session(context.runtime.sessions, context.runtime.relay,
+                                                 session_id=session_id, creator_id=user_id)
         except DomainError as error:
             return LiveSessionPayload(live_session=None, user_errors=[UserError.of(error)])
-        runtime = context.runtime
-        await gifting.end_stale_combos(runtime.sessions, runtime.bus, runtime.combo_window,
-                                       session_id=session_id)
-        async with runtime.reads() as session:
-            t = await live.totals(session, session_id)
-        await _publish(info, session_id, {
-            "type": "SessionEnded", "ended_at": row.ended_at.isoformat(),
-            "totals": {"gifts": t.gifts, "coins": t.coins, "diamonds": t.diamonds,
-                       "viewers": t.viewers, "peak_viewers": t.peak_viewers}})
         return LiveSessionPayload(live_session=LiveSession.of(row), user_errors=[])
 
     @strawberry.mutation(description="Start watching a live session (counts as a viewer).")
@@ -637,21 +687,26 @@ async def _watch(info: Info, input: LiveSessionInput, action: Any) -> LiveSessio
     try:
         session_id = decode_id(input.session_id, "LiveSession", "sessionId")
         async with context.runtime.sessions() as session, session.begin():
-            changed = await action(session, session_id, user_id)
+            events = await live.viewers_changed(session, session_id) \
+                if await action(session, session_id, user_id) else []
             row = await session.get(models.LiveSession, session_id)
     except DomainError as error:
         return LiveSessionPayload(live_session=None, user_errors=[UserError.of(error)])
-    if changed:
-        await _viewer_count_changed(info, session_id)
+    await context.runtime.relay.committed(events)
     return LiveSessionPayload(live_session=LiveSession.of(row), user_errors=[])
 
 
 @strawberry.type
 class Subscription:
-    @strawberry.subscription(description="Everything that happens in a live session, as it "
-                                         "happens: gifts, combos, viewers, top gifters, the end. "
-                                         "Starts with the current viewer count.")
-    async def live_session_events(self, info: Info, session_id: strawberry.ID
+    @strawberry.subscription(description=(
+        "Everything that happens in a live session, as it happens: gifts, combos, viewers, "
+        "top gifters, the end. Without `after`, starts with the current viewer count; with "
+        "`after` (any event's `cursor`), replays every event after it from the session's "
+        "event log, then goes on live: no event missed or repeated across a reconnect. A "
+        "cursor older than the log keeps (`eventRetentionDays`) is refused with code "
+        "CURSOR_EXPIRED and the oldest cursor that can be resumed from."))
+    async def live_session_events(self, info: Info, session_id: strawberry.ID,
+                                  after: str | None = None
                                   ) -> AsyncGenerator[LiveSessionEvent, None]:
         context = ctx(info)
         context.require()
@@ -659,33 +714,74 @@ class Subscription:
             sid = decode_id(session_id, "LiveSession", "sessionId")
         except DomainError as error:
             raise ClientError(error.message, "BAD_USER_INPUT") from None
+        resume_from = None if after is None else event_position(after, sid)
         channel, bus = session_channel(sid), context.runtime.bus
+        follower = event_log.Follower(context.runtime.reads, event_log.session_stream(sid),
+                                      resume_from)
         over_websocket = broadcast.subscriber()
         # Listening starts before the session is read, so an end in between is not missed.
         if over_websocket is not None:  # events written by the session's watch, once for all
             async with broadcast.watch(bus, channel, over_websocket,
-                                       lambda event: _shared_event(info, event)) as member:
-                opening, live_now = await _opening(info, sid)
-                yield opening
-                if live_now:
-                    await member.run()
+                                       lambda event: _shared_event(info, event), follower,
+                                       _variable_of(info, "after")) as member:
+                opening, live_now = await _opening(info, sid, follower)
+                if opening is not None:
+                    yield opening
+                await member.run(catch_up=resume_from is not None, live=live_now)
             return
         async with bus.subscription(channel) as events:
-            opening, live_now = await _opening(info, sid)
-            yield opening
+            opening, live_now = await _opening(info, sid, follower)
+            if opening is not None:
+                yield opening
+            else:  # resuming: what the log holds after the cursor first
+                for event in await follower.read():
+                    follower.position = event["seq"]
+                    yield await _event(info, event)
+                    if event["type"] == "SessionEnded":
+                        return
             if not live_now:
                 return
             async for event in events:
-                yield await _shared_event(info, event)
-                if event["type"] == "SessionEnded":
-                    return
+                missing = await follower.before(event.get("seq"))
+                if missing is None:
+                    continue
+                for each in [*missing, event]:
+                    follower.position = each.get("seq", follower.position)
+                    yield await _shared_event(info, each)
+                    if each["type"] == "SessionEnded":
+                        return
 
 
-async def _opening(info: Info, session_id: int) -> tuple[ViewerCountChanged, bool]:
-    """A subscription's first result (the viewer count) and whether the session is live."""
+def _variable_of(info: Info, argument: str) -> str | None:
+    """The variable the operation passes as the field's ``argument``, if it passes one."""
+    for node in info._raw_info.field_nodes[0].arguments:
+        if node.name.value == argument and node.value.kind == "variable":
+            return node.value.name.value
+    return None
+
+
+async def _opening(info: Info, session_id: int, follower: event_log.Follower
+                   ) -> tuple[ViewerCountChanged | None, bool]:
+    """A subscription's first result (the viewer count, None when it resumes from a
+    cursor) and whether the session is live. Sets where the follower starts: after the
+    events the opening reflects, or checks the cursor it resumes from is still kept."""
     async with ctx(info).runtime.reads() as session:
         row = await session.get(models.LiveSession, session_id)
         if row is None:
             raise ClientError("No live session has this ID.", "NOT_FOUND")
-        viewers = await live.viewer_count(session, session_id)
-    return ViewerCountChanged(viewers=viewers), row.status == live.LIVE
+        kept = await event_log.extent(session, follower.stream)
+        if follower.position is None:
+            viewers = await live.viewer_count(session, session_id)
+            follower.position = kept.last
+            return ViewerCountChanged(cursor=event_cursor(session_id, kept.last),
+                                      viewers=viewers), row.status == live.LIVE
+    if follower.position > kept.last:
+        raise ClientError("after is not a cursor of this session's events.", "BAD_USER_INPUT")
+    if not kept.keeps_after(follower.position):
+        oldest = kept.last if kept.oldest is None else kept.oldest - 1
+        raise ClientError(
+            "This cursor has expired: the session's events before it are no longer kept. "
+            "Resume from the oldest cursor kept (in extensions.oldestCursor), or subscribe "
+            "without `after` to start from now.", "CURSOR_EXPIRED",
+            oldestCursor=event_cursor(session_id, oldest))
+    return None, row.status == live.LIVE

@@ -19,6 +19,7 @@ from app.models.ledger import (
     LedgerSeal,
     LedgerTransaction,
 )
+from app.models.events import Event, EventStream
 from app.models.live import GiftCombo, GiftSend, LiveSession, SessionViewer
 from app.models.payouts import Clawback, Payout, PurchaseReversal
 from app.models.recognition import CreatorTotal, SessionGifterTotal, SupporterTotal
@@ -53,6 +54,8 @@ __all__ = [
     "TrustedDocument",
     "CoinPackage",
     "Entry",
+    "Event",
+    "EventStream",
     "IdempotencyRecord",
     "LedgerSeal",
     "LedgerTransaction",

@@ -15,8 +15,9 @@ transaction: the viewer's coins out; the creator's share converted to diamonds; 
 platform's share (and the remainder of every division) to platform revenue. A refused
 send is refused alone (a business refusal keeps its idempotency key refused) and the rest
 of its batch goes through; a batch that fails for another reason is written again one send
-at a time. Events are published only after the batch commits (all of a batch's in one
-publish: one round trip to Redis), and never for a replay.
+at a time. A batch's live events are written to the event log in its transaction and
+published after it commits (all of a batch's in one publish: one round trip to Redis);
+a replay writes and publishes none.
 
 The writer never waits for a plugin. A sponsored send the batch finds without its
 plugin's answers to exactly the questions the locked rows raise is handed back to its
@@ -43,7 +44,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import add_to_counters, total, upsert
 from app.errors import BusinessRefusal, DomainError, ErrorCode
-from app.events import EventBus, session_channel
 from app.ledger import (
     AccountRef,
     Claim,
@@ -72,9 +72,12 @@ from app.models import (
 )
 from app.models.base import utcnow
 from app.plugins import PluginCallFailed, PluginHost
+from app.relay import Relay
+from app.services import event_log
 from app.services.brands import budget_account, revenue_account
 from app.services.catalogue import is_available
-from app.services.live import LIVE, session_not_found
+from app.services.live import LIVE, end_session, session_not_found
+from app.services.live import totals as session_totals
 from app.services.rates import GiftSplit, current_rate_card, split_gift
 from app.services.safeguards import (
     Spending,
@@ -121,7 +124,7 @@ def period_starts(day: date) -> dict[str, date]:
             "month": day.replace(day=1), "all": ALL_TIME}
 
 
-async def send_gift(sessions: async_sessionmaker[AsyncSession], bus: EventBus, *,
+async def send_gift(sessions: async_sessionmaker[AsyncSession], relay: Relay, *,
                     sender_id: int, session_id: int, gift_id: int, quantity: int,
                     idempotency_key: str, combo_window: timedelta, settings: Settings,
                     plugins: PluginHost | None = None,
@@ -135,7 +138,7 @@ async def send_gift(sessions: async_sessionmaker[AsyncSession], bus: EventBus, *
         raise DomainError(ErrorCode.INVALID_QUANTITY,
                           f"quantity must be between 1 and {MAX_QUANTITY}.", "quantity")
     request = _Request(sender_id, session_id, gift_id, quantity, claim, combo_window, settings,
-                       plugins, bus, clock, asyncio.get_running_loop().create_future())
+                       plugins, relay, clock, asyncio.get_running_loop().create_future())
     writer = _writer(sessions)
     sponsor = None if plugins is None else plugins.sponsor_of(gift_id)
     if sponsor is None:  # a core gift (or one this process has not synced: the batch asks)
@@ -193,7 +196,7 @@ class _Request:
     combo_window: timedelta
     settings: Settings
     plugins: PluginHost | None
-    bus: EventBus
+    relay: Relay
     clock: Callable[[], datetime]
     done: asyncio.Future[SendResult]
     # A sponsored send's plugin answers, by the question they answer (see _quoted).
@@ -274,13 +277,9 @@ class _Writer:
             else:
                 later.append((request, outcome))
         sent = [(request, outcome) for request, outcome in written if isinstance(outcome, _Sent)]
-        if sent:  # a batch shares one bus
-            try:
-                await sent[0][0].bus.publish_all([(session_channel(request.session_id), event)
-                                                  for request, outcome in sent
-                                                  for event in outcome.events])
-            except Exception:  # at most once: the gifts stand, their events are lost
-                logger.exception("publishing the live events of %d gifts failed", len(sent))
+        if sent:  # a batch shares one relay; what it fails to publish, it publishes later
+            await sent[0][0].relay.committed([event for _, outcome in sent
+                                              for event in outcome.events])
         for request, replayed in later:
             try:
                 request.settle(await _replayed(self.sessions, request, replayed))
@@ -339,7 +338,7 @@ async def written(sessions: async_sessionmaker[AsyncSession]) -> None:
 
 def _next_batch(waiting: list[_Request]) -> tuple[list[_Request], list[_Request]]:
     """The first sends waiting, up to ``MAX_BATCH``, with distinct idempotency keys and the
-    same settings, plugins, bus and clock; the rest wait for the next batch."""
+    same settings, plugins, relay and clock; the rest wait for the next batch."""
     waiting = [request for request in waiting if not request.done.done()]
     if not waiting:
         return [], []
@@ -347,7 +346,7 @@ def _next_batch(waiting: list[_Request]) -> tuple[list[_Request], list[_Request]
     for request in waiting:
         key = (request.claim.scope, request.claim.key)
         if len(batch) < MAX_BATCH and key not in keys and request.settings is first.settings \
-                and request.plugins is first.plugins and request.bus is first.bus \
+                and request.plugins is first.plugins and request.relay is first.relay \
                 and request.clock is first.clock:
             batch.append(request)
             keys.add(key)
@@ -649,6 +648,9 @@ class _Batch:
             senders = {s.row["sender_id"] for s in self.sent if s.row["session_id"] == session_id}
             if any(entry["user_id"] in senders for entry in podium["top"]):
                 sent.events.append(podium)
+        # Last: a session's stream row is every sender's to that session, held to the commit.
+        await event_log.append(session, [(event_log.session_stream(sent.row["session_id"]), event)
+                                         for sent in self.sent for event in sent.events])
 
     @property
     def _periods(self) -> list[tuple[str, date]]:
@@ -911,9 +913,9 @@ async def _tell_sponsor(plugins: PluginHost, sponsor: dict[str, str], receipt: G
         pass  # logged and counted by the host; the gift stands
 
 
-async def end_stale_combos(sessions: async_sessionmaker[AsyncSession], bus: EventBus,
+async def end_stale_combos(sessions: async_sessionmaker[AsyncSession], relay: Relay,
                            window: timedelta, *, session_id: int | None = None) -> int:
-    """End combos idle for longer than the window (or all of a session's); publish each once.
+    """End combos idle for longer than the window (or all of a session's); report each once.
 
     Safe to run in every server process at once: the conditional UPDATE hands each
     combo to exactly one of them.
@@ -922,7 +924,30 @@ async def end_stale_combos(sessions: async_sessionmaker[AsyncSession], bus: Even
     conditions = [GiftCombo.session_id == session_id] if session_id is not None else \
         [GiftCombo.last_at < now - window]
     async with sessions() as session, session.begin():
-        ended = await _end_combos(session, conditions, now)
-    for event in ended:
-        await bus.publish(session_channel(event["session_id"]), event)
+        ended = await _logged(session, await _end_combos(session, conditions, now))
+    await relay.committed(ended)
     return len(ended)
+
+
+async def _logged(session: AsyncSession, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Session events written to the log, in the caller's transaction."""
+    return await event_log.append(session, [(event_log.session_stream(event["session_id"]),
+                                             event) for event in events])
+
+
+async def end_live_session(sessions: async_sessionmaker[AsyncSession], relay: Relay, *,
+                           session_id: int, creator_id: int) -> LiveSession:
+    """The creator ends their session: its open combos end (each reported), then the
+    session, with its totals, in one transaction; its stream's last event is SessionEnded."""
+    async with sessions() as session, session.begin():
+        row = await end_session(session, session_id, creator_id)
+        ended = await _end_combos(session, [GiftCombo.session_id == session_id], row.ended_at)
+        t = await session_totals(session, session_id)
+        assert row.ended_at is not None
+        events = await _logged(session, [*ended, {
+            "type": "SessionEnded", "session_id": session_id,
+            "ended_at": row.ended_at.isoformat(),
+            "totals": {"gifts": t.gifts, "coins": t.coins, "diamonds": t.diamonds,
+                       "viewers": t.viewers, "peak_viewers": t.peak_viewers}}])
+    await relay.committed(events)
+    return row

@@ -1,4 +1,5 @@
-"""Live sessions: a creator goes live and ends; viewers join and leave."""
+"""Live sessions: a creator goes live and ends; viewers join and leave (each change of the
+viewer count an event in the session's stream)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import insert_ignoring_conflict, total
 from app.errors import DomainError, ErrorCode
-from app.models import LiveSession, SessionGifterTotal, SessionViewer
+from app.models import Gift, GiftCombo, LiveSession, SessionGifterTotal, SessionViewer, User
+from app.services import event_log
 
 LIVE, ENDED = "live", "ended"
 
@@ -29,7 +31,9 @@ def session_not_found() -> DomainError:
     return DomainError(ErrorCode.NOT_FOUND, "No live session has this ID.", "sessionId")
 
 
-async def start_session(session: AsyncSession, creator_id: int, title: str) -> LiveSession:
+async def start_session(session: AsyncSession, creator_id: int, title: str
+                        ) -> tuple[LiveSession, list[dict[str, object]]]:
+    """Go live; the session and its first event (SessionStarted), to publish once committed."""
     title = title.strip()
     if not 1 <= len(title) <= 120:
         raise DomainError(ErrorCode.INVALID_INPUT, "title must be 1 to 120 characters.", "title")
@@ -40,7 +44,10 @@ async def start_session(session: AsyncSession, creator_id: int, title: str) -> L
     except IntegrityError:
         raise DomainError(ErrorCode.ALREADY_LIVE, "You are already live; end that session "
                           "before starting another.", None) from None
-    return live
+    assert live.id is not None
+    return live, await event_log.append(session, [(event_log.session_stream(live.id), {
+        "type": "SessionStarted", "session_id": live.id, "title": live.title,
+        "started_at": live.started_at.isoformat()})])
 
 
 async def end_session(session: AsyncSession, session_id: int, creator_id: int) -> LiveSession:
@@ -93,6 +100,16 @@ async def leave(session: AsyncSession, session_id: int, user_id: int) -> bool:
     return bool(left.rowcount)
 
 
+async def viewers_changed(session: AsyncSession, session_id: int) -> list[dict[str, object]]:
+    """Log the session's viewer count, counted once this transaction holds the session's
+    stream: two viewers joining together are reported as 1 then 2, never 1 and 1."""
+    stream = event_log.session_stream(session_id)
+    await event_log.hold(session, stream)
+    return await event_log.append(session, [(stream, {
+        "type": "ViewerCountChanged", "session_id": session_id,
+        "viewers": await viewer_count(session, session_id)})])
+
+
 async def viewer_count(session: AsyncSession, session_id: int) -> int:
     return await session.scalar(select(func.count()).select_from(SessionViewer).where(
         SessionViewer.session_id == session_id, SessionViewer.left_at.is_(None)))
@@ -118,3 +135,14 @@ async def list_sessions(session: AsyncSession, *, status: str | None, limit: int
     if before_id is not None:
         query = query.where(LiveSession.id < before_id)
     return list((await session.scalars(query)).all())
+
+
+async def running_combos(session: AsyncSession, session_id: int, *, limit: int
+                         ) -> list[tuple[GiftCombo, User, Gift]]:
+    """The session's open combos, latest send first, with their sender and gift."""
+    rows = await session.execute(
+        select(GiftCombo, User, Gift).join(User, User.id == GiftCombo.sender_id)
+        .join(Gift, Gift.id == GiftCombo.gift_id)
+        .where(GiftCombo.session_id == session_id, GiftCombo.ended_at.is_(None))
+        .order_by(GiftCombo.last_at.desc(), GiftCombo.id.desc()).limit(limit))
+    return [(combo, user, gift) for combo, user, gift in rows.all()]

@@ -2,8 +2,10 @@
 //
 // The session id is the last path segment (/overlay/<session id>); the token comes from the URL
 // fragment (#token=...), which browsers never send to the server. Events arrive over
-// graphql-transport-ws (the vendored graphql-ws client); the top gifters are loaded once per
-// connection over HTTP and then replaced by each TopGiftersChanged event the server sends.
+// graphql-transport-ws (the vendored graphql-ws client). On first load the top gifters and the
+// combos already running are loaded over HTTP; after that every change arrives as an event.
+// Each event carries its cursor: after a dropped connection or a server restart the page
+// resumes after the last event it showed, so it misses nothing and shows nothing twice.
 // <body data-state> is "connecting", "live", "ended" or "error", for scripts that drive the page.
 "use strict";
 
@@ -12,15 +14,19 @@
   const LINGER_MS = 12000; // how long a finished combo stays on screen
   const TOP_GIFTERS = 3; // TopGiftersChanged carries the top three
 
-  const EVENTS = `subscription($sessionId: ID!) { liveSessionEvents(sessionId: $sessionId) {
+  const EVENTS = `subscription($sessionId: ID!, $after: String) {
+    liveSessionEvents(sessionId: $sessionId, after: $after) {
     __typename
+    ... on LiveEvent { cursor }
     ... on GiftSent { sender { name } gift { name imageUrl } quantity comboId comboCount }
     ... on ComboEnded { comboId totalCount sends }
     ... on ViewerCountChanged { viewers }
     ... on TopGiftersChanged { top { rank user { name } coins } }
     ... on SessionEnded { totals { gifts coins } } } }`;
-  const TOP_GIFTERS_QUERY = `query($id: ID!) { liveSession(id: $id) {
-    topGifters(first: ${TOP_GIFTERS}) { edges { node { rank user { name } coins } } } } }`;
+  const SESSION_QUERY = `query($id: ID!) { liveSession(id: $id) {
+    topGifters(first: ${TOP_GIFTERS}) { edges { node { rank user { name } coins } } }
+    runningCombos(first: ${FEED_SIZE}) {
+      comboId sender { name } gift { name imageUrl } count sends } } }`;
 
   const byId = (id) => document.getElementById(id);
   const segments = location.pathname.split("/").filter(Boolean);
@@ -31,8 +37,11 @@
 
   let state = "connecting";
   let client = null;
-  let freshConnection = false; // reload the top gifters after each (re)connection
-  let topFromEvents = false; // a TopGiftersChanged arrived while the query was in flight
+  // The subscription's variables; graphql-ws sends the same object again on every
+  // reconnection, so "after" always holds the cursor of the last event shown.
+  const variables = { sessionId };
+  let freshStart = false; // load the session's state when the first event (the opening) comes
+  let eventsArrived = false; // an event arrived while that query was in flight
 
   function setState(next) {
     state = next;
@@ -89,23 +98,32 @@
     byId("top-gifters").hidden = entries.length === 0;
   }
 
-  async function loadTopGifters() {
-    topFromEvents = false;
+  async function loadSession() {
+    eventsArrived = false;
     let body;
     try {
       const response = await fetch("/graphql", {
         method: "POST",
         headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
-        body: JSON.stringify({ query: TOP_GIFTERS_QUERY, variables: { id: sessionId } }),
+        body: JSON.stringify({ query: SESSION_QUERY, variables: { id: sessionId } }),
       });
       body = await response.json();
     } catch (error) {
-      return; // the next TopGiftersChanged fills the list in
+      return; // the next events fill the page in
     }
     if (body.errors) {
-      fail(`Top gifters refused: ${describe(body.errors)}`);
-    } else if (!topFromEvents && body.data.liveSession) {
-      renderTopGifters(body.data.liveSession.topGifters.edges.map((edge) => edge.node));
+      fail(`The live session could not be read: ${describe(body.errors)}`);
+      return;
+    }
+    const found = body.data.liveSession;
+    if (!found) return;
+    // Combos running before the page opened: their next events find the cards.
+    for (const combo of found.runningCombos.slice().reverse()) {
+      if (cards.has(combo.comboId)) continue;
+      showCount(addCard(combo), combo.count, combo.sends > 1 ? "combo" : "");
+    }
+    if (!eventsArrived) {
+      renderTopGifters(found.topGifters.edges.map((edge) => edge.node));
     }
   }
 
@@ -172,11 +190,14 @@
   }
 
   function handle(event) {
-    if (freshConnection) {
-      freshConnection = false;
+    if (event.cursor) variables.after = event.cursor;
+    if (freshStart) {
+      freshStart = false;
       setState("live");
       clearNotice();
-      loadTopGifters();
+      loadSession();
+    } else {
+      eventsArrived = true;
     }
     switch (event.__typename) {
       case "ViewerCountChanged":
@@ -190,7 +211,6 @@
         comboEnded(event);
         break;
       case "TopGiftersChanged":
-        topFromEvents = true;
         renderTopGifters(event.top);
         break;
       case "SessionEnded":
@@ -217,7 +237,15 @@
         setTimeout(resolve, Math.min(2 ** retries, 30) * 1000)),
       keepAlive: 10000,
       on: {
-        connected: () => { freshConnection = true; },
+        connected: () => {
+          // Resuming: the events since the last one shown follow, none missed.
+          if (variables.after) {
+            setState("live");
+            clearNotice();
+          } else {
+            freshStart = true;
+          }
+        },
         closed: () => {
           if (state !== "live") return; // ended, refused, or never connected
           setState("connecting");
@@ -225,12 +253,30 @@
         },
       },
     });
-    client.subscribe({ query: EVENTS, variables: { sessionId } }, {
+    subscribe();
+  }
+
+  function expired(error) {
+    return Array.isArray(error) &&
+      error.some((e) => e.extensions && e.extensions.code === "CURSOR_EXPIRED");
+  }
+
+  function subscribe() {
+    client.subscribe({ query: EVENTS, variables }, {
       next: (result) => {
         if (result.errors) fail(`Live events refused: ${describe(result.errors)}`);
         else handle(result.data.liveSessionEvents);
       },
-      error: (error) => fail(`Live events refused: ${describe(error)}`),
+      error: (error) => {
+        if (!expired(error)) {
+          fail(`Live events refused: ${describe(error)}`);
+          return;
+        }
+        // Offline for longer than the server keeps events: start again from now.
+        delete variables.after;
+        freshStart = true;
+        subscribe();
+      },
       complete: () => {
         if (state !== "error" && state !== "ended") sessionEnded(null);
         client.dispose();

@@ -1,0 +1,209 @@
+"""The event log's reads and writes: append events with the change they report, read a
+stream after a position, find what the bus has not had, prune.
+
+An event is a JSON-safe dict with a ``type``; once appended it also carries its global
+``event_id``, its ``stream`` and its ``seq`` in the stream. Appending takes each stream's
+counter row (in stream order, every writer's lock order) until the transaction ends, so
+a stream's sequence numbers are committed in order: whoever sees number *n* committed
+can read every number before it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import Event, EventStream
+from app.models.base import utcnow
+
+PAGE = 500  # events read at a time
+
+LoggedEvent = dict[str, Any]
+
+
+def session_stream(session_id: int) -> str:
+    """The stream of a live session's events."""
+    return f"session:{session_id}"
+
+
+async def append(session: AsyncSession, events: list[tuple[str, dict[str, Any]]],
+                 now: datetime | None = None) -> list[LoggedEvent]:
+    """Write (stream, event) pairs, in order, in the caller's transaction; each event with
+    its ``event_id``, ``stream`` and ``seq`` (the dicts given are updated)."""
+    if not events:
+        return []
+    counts: dict[str, int] = {}
+    for stream, _ in events:
+        counts[stream] = counts.get(stream, 0) + 1
+    last = await _advance(session, counts)
+    next_seq = {stream: last[stream] - count for stream, count in counts.items()}
+    now = now or utcnow()
+    rows = []
+    for stream, event in events:
+        next_seq[stream] += 1
+        event.update(stream=stream, seq=next_seq[stream])
+        rows.append({"stream": stream, "seq": next_seq[stream], "type": event["type"],
+                     "body": json.dumps(event, separators=(",", ":")), "created_at": now,
+                     "published": False})
+    table = Event.__table__
+    ids = (await session.scalars(insert(table).returning(table.c.id,
+                                                         sort_by_parameter_order=True),
+                                 rows)).all()
+    for (_, event), event_id in zip(events, ids, strict=True):
+        event["event_id"] = event_id
+    return [event for _, event in events]
+
+
+async def hold(session: AsyncSession, stream: str) -> None:
+    """Take the stream's turn now (until the transaction ends), before reading what an
+    event will report, so that what it reports is not older than an event before it."""
+    await _advance(session, {stream: 0})
+
+
+async def _advance(session: AsyncSession, counts: dict[str, int]) -> dict[str, int]:
+    """Add to the streams' last numbers (in stream order); the new last numbers."""
+    dialect = session.get_bind().dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    table = EventStream.__table__
+    statement = module.insert(table).values(
+        [{"stream": stream, "last_seq": counts[stream]} for stream in sorted(counts)])
+    statement = statement.on_conflict_do_update(
+        index_elements=["stream"],
+        set_={"last_seq": table.c.last_seq + statement.excluded.last_seq},
+    ).returning(table.c.stream, table.c.last_seq)
+    return dict((await session.execute(statement)).all())
+
+
+def _decoded(rows: Any) -> list[LoggedEvent]:
+    events = []
+    for event_id, body in rows:
+        event = json.loads(body)
+        event["event_id"] = event_id
+        events.append(event)
+    return events
+
+
+async def read_after(session: AsyncSession, stream: str, after: int,
+                     before: int | None = None, limit: int = PAGE) -> list[LoggedEvent]:
+    """The stream's events numbered after ``after`` (and before ``before``), in order."""
+    query = select(Event.id, Event.body).where(Event.stream == stream, Event.seq > after)
+    if before is not None:
+        query = query.where(Event.seq < before)
+    return _decoded(await session.execute(query.order_by(Event.seq).limit(limit)))
+
+
+@dataclass(frozen=True, slots=True)
+class Extent:
+    """What a stream holds: its last number, and its oldest kept (None if none kept)."""
+
+    last: int
+    oldest: int | None
+
+    def keeps_after(self, position: int) -> bool:
+        """Whether every event after ``position`` is still in the log."""
+        if self.oldest is None:
+            return position >= self.last
+        return position >= self.oldest - 1
+
+
+async def extent(session: AsyncSession, stream: str) -> Extent:
+    last = await session.scalar(select(EventStream.last_seq)
+                                .where(EventStream.stream == stream))
+    oldest = await session.scalar(select(func.min(Event.seq)).where(Event.stream == stream))
+    return Extent(last or 0, oldest)
+
+
+async def unpublished(session: AsyncSession, older_than: datetime,
+                      limit: int = PAGE) -> list[LoggedEvent]:
+    """Events the bus has not had, written before ``older_than``, in id order; locked, and
+    on PostgreSQL skipping those another process's relay holds."""
+    query = select(Event.id, Event.body).where(Event.published.is_(False),
+                                               Event.created_at < older_than) \
+        .order_by(Event.id).limit(limit)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return _decoded(await session.execute(query))
+
+
+_MARK_PG = text("UPDATE event SET published = true WHERE id = ANY(CAST(:ids AS BIGINT[])) "
+                "AND NOT published")
+
+
+async def mark_published(session: AsyncSession, ids: list[int]) -> None:
+    if not ids:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(_MARK_PG, {"ids": ids})
+        return
+    for start in range(0, len(ids), PAGE):  # SQLite: a bound number of parameters
+        await session.execute(update(Event).where(Event.id.in_(ids[start:start + PAGE]),
+                                                  Event.published.is_(False))
+                              .values(published=True))
+
+
+async def prune(session: AsyncSession, keep: timedelta, now: datetime | None = None,
+                limit: int = 10_000) -> int:
+    """Delete up to ``limit`` of the oldest published events written more than ``keep``
+    ago; how many. Streams keep their numbers: a cursor into what was pruned is told it
+    expired. (Ids grow with time: the old events are found along the primary key.)"""
+    cutoff = (now or utcnow()) - keep
+    boundary = await session.scalar(select(Event.id).where(Event.created_at >= cutoff)
+                                    .order_by(Event.id).limit(1))
+    chosen = select(Event.id).where(Event.published.is_(True), Event.created_at < cutoff)
+    if boundary is not None:
+        chosen = chosen.where(Event.id < boundary)
+    chosen = chosen.order_by(Event.id).limit(limit)
+    result = await session.execute(delete(Event).where(Event.id.in_(chosen.scalar_subquery()))
+                                   .execution_options(synchronize_session=False))
+    return result.rowcount or 0
+
+
+async def prune_all(sessions: Any, keep: timedelta) -> int:
+    """Prune in transactions of a bounded size until nothing is older than ``keep``."""
+    pruned = 0
+    while True:
+        async with sessions() as session, session.begin():
+            count = await prune(session, keep)
+        pruned += count
+        if count == 0:
+            return pruned
+
+
+class Follower:
+    """Reads one stream from a position, in order, each event once: an event that arrives
+    again (the relay may publish twice) or late (two processes publish in either order) is
+    dropped; one that arrives after a gap comes with the events it skipped, read from the
+    log (a stream's numbers commit in order, so the skipped ones are there)."""
+
+    def __init__(self, reads: Any, stream: str, position: int | None) -> None:
+        self.reads, self.stream, self.position = reads, stream, position
+
+    async def before(self, seq: int | None) -> list[LoggedEvent] | None:
+        """For an arriving event numbered ``seq``: None to drop it, else the events to pass
+        on before it (usually none). The caller then moves :attr:`position` to ``seq``."""
+        if seq is None or self.position is None:  # not from the log, or no position yet
+            return []
+        if seq <= self.position:
+            return None
+        if seq == self.position + 1:
+            return []
+        return await self.read(before=seq)
+
+    async def read(self, before: int | None = None) -> list[LoggedEvent]:
+        """The logged events after the position (and before ``before``), in order."""
+        assert self.position is not None
+        events: list[LoggedEvent] = []
+        after = self.position
+        while True:
+            async with self.reads() as session:
+                page = await read_after(session, self.stream, after, before)
+            events += page
+            if len(page) < PAGE:
+                return events
+            after = page[-1]["seq"]

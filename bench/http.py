@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.http [--workers 2] [--connections 64] [--threads 2]
                                    [--seconds 10] [--viewers 256] [--redis URL]
                                    [--only healthz,catalogue,...] [--profile PHASE]
+                                   [--against REF]
 
 Starts the real server (``livegifts serve --workers N``) on a scratch PostgreSQL database
 holding 1,000 live creators and ``--viewers`` viewers with plenty of coins, with Redis as
@@ -19,6 +20,10 @@ counted:
     pgbench        the baseline: a gift's writes as one SQL transaction (modelled on
                    bench.http_gifting's raw SQL), pgbench -M prepared, 16 clients, once the
                    server has stopped
+
+``--against REF`` also serves the sendGift phases from git revision REF (a worktree of it, on
+the same database), after this checkout's, and prints this checkout against it: the cost of
+a change to the gift path, measured in the same run.
 
 wrk checks every response (status 200, GraphQL data and no errors, no userErrors). Server CPU per
 request is the serving processes' user and system time (``/proc``) over a phase divided by
@@ -431,7 +436,8 @@ def report(results: dict[str, Result], options: argparse.Namespace, verdict: str
         return results[a].rate / results[b].rate if a in results and b in results else None
 
     print("ratios:")
-    for a, b in (("catalogue", "healthz"), ("catalogue-get", "healthz"), ("wallet", "healthz"),
+    for a, b in (("gift-spread", "gift-spread@against"), ("gift-hot", "gift-hot@against"),
+                 ("catalogue", "healthz"), ("catalogue-get", "healthz"), ("wallet", "healthz"),
                  ("gift-spread", "pgbench"), ("gift-hot", "pgbench"), ("gift-hot", "gift-spread")):
         if (value := ratio(a, b)) is not None:
             print(f"  {a + ' / ' + b:<28} {value:5.2f}x")
@@ -457,10 +463,36 @@ def report(results: dict[str, Result], options: argparse.Namespace, verdict: str
                 targets.append((f"{name} >= 0.4x pgbench", value >= 0.4, f"{value:.2f}x"))
     if (value := ratio("gift-hot", "gift-spread")) is not None:
         targets.append(("hot within 10 % of spread", abs(value - 1) <= 0.1, f"{value:.2f}x"))
+    for name in ("gift-spread", "gift-hot"):
+        if (value := ratio(name, f"{name}@against")) is not None:
+            targets.append((f"{name} within 10 % of {options.against}", value >= 0.9,
+                            f"{value:.2f}x"))
     for label, met, actual in targets:
         print(f"  {label:<38} {actual:>10}   {'met' if met else 'MISSED'}")
     print(f"audit after the server phases: {verdict}")
     print("reproduce:", shlex.join([".venv/bin/python", "-m", "bench.http", *sys.argv[1:]]))
+
+
+def against(ref: str, data: Data, port: int, options: argparse.Namespace, scratch: Path,
+            only: list[str]) -> dict[str, Result]:
+    """The sendGift phases served by git revision ``ref``'s code (a worktree of it)."""
+    source = scratch / "against"
+    run(["git", "worktree", "add", "--detach", str(source), ref])
+    results = {}
+    try:
+        server = Server(options.workers, port, source=str(source))
+        try:
+            server.wait()
+            for kind in KINDS:
+                if kind.name in only and kind.check == "send":
+                    result = run_wrk(kind, data, server, options, scratch)
+                    result.title = f"{kind.title} @{ref}"
+                    results[f"{kind.name}@against"] = result
+        finally:
+            server.stop()
+    finally:
+        run(["git", "worktree", "remove", "--force", str(source)])
+    return results
 
 
 def main() -> None:
@@ -477,6 +509,8 @@ def main() -> None:
                         help=f"comma-separated phases of: {','.join(PHASES)}")
     parser.add_argument("--profile", choices=PHASES[:-1], default=None,
                         help="record a server worker with py-spy during this phase")
+    parser.add_argument("--against", default=None, metavar="REF",
+                        help="also run the sendGift phases on git revision REF's code")
     options = parser.parse_args()
     only = options.only.split(",")
     if unknown := set(only) - set(PHASES):
@@ -504,6 +538,8 @@ def main() -> None:
                     results[kind.name] = run_wrk(kind, data, server, options, scratch)
         finally:
             server.stop()
+        if options.against:
+            results |= against(options.against, data, port, options, scratch, only)
         verdict = asyncio.run(audit_ledger())  # before pgbench, whose writes are not real gifts
         if "pgbench" in only:
             results["pgbench"] = run_pgbench(data, options.seconds, scratch)

@@ -101,7 +101,8 @@ async def drive(name: str, clients: int, seconds: float,
 
 
 class Server:
-    def __init__(self, workers: int, port: int = 8077) -> None:
+    def __init__(self, workers: int, port: int = 8077, source: str | None = None) -> None:
+        """``source``: serve the code of another checkout (a baseline), not this one."""
         self.workers, self.port = workers, port
         self.url = f"http://127.0.0.1:{port}/graphql"
         self.log = tempfile.TemporaryFile()
@@ -112,10 +113,12 @@ class Server:
                "LIVEGIFTS_DATABASE_POOL_SIZE": "20",
                # BENCH_LOG_LEVEL=INFO keeps the server's access and shutdown lines.
                "LIVEGIFTS_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING")}
+        if source:
+            env["PYTHONPATH"] = source
         self.process = subprocess.Popen(
             [sys.executable, "-m", "app", "serve", "--port", str(port), "--workers",
              str(workers), "--no-migrate"], env=env, stdout=subprocess.DEVNULL,
-            stderr=self.log)
+            stderr=self.log, cwd=source)
 
     def wait(self) -> None:
         deadline = time.monotonic() + 60

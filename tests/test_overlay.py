@@ -214,6 +214,49 @@ async def test_the_page_reconnects_after_a_server_restart(chromium, request, tmp
         restarted.stop()
 
 
+async def test_the_page_shows_running_combos_and_misses_nothing_while_away(
+        chromium, request, tmp_path, open_overlay):
+    """Opened mid-combo, the page shows the combo's card; after its server stops, gifts sent
+    meanwhile (through another server on the same database) appear once it is back."""
+    url = fresh_database("sqlite", request, tmp_path)
+    window = {"LIVEGIFTS_COMBO_WINDOW_SECONDS": "600"}
+    first = ServerProcess(url, LIVEGIFTS_SEED_DEMO_DATA="true", **window)
+    first.start()
+    try:
+        gql = GraphQLClient(first.url)
+        gifts = await gift_ids(gql)
+        session_id = await go_live(gql, token("mira", "creator"))
+        ines, omar = token("ines"), token("omar")
+        await buy_coins(gql, ines, "coins-700")
+        await buy_coins(gql, omar, "coins-700")
+        for _ in range(2):
+            await gql(SEND, send_input(session_id, gifts["rose"], 2), token=ines)
+        await gql.close()
+        async with open_overlay(f"http://127.0.0.1:{first.port}/overlay/{session_id}"
+                                f"#token={WATCHER}") as (page, _):
+            await expect(page.locator("body")).to_have_attribute("data-state", "live")
+            await expect(gift_card(page, "ines").locator(".count")).to_have_text("\u00d74")
+            first.stop()
+            await expect(page.locator("#message")).to_have_text(
+                "Connection lost: reconnecting\u2026")
+            other = ServerProcess(url, **window)
+            other.start()
+            try:
+                away = GraphQLClient(other.url)
+                await away(SEND, send_input(session_id, gifts["rose"], 3), token=ines)
+                await away(SEND, send_input(session_id, gifts["doughnut"], 1), token=omar)
+                await away.close()
+            finally:
+                other.stop()
+            first.start()
+            await expect(gift_card(page, "ines").locator(".count")).to_have_text("\u00d77")
+            await expect(gift_card(page, "omar").locator(".gift-name")).to_have_text(
+                "sent Doughnut")
+            await expect(page.locator(".gift")).to_have_count(2)
+    finally:
+        first.stop()
+
+
 @pytest.mark.parametrize("path, message", [
     (f"/overlay/{UNKNOWN_SESSION}",
      "This overlay needs a token: open it as /overlay/<session id>#token=<token>. "

@@ -25,6 +25,7 @@ from app.services import event_log
 
 logger = logging.getLogger(__name__)
 
+NOTE_INTERVAL = 0.2  # seconds between notes of what this process published (one UPDATE)
 SWEEP_INTERVAL = 1.0  # seconds between looks for events the bus has not had
 
 
@@ -38,7 +39,6 @@ class Relay:
                  grace: timedelta = timedelta(seconds=5)) -> None:
         self.sessions, self.bus, self.grace = sessions, bus, grace
         self._published: list[int] = []
-        self._noted = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     async def publish_all(self, events: list[tuple[str, Event]]) -> None:
@@ -51,7 +51,6 @@ class Relay:
                            len(events), exc_info=True)
             return
         self._published.extend(event["event_id"] for _, event in events if "event_id" in event)
-        self._noted.set()
 
     async def publish(self, channel: str, event: Event) -> None:
         await self.publish_all([(channel, event)])
@@ -65,13 +64,15 @@ class Relay:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        swept = loop.time()
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._noted.wait(), SWEEP_INTERVAL)
-            self._noted.clear()
+            await asyncio.sleep(NOTE_INTERVAL)
             try:
                 await self.note()
-                await self.sweep()
+                if loop.time() - swept >= SWEEP_INTERVAL:
+                    swept = loop.time()
+                    await self.sweep()
             except Exception:
                 logger.exception("relaying events failed; trying again in %s s",
                                  SWEEP_INTERVAL)

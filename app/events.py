@@ -3,8 +3,9 @@
 In one process the bus is in memory. With ``REDIS_URL`` set, events go through
 Redis pub/sub: each process keeps one pattern subscription and fans events out
 to its own subscribers, so a gift sent through any process reaches every watcher.
-Delivery is at most once: a subscriber that falls more than ``QUEUE_SIZE`` events
-behind loses the oldest.
+The bus itself is at most once (a subscriber that falls more than ``QUEUE_SIZE`` events
+behind loses the oldest): the events come from the event log, which subscribers read what
+they missed from, and the relay (:mod:`app.relay`) gets every committed one onto the bus.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
 
+from app.services.event_log import session_stream
+
 logger = logging.getLogger(__name__)
 
 QUEUE_SIZE = 1000
@@ -24,8 +27,13 @@ QUEUE_SIZE = 1000
 Event = dict[str, Any]
 
 
+def stream_channel(stream: str) -> str:
+    """The bus channel carrying an event log stream's events."""
+    return f"live-{stream}"
+
+
 def session_channel(session_id: int) -> str:
-    return f"live-session:{session_id}"
+    return stream_channel(session_stream(session_id))
 
 
 class LocalFanout:

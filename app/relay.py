@@ -19,7 +19,7 @@ import logging
 from datetime import timedelta
 
 from app.db import SessionFactory
-from app.events import Event, EventBus
+from app.events import Event, EventBus, stream_channel
 from app.models.base import utcnow
 from app.services import event_log
 
@@ -27,11 +27,6 @@ logger = logging.getLogger(__name__)
 
 NOTE_INTERVAL = 0.2  # seconds between notes of what this process published (one UPDATE)
 SWEEP_INTERVAL = 1.0  # seconds between looks for events the bus has not had
-
-
-def channel_of(event: Event) -> str:
-    """The bus channel of a logged event: its stream's."""
-    return f"live-{event['stream']}"
 
 
 class Relay:
@@ -52,13 +47,11 @@ class Relay:
             return
         self._published.extend(event["event_id"] for _, event in events if "event_id" in event)
 
-    async def publish(self, channel: str, event: Event) -> None:
-        await self.publish_all([(channel, event)])
-
     async def committed(self, events: list[Event]) -> None:
         """Publish logged events just committed, each on its stream's channel."""
         if events:
-            await self.publish_all([(channel_of(event), event) for event in events])
+            await self.publish_all([(stream_channel(event["stream"]), event)
+                                    for event in events])
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -98,7 +91,8 @@ class Relay:
                 events = await event_log.unpublished(session, utcnow() - self.grace)
                 if not events:
                     return relayed
-                await self.bus.publish_all([(channel_of(event), event) for event in events])
+                await self.bus.publish_all([(stream_channel(event["stream"]), event)
+                                            for event in events])
                 await event_log.mark_published(session, [e["event_id"] for e in events])
             relayed += len(events)
             logger.info("relayed %d events their process had not published", len(events))

@@ -31,6 +31,11 @@ def server(request, tmp_path_factory):
     process.stop()
 
 
+def _errors(reply: dict) -> list[dict]:
+    """A refused subscription's errors: an ``error`` message, or a ``next`` with errors."""
+    return reply["payload"] if reply["type"] == "error" else reply["payload"]["errors"]
+
+
 async def _received(subscription: Subscription, count: int) -> list[dict]:
     return [(await subscription.next_data())["liveSessionEvents"] for _ in range(count)]
 
@@ -82,7 +87,7 @@ async def test_a_cursor_that_is_not_this_sessions_is_refused(server, after, code
     async with Subscription(server.url, token("w"), RESUMABLE,
                             {"id": session_id, "after": after}) as events:
         reply = await events.receive()
-    errors = reply["payload"] if reply["type"] == "error" else reply["payload"]["errors"]
+    errors = _errors(reply)
     assert errors[0]["message"] == message and errors[0]["extensions"]["code"] == code
     await gql.close()
 
@@ -116,7 +121,7 @@ async def test_an_expired_cursor_is_refused_with_the_oldest_one_kept(tmp_path, r
         async with Subscription(server.url, fan, RESUMABLE,
                                 {"id": session_id, "after": opening["cursor"]}) as events:
             reply = await events.receive()
-        errors = reply["payload"] if reply["type"] == "error" else reply["payload"]["errors"]
+        errors = _errors(reply)
         assert errors[0]["extensions"]["code"] == "CURSOR_EXPIRED"
         assert errors[0]["message"].startswith("This cursor has expired")
         oldest = errors[0]["extensions"]["oldestCursor"]

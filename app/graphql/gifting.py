@@ -703,7 +703,7 @@ class Subscription:
         "top gifters, the end. Without `after`, starts with the current viewer count; with "
         "`after` (any event's `cursor`), replays every event after it from the session's "
         "event log, then goes on live: no event missed or repeated across a reconnect. A "
-        "cursor older than the log keeps (`eventRetentionDays`) is refused with code "
+        "cursor older than the events kept (7 days by default) is refused with code "
         "CURSOR_EXPIRED and the oldest cursor that can be resumed from."))
     async def live_session_events(self, info: Info, session_id: strawberry.ID,
                                   after: str | None = None

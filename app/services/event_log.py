@@ -60,6 +60,14 @@ async def append(session: AsyncSession, events: list[tuple[str, dict[str, Any]]]
     return [event for _, event in events]
 
 
+async def append_session_events(session: AsyncSession, events: list[dict[str, Any]]
+                                ) -> list[LoggedEvent]:
+    """Write events of live sessions (each with its ``session_id``), each to its session's
+    stream, in order, in the caller's transaction."""
+    return await append(session, [(session_stream(event["session_id"]), event)
+                                  for event in events])
+
+
 async def hold(session: AsyncSession, stream: str) -> None:
     """Take the stream's turn now (until the transaction ends), before reading what an
     event will report, so that what it reports is not older than an event before it."""

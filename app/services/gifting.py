@@ -649,8 +649,8 @@ class _Batch:
             if any(entry["user_id"] in senders for entry in podium["top"]):
                 sent.events.append(podium)
         # Last: a session's stream row is every sender's to that session, held to the commit.
-        await event_log.append(session, [(event_log.session_stream(sent.row["session_id"]), event)
-                                         for sent in self.sent for event in sent.events])
+        await event_log.append_session_events(
+            session, [event for sent in self.sent for event in sent.events])
 
     @property
     def _periods(self) -> list[tuple[str, date]]:
@@ -924,15 +924,10 @@ async def end_stale_combos(sessions: async_sessionmaker[AsyncSession], relay: Re
     conditions = [GiftCombo.session_id == session_id] if session_id is not None else \
         [GiftCombo.last_at < now - window]
     async with sessions() as session, session.begin():
-        ended = await _logged(session, await _end_combos(session, conditions, now))
+        ended = await event_log.append_session_events(
+            session, await _end_combos(session, conditions, now))
     await relay.committed(ended)
     return len(ended)
-
-
-async def _logged(session: AsyncSession, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Session events written to the log, in the caller's transaction."""
-    return await event_log.append(session, [(event_log.session_stream(event["session_id"]),
-                                             event) for event in events])
 
 
 async def end_live_session(sessions: async_sessionmaker[AsyncSession], relay: Relay, *,
@@ -944,7 +939,7 @@ async def end_live_session(sessions: async_sessionmaker[AsyncSession], relay: Re
         ended = await _end_combos(session, [GiftCombo.session_id == session_id], row.ended_at)
         t = await session_totals(session, session_id)
         assert row.ended_at is not None
-        events = await _logged(session, [*ended, {
+        events = await event_log.append_session_events(session, [*ended, {
             "type": "SessionEnded", "session_id": session_id,
             "ended_at": row.ended_at.isoformat(),
             "totals": {"gifts": t.gifts, "coins": t.coins, "diamonds": t.diamonds,

@@ -45,9 +45,9 @@ async def start_session(session: AsyncSession, creator_id: int, title: str
         raise DomainError(ErrorCode.ALREADY_LIVE, "You are already live; end that session "
                           "before starting another.", None) from None
     assert live.id is not None
-    return live, await event_log.append(session, [(event_log.session_stream(live.id), {
+    return live, await event_log.append_session_events(session, [{
         "type": "SessionStarted", "session_id": live.id, "title": live.title,
-        "started_at": live.started_at.isoformat()})])
+        "started_at": live.started_at.isoformat()}])
 
 
 async def end_session(session: AsyncSession, session_id: int, creator_id: int) -> LiveSession:
@@ -103,11 +103,10 @@ async def leave(session: AsyncSession, session_id: int, user_id: int) -> bool:
 async def viewers_changed(session: AsyncSession, session_id: int) -> list[dict[str, object]]:
     """Log the session's viewer count, counted once this transaction holds the session's
     stream: two viewers joining together are reported as 1 then 2, never 1 and 1."""
-    stream = event_log.session_stream(session_id)
-    await event_log.hold(session, stream)
-    return await event_log.append(session, [(stream, {
+    await event_log.hold(session, event_log.session_stream(session_id))
+    return await event_log.append_session_events(session, [{
         "type": "ViewerCountChanged", "session_id": session_id,
-        "viewers": await viewer_count(session, session_id)})])
+        "viewers": await viewer_count(session, session_id)}])
 
 
 async def viewer_count(session: AsyncSession, session_id: int) -> int:

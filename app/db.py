@@ -128,16 +128,28 @@ def upsert(session: AsyncSession, table: Any, rows: list[dict[str, Any]],
 
 
 async def add_to_counters(session: AsyncSession, table: Any, keys: tuple[str, ...],
-                          rows: list[dict[str, Any]]) -> None:
+                          rows: list[dict[str, Any]], returning: tuple[str, ...] = ()
+                          ) -> list[Any]:
     """Upsert counter rows: insert each row, or add its other columns to the existing row.
-    The rows' keys must differ (one row per counter)."""
+    The rows' keys must differ (one row per counter). With ``returning``, those columns of
+    every row written (its new totals)."""
     dialect = session.get_bind().dialect.name
     columns = tuple(sorted(rows[0]))
     if dialect == "postgresql":
-        await session.execute(_counter_upsert_from_arrays(table, keys, columns),
-                              _by_column(rows, columns))
-        return
+        result = await session.execute(
+            _counter_upsert_from_arrays(table, keys, columns, returning),
+            _by_column(rows, columns))
+        return list(result.all()) if returning else []
+    if returning:  # SQLite: RETURNING needs a single statement, not one per row
+        statement = sqlite.insert(table.__table__).values(rows)
+        statement = statement.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={name: table.__table__.c[name] + statement.excluded[name]
+                  for name in columns if name not in keys},
+        ).returning(*(table.__table__.c[name] for name in returning))
+        return list((await session.execute(statement)).all())
     await session.execute(_counter_upsert(dialect, table, keys, columns), rows)
+    return []
 
 
 async def insert_rows(session: AsyncSession, table: Any, rows: list[dict[str, Any]]) -> None:
@@ -172,14 +184,15 @@ def _insert_from_arrays(table: Any, columns: tuple[str, ...]) -> Any:
 
 
 @functools.cache
-def _counter_upsert_from_arrays(model: Any, keys: tuple[str, ...], columns: tuple[str, ...]
-                                ) -> Any:
+def _counter_upsert_from_arrays(model: Any, keys: tuple[str, ...], columns: tuple[str, ...],
+                                returning: tuple[str, ...] = ()) -> Any:
     table = model.__table__
     added = ", ".join(f"{name} = t.{name} + excluded.{name}"
                       for name in columns if name not in keys)
+    returned = f" RETURNING {', '.join(f't.{name}' for name in returning)}" if returning else ""
     return text(f"INSERT INTO {table.name} AS t ({', '.join(columns)}) "
                 f"SELECT * FROM {_arrays(table, columns)} "
-                f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {added}")
+                f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {added}{returned}")
 
 
 @functools.cache

@@ -33,7 +33,7 @@ class Relay:
     def __init__(self, sessions: SessionFactory, bus: EventBus, *,
                  grace: timedelta = timedelta(seconds=5)) -> None:
         self.sessions, self.bus, self.grace = sessions, bus, grace
-        self._published: list[int] = []
+        self._published: list[tuple[str, int]] = []  # (stream, seq)
         self._task: asyncio.Task[None] | None = None
 
     async def publish_all(self, events: list[tuple[str, Event]]) -> None:
@@ -45,7 +45,8 @@ class Relay:
             logger.warning("publishing %d events failed; the relay publishes them later",
                            len(events), exc_info=True)
             return
-        self._published.extend(event["event_id"] for _, event in events if "event_id" in event)
+        self._published.extend((event["stream"], event["seq"]) for _, event in events
+                               if "seq" in event)
 
     async def committed(self, events: list[Event]) -> None:
         """Publish logged events just committed, each on its stream's channel."""
@@ -73,14 +74,14 @@ class Relay:
 
     async def note(self) -> None:
         """Note the events this process published as published."""
-        ids, self._published = self._published, []
-        if not ids:
+        published, self._published = self._published, []
+        if not published:
             return
         try:
             async with self.sessions() as session, session.begin():
-                await event_log.mark_published(session, ids)
+                await event_log.mark_published(session, published)
         except BaseException:
-            self._published[:0] = ids
+            self._published[:0] = published
             raise
 
     async def sweep(self) -> int:
@@ -93,7 +94,8 @@ class Relay:
                     return relayed
                 await self.bus.publish_all([(stream_channel(event["stream"]), event)
                                             for event in events])
-                await event_log.mark_published(session, [e["event_id"] for e in events])
+                await event_log.mark_published(session, [(e["stream"], e["seq"])
+                                                         for e in events])
             relayed += len(events)
             logger.info("relayed %d events their process had not published", len(events))
 

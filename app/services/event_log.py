@@ -1,8 +1,9 @@
 """The event log's reads and writes: append events with the change they report, read a
 stream after a position, find what the bus has not had, prune.
 
-An event is a JSON-safe dict with a ``type``; once appended it also carries its global
-``event_id``, its ``stream`` and its ``seq`` in the stream. Appending takes each stream's
+An event is a JSON-safe dict with a ``type``; once appended it also carries its ``stream``
+and its ``seq`` in the stream (which name it anywhere), and read back from the log, its
+global ``event_id`` too. Appending takes each stream's
 counter row (in stream order, every writer's lock order) until the transaction ends, so
 a stream's sequence numbers are committed in order: whoever sees number *n* committed
 can read every number before it.
@@ -15,9 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import delete, func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import add_to_counters, insert_rows
 
 from app.models import Event, EventStream
 from app.models.base import utcnow
@@ -35,7 +37,8 @@ def session_stream(session_id: int) -> str:
 async def append(session: AsyncSession, events: list[tuple[str, dict[str, Any]]],
                  now: datetime | None = None) -> list[LoggedEvent]:
     """Write (stream, event) pairs, in order, in the caller's transaction; each event with
-    its ``event_id``, ``stream`` and ``seq`` (the dicts given are updated)."""
+    its ``stream`` and ``seq`` (the dicts given are updated). Two statements whatever the
+    number of events and streams."""
     if not events:
         return []
     counts: dict[str, int] = {}
@@ -51,12 +54,7 @@ async def append(session: AsyncSession, events: list[tuple[str, dict[str, Any]]]
         rows.append({"stream": stream, "seq": next_seq[stream], "type": event["type"],
                      "body": json.dumps(event, separators=(",", ":")), "created_at": now,
                      "published": False})
-    table = Event.__table__
-    ids = (await session.scalars(insert(table).returning(table.c.id,
-                                                         sort_by_parameter_order=True),
-                                 rows)).all()
-    for (_, event), event_id in zip(events, ids, strict=True):
-        event["event_id"] = event_id
+    await insert_rows(session, Event.__table__, rows)
     return [event for _, event in events]
 
 
@@ -76,16 +74,10 @@ async def hold(session: AsyncSession, stream: str) -> None:
 
 async def _advance(session: AsyncSession, counts: dict[str, int]) -> dict[str, int]:
     """Add to the streams' last numbers (in stream order); the new last numbers."""
-    dialect = session.get_bind().dialect.name
-    module = postgresql if dialect == "postgresql" else sqlite
-    table = EventStream.__table__
-    statement = module.insert(table).values(
-        [{"stream": stream, "last_seq": counts[stream]} for stream in sorted(counts)])
-    statement = statement.on_conflict_do_update(
-        index_elements=["stream"],
-        set_={"last_seq": table.c.last_seq + statement.excluded.last_seq},
-    ).returning(table.c.stream, table.c.last_seq)
-    return dict((await session.execute(statement)).all())
+    return dict(await add_to_counters(
+        session, EventStream, ("stream",),
+        [{"stream": stream, "last_seq": counts[stream]} for stream in sorted(counts)],
+        returning=("stream", "last_seq")))
 
 
 def _decoded(rows: Any) -> list[LoggedEvent]:
@@ -139,20 +131,23 @@ async def unpublished(session: AsyncSession, older_than: datetime,
     return _decoded(await session.execute(query))
 
 
-_MARK_PG = text("UPDATE event SET published = true WHERE id = ANY(CAST(:ids AS BIGINT[])) "
-                "AND NOT published")
+_MARK_PG = text("UPDATE event AS e SET published = true FROM unnest("
+                "CAST(:streams AS VARCHAR[]), CAST(:seqs AS BIGINT[])) AS t(stream, seq) "
+                "WHERE e.stream = t.stream AND e.seq = t.seq AND NOT e.published")
 
 
-async def mark_published(session: AsyncSession, ids: list[int]) -> None:
-    if not ids:
+async def mark_published(session: AsyncSession, events: list[tuple[str, int]]) -> None:
+    """Note the events, by (stream, seq), as published."""
+    if not events:
         return
     if session.get_bind().dialect.name == "postgresql":
-        await session.execute(_MARK_PG, {"ids": ids})
+        await session.execute(_MARK_PG, {"streams": [stream for stream, _ in events],
+                                         "seqs": [seq for _, seq in events]})
         return
-    for start in range(0, len(ids), PAGE):  # SQLite: a bound number of parameters
-        await session.execute(update(Event).where(Event.id.in_(ids[start:start + PAGE]),
-                                                  Event.published.is_(False))
-                              .values(published=True))
+    for start in range(0, len(events), PAGE):  # SQLite: a bound number of parameters
+        await session.execute(update(Event).where(
+            tuple_(Event.stream, Event.seq).in_(events[start:start + PAGE]),
+            Event.published.is_(False)).values(published=True))
 
 
 async def prune(session: AsyncSession, keep: timedelta, now: datetime | None = None,

@@ -8,7 +8,9 @@ which any process runs every second: events still unpublished after the grace ar
 claimed (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so two processes never publish the
 same ones together), published and noted. An event may reach the bus twice (published,
 then the process died before noting it); it carries its stream and sequence number, and
-subscribers drop what they already have.
+subscribers drop what they already have. Noting an event published also queues its
+webhook deliveries (:func:`app.services.webhooks.enqueue`), in the same transaction: the
+UPDATE notes each event once, so each is queued once.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from datetime import timedelta
 from app.db import SessionFactory
 from app.events import Event, EventBus, stream_channel
 from app.models.base import utcnow
-from app.services import event_log
+from app.services import event_log, webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +81,8 @@ class Relay:
             return
         try:
             async with self.sessions() as session, session.begin():
-                await event_log.mark_published(session, published)
+                await webhooks.enqueue(
+                    session, await event_log.mark_published(session, published))
         except BaseException:
             self._published[:0] = published
             raise
@@ -94,8 +97,8 @@ class Relay:
                     return relayed
                 await self.bus.publish_all([(stream_channel(event["stream"]), event)
                                             for event in events])
-                await event_log.mark_published(session, [(e["stream"], e["seq"])
-                                                         for e in events])
+                await webhooks.enqueue(session, await event_log.mark_published(
+                    session, [(e["stream"], e["seq"]) for e in events]))
             relayed += len(events)
             logger.info("relayed %d events their process had not published", len(events))
 

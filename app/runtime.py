@@ -9,7 +9,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
+import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -35,6 +37,7 @@ JOURNAL_SEAL_INTERVAL = 15.0  # seconds between seals of the journal's hash chai
 STRANDED_PAYOUT_INTERVAL = 30.0  # seconds between looks for payouts never handed over
 PLUGIN_HEALTH_INTERVAL = 5.0  # seconds between writes of this process's plugin health
 EVENT_PRUNE_INTERVAL = 3600.0  # seconds between prunings of the event log
+WEBHOOK_INTERVAL = 1.0  # seconds between looks for webhook deliveries due
 
 
 @dataclass
@@ -52,6 +55,9 @@ class Runtime:
     reads: SessionFactory
     read_engine: AsyncEngine
     relay: Relay
+    # Webhook deliveries and verification challenges go out through this client.
+    http: httpx.AsyncClient = field(default_factory=lambda: httpx.AsyncClient(
+        follow_redirects=False))
     known_users: KnownUsers = field(default_factory=KnownUsers)
     # The time gifts are sent at, as their rules see it (the test kit's can be frozen).
     clock: Callable[[], datetime] = utcnow
@@ -95,6 +101,7 @@ class Runtime:
         self._tasks.append(asyncio.create_task(self._submit_stranded_payouts()))
         self._tasks.append(asyncio.create_task(self._report_plugin_health()))
         self._tasks.append(asyncio.create_task(self._prune_events()))
+        self._tasks.append(asyncio.create_task(self._deliver_webhooks()))
 
     async def _submit_stranded_payouts(self) -> None:
         from app.services.payouts import submit_stranded
@@ -132,6 +139,23 @@ class Runtime:
                 await prune_all(self.sessions, keep)
             except Exception:
                 logging.getLogger(__name__).exception("pruning the event log failed")
+
+    @property
+    def webhook_policy(self) -> Any:
+        from app.services.webhooks import Policy
+
+        return Policy(timedelta(seconds=self.settings.webhook_retry_base_seconds),
+                      timedelta(hours=self.settings.webhook_give_up_hours))
+
+    async def _deliver_webhooks(self) -> None:
+        from app.services.webhooks import deliver_due
+
+        while True:
+            await asyncio.sleep(WEBHOOK_INTERVAL)
+            try:
+                await deliver_due(self.sessions, self.http, self.webhook_policy)
+            except Exception:
+                logging.getLogger(__name__).exception("delivering webhooks failed")
 
     async def _seal_journal(self) -> None:
         from app.ledger import journal
@@ -177,6 +201,7 @@ class Runtime:
                 await task
         await self.relay.close()
         await self.bus.close()
+        await self.http.aclose()
         await self.public_data.close()
         self.plugins.close()
         await self.engine.dispose()

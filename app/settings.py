@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     # not get onto the bus within the grace is published by the relay of any process.
     event_retention_days: float = Field(default=7.0, gt=0)
     event_relay_grace_seconds: float = Field(default=5.0, ge=0)
+    # Webhooks: a failed delivery is tried again after this many seconds, doubled after each
+    # further failure (at most an hour apart); a subscription failing this many hours in a
+    # row is disabled, with the reason, until its owner enables it again.
+    webhook_retry_base_seconds: float = Field(default=10.0, gt=0)
+    webhook_give_up_hours: float = Field(default=72.0, ge=24)
     # Safeguards: the age to buy, send or receive gifts, and the platform's spending caps
     # (a viewer may set lower ones).
     minimum_age: int = 18

@@ -45,6 +45,7 @@ from app.graphql.gifting import (
 )
 from app.graphql.limits import HttpForQueriesAndMutations, QueryCost
 from app.graphql.money import MoneyMutation, Payout, ViewerMoneyFields
+from app.graphql.webhooks import WebhookMutation, WebhookQuery
 from app.graphql.types import CoinPackage, LedgerTransaction, Purchase, User, Wallet, ctx
 from app.services import coins, wallets
 from app.settings import Settings
@@ -74,7 +75,7 @@ class Viewer(ViewerMoneyFields):
 
 
 @strawberry.type
-class Query(GiftingQuery, BrandQuery):
+class Query(GiftingQuery, BrandQuery, WebhookQuery):
     node: relay.Node | None = relay.node(
         description="Fetch any object by its global ID. Returns null when it does not exist "
                     "or the caller may not see it.")
@@ -146,7 +147,7 @@ class CoinPackagePayload:
 
 
 @strawberry.type
-class Mutation(GiftingMutation, BrandMutation, MoneyMutation):
+class Mutation(GiftingMutation, BrandMutation, MoneyMutation, WebhookMutation):
     @strawberry.mutation(description="Buy coins: verify a store receipt and credit the "
                                      "package's coins exactly once per store transaction.")
     async def purchase_coins(self, info: Info, input: PurchaseCoinsInput) -> PurchaseCoinsPayload:

@@ -19,7 +19,7 @@ from app.models.ledger import (
     LedgerSeal,
     LedgerTransaction,
 )
-from app.models.events import Event, EventStream
+from app.models.events import Event, EventStream, WebhookDelivery, WebhookSubscription
 from app.models.live import GiftCombo, GiftSend, LiveSession, SessionViewer
 from app.models.payouts import Clawback, Payout, PurchaseReversal
 from app.models.recognition import CreatorTotal, SessionGifterTotal, SupporterTotal
@@ -61,5 +61,7 @@ __all__ = [
     "LedgerTransaction",
     "Purchase",
     "User",
+    "WebhookDelivery",
+    "WebhookSubscription",
     "metadata",
 ]

@@ -34,6 +34,11 @@ def session_stream(session_id: int) -> str:
     return f"session:{session_id}"
 
 
+def brand_stream(slug: str) -> str:
+    """The stream of a brand's events (its sponsored gifts sent), for its partner."""
+    return f"brand:{slug}"
+
+
 async def append(session: AsyncSession, events: list[tuple[str, dict[str, Any]]],
                  now: datetime | None = None) -> list[LoggedEvent]:
     """Write (stream, event) pairs, in order, in the caller's transaction; each event with
@@ -58,12 +63,15 @@ async def append(session: AsyncSession, events: list[tuple[str, dict[str, Any]]]
     return [event for _, event in events]
 
 
-async def append_session_events(session: AsyncSession, events: list[dict[str, Any]]
+async def append_session_events(session: AsyncSession, events: list[dict[str, Any]],
+                                brand_events: list[dict[str, Any]] = ()  # type: ignore[assignment]
                                 ) -> list[LoggedEvent]:
     """Write events of live sessions (each with its ``session_id``), each to its session's
-    stream, in order, in the caller's transaction."""
-    return await append(session, [(session_stream(event["session_id"]), event)
-                                  for event in events])
+    stream, and brands' events (each with its ``brand``) to its brand's, in order, in the
+    caller's transaction."""
+    return await append(session, [
+        *((session_stream(event["session_id"]), event) for event in events),
+        *((brand_stream(event["brand"]), event) for event in brand_events)])
 
 
 async def hold(session: AsyncSession, stream: str) -> None:
@@ -133,21 +141,26 @@ async def unpublished(session: AsyncSession, older_than: datetime,
 
 _MARK_PG = text("UPDATE event AS e SET published = true FROM unnest("
                 "CAST(:streams AS VARCHAR[]), CAST(:seqs AS BIGINT[])) AS t(stream, seq) "
-                "WHERE e.stream = t.stream AND e.seq = t.seq AND NOT e.published")
+                "WHERE e.stream = t.stream AND e.seq = t.seq AND NOT e.published "
+                "RETURNING e.id, e.stream, e.seq, e.type, e.body")
 
 
-async def mark_published(session: AsyncSession, events: list[tuple[str, int]]) -> None:
-    """Note the events, by (stream, seq), as published."""
+async def mark_published(session: AsyncSession, events: list[tuple[str, int]]) -> list[Any]:
+    """Note the events, by (stream, seq), as published; the rows this call noted (id,
+    stream, seq, type, body): each event is noted once, whoever publishes it."""
     if not events:
-        return
+        return []
     if session.get_bind().dialect.name == "postgresql":
-        await session.execute(_MARK_PG, {"streams": [stream for stream, _ in events],
-                                         "seqs": [seq for _, seq in events]})
-        return
+        return list((await session.execute(_MARK_PG, {
+            "streams": [stream for stream, _ in events],
+            "seqs": [seq for _, seq in events]})).all())
+    noted = []
     for start in range(0, len(events), PAGE):  # SQLite: a bound number of parameters
-        await session.execute(update(Event).where(
+        noted += (await session.execute(update(Event).where(
             tuple_(Event.stream, Event.seq).in_(events[start:start + PAGE]),
-            Event.published.is_(False)).values(published=True))
+            Event.published.is_(False)).values(published=True)
+            .returning(Event.id, Event.stream, Event.seq, Event.type, Event.body))).all()
+    return noted
 
 
 async def prune(session: AsyncSession, keep: timedelta, now: datetime | None = None,

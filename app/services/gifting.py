@@ -649,8 +649,12 @@ class _Batch:
             if any(entry["user_id"] in senders for entry in podium["top"]):
                 sent.events.append(podium)
         # Last: a session's stream row is every sender's to that session, held to the commit.
+        sponsored = [sent for sent in self.sent if sent.brand is not None]
+        brand_events = [_brand_gift_sent(sent) for sent in sponsored]
         await event_log.append_session_events(
-            session, [event for sent in self.sent for event in sent.events])
+            session, [event for sent in self.sent for event in sent.events], brand_events)
+        for sent, event in zip(sponsored, brand_events, strict=True):
+            sent.events.append(event)  # published with the rest, on its brand's channel
 
     @property
     def _periods(self) -> list[tuple[str, date]]:
@@ -893,6 +897,18 @@ def _combo_ended(combo: Any, sender_name: str, gift: Gift) -> dict[str, Any]:
             "sender_id": combo.sender_id, "sender_name": sender_name, "gift_id": gift.id,
             "gift": gift_fields(gift), "total_count": combo.count, "sends": combo.sends,
             "total_coins": combo.coins}
+
+
+def _brand_gift_sent(sent: _Sent) -> dict[str, Any]:
+    """A sponsored send as its brand's partner sees it (webhooks, reconciliation)."""
+    receipt = sent.receipt
+    assert sent.sponsor is not None
+    return {"type": "BrandGiftSent", "brand": sent.brand, "sku": sent.sponsor["sku"],
+            "receipt_id": receipt.id, "quantity": receipt.quantity,
+            "viewer_id": receipt.sender_id, "creator_id": receipt.creator_id,
+            "session_id": receipt.session_id, "viewer_paid": receipt.coins_paid,
+            "brand_subsidy": receipt.brand_subsidy, "brand_coins": receipt.brand_coins,
+            "at": receipt.created_at.isoformat()}
 
 
 def gift_fields(gift: Gift) -> dict[str, Any]:

@@ -32,6 +32,7 @@ EVERYONE = set(ROLES)
 SIGNED_IN = EVERYONE - {"anonymous"}
 CREATORS = {"creator", "other creator", "admin"}
 ADMIN = {"admin"}
+HOOK_OWNERS = CREATORS | {"brand", "other brand"}  # webhooks: their own events
 
 # operation -> (document, roles allowed). Refusals a user can act on (userErrors) count as
 # allowed: the matrix is about who may ask at all.
@@ -55,6 +56,19 @@ OPERATIONS = {
                              {"brand", "admin"}),
     "Query.campaignSends": ('{ campaignSends(brand: "acme") { edges { node { receiptId } } } }',
                             {"brand", "admin"}),
+    "Query.webhookSubscriptions": ("{ webhookSubscriptions { id } }", HOOK_OWNERS),
+    "Mutation.createWebhookSubscription": (
+        'mutation { createWebhookSubscription(input: {url: "ftp://x", eventTypes: []}) '
+        '{ userErrors { code } } }', HOOK_OWNERS),
+    "Mutation.deleteWebhookSubscription": (
+        'mutation { deleteWebhookSubscription(input: {id: "x"}) { userErrors { code } } }',
+        HOOK_OWNERS),
+    "Mutation.enableWebhookSubscription": (
+        'mutation { enableWebhookSubscription(input: {id: "x"}) { userErrors { code } } }',
+        HOOK_OWNERS),
+    "Mutation.redeliverWebhook": (
+        'mutation { redeliverWebhook(input: {deliveryId: "x"}) { userErrors { code } } }',
+        HOOK_OWNERS),
     "Mutation.settleBrandRevenue": ('mutation { settleBrandRevenue(input: {brand: "acme", '
                                     'coins: 0, idempotencyKey: "mx"}) { userErrors { code } } }',
                                     ADMIN),

@@ -131,10 +131,14 @@ def check_send(send: SendContext, config: Mapping[str, Any]) -> Veto | None:
 
 @hookspec
 def gift_sent(gift: SentGift, config: Mapping[str, Any]) -> None:
-    """Be told, after commit, that one of this plugin's sponsored gifts was sent.
+    """Be told that one of this plugin's sponsored gifts was sent.
 
     :param config: the plugin's own settings.
     :param gift: the committed send (:class:`app.sponsorship.SentGift`). Called on the
-        owning plugin only, once per send, never for a refused or replayed one. Errors and
-        time-outs are logged and counted, never undo the send. The return value is ignored.
+        owning plugin only, after the sender was answered, from the event log written with
+        the send: at least once per send (never for a refused or replayed one), in the
+        order of the brand's sends, with ``gift.delivery_id`` the same on every call for
+        one send. A call that raises or runs out of time is logged, counted and made again
+        later (backing off like a webhook); it never undoes the send. The return value is
+        ignored.
     """

@@ -381,6 +381,10 @@ class PluginHost:
                 f"none has it until an operator runs 'livegifts brands bind {slug} "
                 "DISTRIBUTION'")
 
+    def implements(self, plugin: str, hook: str) -> bool:
+        return any(impl.plugin_name == plugin
+                   for impl in getattr(self.manager.hook, hook).get_hookimpls())
+
     def owns(self, plugin: str, brand: str | None) -> bool:
         """Whether ``plugin`` is active and the owner of ``brand``: only the owner's answers
         may price, subsidise or draw on a brand's budget."""

@@ -147,13 +147,20 @@ class Runtime:
         return Policy(timedelta(seconds=self.settings.webhook_retry_base_seconds),
                       timedelta(hours=self.settings.webhook_give_up_hours))
 
-    async def _deliver_webhooks(self) -> None:
-        from app.services.webhooks import deliver_due
+    async def deliver_events(self, now: Callable[[], datetime] = utcnow) -> int:
+        """Queue what this process published and deliver every webhook and ``gift_sent``
+        due ``now`` (what the background task does each second); how many were sent."""
+        from app.services.webhooks import Targets, deliver_due
 
+        await self.relay.note()
+        return await deliver_due(self.sessions, Targets(self.http, self.plugins),
+                                 self.webhook_policy, now)
+
+    async def _deliver_webhooks(self) -> None:
         while True:
             await asyncio.sleep(WEBHOOK_INTERVAL)
             try:
-                await deliver_due(self.sessions, self.http, self.webhook_policy)
+                await self.deliver_events()
             except Exception:
                 logging.getLogger(__name__).exception("delivering webhooks failed")
 

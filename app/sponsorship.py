@@ -115,7 +115,8 @@ class Veto:
 
 @dataclass(frozen=True, slots=True)
 class SentGift:
-    """A committed send of a sponsored gift, for ``gift_sent`` listeners."""
+    """A committed send of a sponsored gift, for ``gift_sent`` listeners. ``delivery_id``
+    is the same on every retry of one send's notification: de-duplicate on it."""
 
     receipt_id: int
     gift_sku: str
@@ -128,6 +129,7 @@ class SentGift:
     brand_subsidy: int
     brand_coins: int
     at: datetime
+    delivery_id: str = ""
 
 
 def _whole(value: object, name: str, minimum: int) -> int:

@@ -168,10 +168,12 @@ class Harness:
         return result.receipt
 
     async def notified(self) -> None:
-        """Wait until ``gift_sent`` has been called for every send so far: plugins are
-        told after the sender is answered, so a test of a listener waits for this first."""
+        """Deliver ``gift_sent`` for every send so far, now: plugins are told after the
+        sender is answered, from the event log, so a test of a listener waits for this
+        first. A call that raised or timed out is made again later, not by this."""
         assert self.runtime is not None
         await gifting.written(self.runtime.sessions)
+        await self.runtime.deliver_events()
 
     async def catalogue(self) -> dict[str, Gift]:
         """Every gift in the catalogue, core and sponsored, by sku."""

@@ -21,6 +21,7 @@ from tests.test_http_events import RESUMABLE, _received
 from tests.test_http_gifting import SEND, buy_coins, gift_ids, go_live, send_input
 from tests.test_multiprocess import start_redis
 
+
 async def _stream(runtime, session_id: int) -> list[dict]:
     async with runtime.reads() as session:
         return await event_log.read_after(session, event_log.session_stream(session_id), 0)

@@ -92,7 +92,8 @@ async def test_a_cursor_that_is_not_this_sessions_is_refused(server, after, code
     await gql.close()
 
 
-async def test_an_expired_cursor_is_refused_with_the_oldest_one_kept(tmp_path, request):
+async def test_an_expired_cursor_is_refused_with_the_oldest_one_kept(tmp_path, request,
+                                                                   sqlite_template):
     """After 'livegifts events prune', a cursor into what was pruned gets CURSOR_EXPIRED and
     the oldest cursor kept, which resumes."""
     url = fresh_database("sqlite", request, tmp_path)
@@ -138,7 +139,8 @@ def _livegifts(*args: str) -> list[str]:
     return [sys.executable, "-m", "app", *args]
 
 
-async def test_a_subscriber_resuming_after_a_server_restart_misses_nothing(tmp_path, request):
+async def test_a_subscriber_resuming_after_a_server_restart_misses_nothing(tmp_path, request,
+                                                                           sqlite_template):
     url = fresh_database("sqlite", request, tmp_path)
     server = ServerProcess(url, LIVEGIFTS_SEED_DEMO_DATA="true",
                            LIVEGIFTS_COMBO_WINDOW_SECONDS="600")

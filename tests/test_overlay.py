@@ -215,7 +215,7 @@ async def test_the_page_reconnects_after_a_server_restart(chromium, request, tmp
 
 
 async def test_the_page_shows_running_combos_and_misses_nothing_while_away(
-        chromium, request, tmp_path, open_overlay):
+        chromium, request, tmp_path, open_overlay, sqlite_template):
     """Opened mid-combo, the page shows the combo's card; after its server stops, gifts sent
     meanwhile (through another server on the same database) appear once it is back."""
     url = fresh_database("sqlite", request, tmp_path)

@@ -12,7 +12,6 @@ import pytest
 from app import hookimpl
 from app.errors import DomainError, ErrorCode
 from app.plugins import CLOSED, HALF_OPEN, OPEN, Breaker
-from app.services import gifting
 from app.testing import new_viewer
 from tests.gifting_support import send
 from tests.sample_plugins.acme import Acme, Globex
@@ -153,19 +152,23 @@ async def test_a_hung_plugin_opens_its_breaker_and_one_probe_closes_it(database_
 
 async def test_a_held_gift_sent_listener_holds_up_neither_senders_nor_other_plugins(
         database_url):
-    """The sender of a sponsored gift is answered while its plugin's ``gift_sent`` is still
-    held; other gifts go through meanwhile; released, the plugin is told of every gift,
-    in the order they were written."""
-    acme = Held(hold="gift_sent")
-    async with core_with(database_url, ("acme", acme), ("globex", Globex())) as runtime:
+    """A sponsored gift's sender is answered before its plugin's ``gift_sent``; while that
+    listener is held, other gifts go through and another plugin is told of its own;
+    released, the held plugin is told of every gift, in the order they were written."""
+    acme, globex = Held(hold="gift_sent"), Globex()
+    async with core_with(database_url, ("acme", acme), ("globex", globex),
+                         plugin_timeout_seconds=60) as runtime:
         stage, fan = await funded_stage(runtime)
         receipts = [(await send(runtime, fan, stage, "acme-rocket")).receipt.id
                     for _ in range(3)]
+        assert acme.told == []  # every sender answered first
+        telling = asyncio.create_task(runtime.deliver_events())
         await entered(acme, 1)
-        assert (await send(runtime, fan, stage, "globex-globe")).receipt.brand_subsidy == 25
-        assert acme.told == []
+        other = (await send(runtime, fan, stage, "globex-globe")).receipt
+        assert await runtime.deliver_events() == 1  # globex's, beside acme's held one
+        assert [g.receipt_id for g in globex.sent] == [other.id] and acme.told == []
         acme.released.set()
-        await gifting.written(runtime.sessions)
+        assert await telling == 3
         assert acme.told == receipts == sorted(receipts)
 
 

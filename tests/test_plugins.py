@@ -10,12 +10,14 @@ import re
 import subprocess
 import sys
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from app import hookimpl, hookspecs
 from app.errors import DomainError, ErrorCode
+from app.models.base import utcnow
 from app.plugins import PluginHost, PluginStartupError
 from app.runtime import Runtime
 from app.services import gifting
@@ -164,9 +166,11 @@ async def test_hook_gift_sent(database_url):
         receipt = await _send(runtime, stage, fan, "acme-rocket", 2, "once")
         await _send(runtime, stage, fan, "acme-rocket", 2, "once")  # a replay tells nobody
         await _send(runtime, stage, fan, "rose", 1, None)  # not a sponsored gift
-        await gifting.written(runtime.sessions)  # told after the sender is answered
+        assert acme.sent == []  # told after the sender is answered, from the event log
+        assert await runtime.deliver_events() == 1
         assert [(g.receipt_id, g.quantity, g.brand) for g in acme.sent] == \
             [(receipt.id, 2, "acme")]
+        assert acme.sent[0].delivery_id.isdigit()
 
 
 async def test_a_failing_gift_sent_listener_does_not_undo_the_gift(database_url, caplog):
@@ -174,7 +178,7 @@ async def test_a_failing_gift_sent_listener_does_not_undo_the_gift(database_url,
         stage, fan = await funded_stage(runtime)
         with caplog.at_level(logging.ERROR, logger="livegifts.plugins"):
             receipt = await _send(runtime, stage, fan, "acme-rocket", 1, None)
-            await gifting.written(runtime.sessions)
+            await runtime.deliver_events()
         assert receipt.id is not None
         assert "plugin acme failed: gift_sent raised RuntimeError" in caplog.text
         assert runtime.plugins.records["acme"].failures == 1
@@ -441,12 +445,12 @@ async def test_a_batch_written_again_does_not_ask_the_plugin_again(database_url,
 
 
 @pytest.mark.parametrize("mode, hook", [("check-raises", "check_send"),
-                                        ("listener-raises", "gift_sent")])
+                                        ("listener-raises-first", "gift_sent")])
 async def test_plugin_failures_are_logged_with_their_traceback_and_each_sends_request_id(
         database_url, mode, hook):
     """Two sends at once, each in its own request: each failure of the plugin (asked whether
-    to allow the send, or told of it) is logged under that send's request id, with the
-    traceback."""
+    to allow the send, or told of it, later, from the event log) is logged under that send's
+    request id, with the traceback."""
     import asyncio
 
     from app.observability import REQUEST_ID
@@ -472,6 +476,8 @@ async def test_plugin_failures_are_logged_with_their_traceback_and_each_sends_re
                 send_as("request-2", runtime, stage, other, "acme-rocket", 1, None),
                 return_exceptions=True)
             await gifting.written(runtime.sessions)
+            for hours in range(3):  # told in order: each retry, an hour on, gets one further
+                await runtime.deliver_events(now=lambda h=hours: utcnow() + timedelta(hours=h))
     finally:
         logging.getLogger("livegifts.plugins").removeHandler(handler)
     assert sorted((request_id, traced) for message, request_id, traced in seen

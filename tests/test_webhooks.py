@@ -25,7 +25,7 @@ from sqlalchemy import select
 
 from app.models import WebhookDelivery, WebhookSubscription
 from app.services import webhooks
-from app.services.webhooks import Owner, Policy
+from app.services.webhooks import Owner, Policy, Targets
 from tests.conftest import fresh_database
 from tests.gifting_support import new_viewer, send, stage
 from tests.support import GraphQLClient, ServerProcess, _free_port, token
@@ -256,14 +256,14 @@ async def test_failures_back_off_then_disable_and_enabling_delivers_what_waited(
     clock = [webhooks.utcnow()]
     waits = []
     for _ in range(14):
-        assert await webhooks.deliver_due(runtime.sessions, runtime.http, policy,
+        assert await webhooks.deliver_due(runtime.sessions, Targets(runtime.http), policy,
                                           lambda: clock[0]) == 1  # the first, again
         async with runtime.sessions() as session:
             row = await session.get(WebhookSubscription, subscription.id)
         if row.status == webhooks.DISABLED:
             break
         waits.append(row.next_attempt_at - clock[0])
-        assert await webhooks.deliver_due(runtime.sessions, runtime.http, policy,
+        assert await webhooks.deliver_due(runtime.sessions, Targets(runtime.http), policy,
                                           lambda: clock[0]) == 0  # not due yet
         clock[0] = row.next_attempt_at
         if len(waits) == 11:
@@ -279,7 +279,7 @@ async def test_failures_back_off_then_disable_and_enabling_delivers_what_waited(
         async with runtime.sessions() as session, session.begin():
             (await session.get(WebhookSubscription, subscription.id)).url = up.url
             await webhooks.enable(session, owner, subscription.id)
-        assert await webhooks.deliver_due(runtime.sessions, runtime.http, policy) == 2
+        assert await webhooks.deliver_due(runtime.sessions, Targets(runtime.http), policy) == 2
         assert [m["data"]["combo_count"] for m in up.accepted()] == [1, 2]
         async with runtime.sessions() as session:
             statuses = (await session.scalars(select(WebhookDelivery.status))).all()
@@ -391,3 +391,65 @@ def test_outside_development_a_webhook_url_is_https_and_not_internal(url, develo
     with pytest.raises(webhooks.DomainError) as error:
         webhooks.check_url(url, development)
     assert (error.value.message, error.value.field) == (refused, "url")
+
+
+async def test_a_plugin_is_told_of_every_send_after_its_server_is_killed_and_restarted(
+        tmp_path, request, sqlite_template):
+    """The first server's plugin hangs in gift_sent (each call times out); the server is
+    killed (SIGKILL) with its sends untold. Restarted, with the plugin answering, every send
+    is told, in order, each always under one delivery id."""
+    url = fresh_database("sqlite", request, tmp_path)
+    told = tmp_path / "told.jsonl"
+    name = "tests.sample_plugins.tally:plugin"
+
+    def server(hang: bool) -> ServerProcess:
+        return ServerProcess(url, LIVEGIFTS_SEED_DEMO_DATA="true", LIVEGIFTS_PLUGINS="none",
+                             LIVEGIFTS_PLUGIN_MODULES=name,
+                             LIVEGIFTS_PLUGIN_CONFIG=json.dumps(
+                                 {name: {"log": str(told), "hang": hang}}),
+                             LIVEGIFTS_WEBHOOK_RETRY_BASE_SECONDS="0.5")
+
+    first = server(hang=True)
+    first.start()
+    gql = GraphQLClient(first.url)
+    try:
+        gifts = await gift_ids(gql)
+        session_id = await go_live(gql, token("tally-star", "creator"))
+        fan = token("tally-fan")
+        await buy_coins(gql, fan)
+        receipts = []
+        for _ in range(5):
+            sent = await gql(SEND, send_input(session_id, gifts["tally-token"]), token=fan)
+            assert sent["data"]["sendGift"]["userErrors"] == []
+            receipts.append(int(to_node_id(sent["data"]["sendGift"]["receipt"]["id"])))
+        os.kill(first.process.pid, signal.SIGKILL)
+        first.process.wait()
+        assert not told.exists()  # nothing was told before the kill
+        second = server(hang=False)
+        second.start()
+        try:
+            deadline = time.monotonic() + 120
+            while len({r["receipt_id"] for r in _lines(told)}) < 5:
+                assert time.monotonic() < deadline, _lines(told)
+                await asyncio.sleep(0.2)
+        finally:
+            second.stop()
+        lines = _lines(told)
+        first_told = list(dict.fromkeys(line["receipt_id"] for line in lines))
+        assert first_told == receipts  # every send, in order
+        ids = {}
+        for line in lines:
+            assert ids.setdefault(line["receipt_id"], line["delivery_id"]) == line["delivery_id"]
+    finally:
+        await gql.close()
+        first.stop()
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def to_node_id(global_id: str) -> str:
+    from strawberry.relay import from_base64
+
+    return from_base64(global_id)[1]

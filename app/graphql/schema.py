@@ -45,8 +45,8 @@ from app.graphql.gifting import (
 )
 from app.graphql.limits import HttpForQueriesAndMutations, QueryCost
 from app.graphql.money import MoneyMutation, Payout, ViewerMoneyFields
-from app.graphql.webhooks import WebhookMutation, WebhookQuery
 from app.graphql.types import CoinPackage, LedgerTransaction, Purchase, User, Wallet, ctx
+from app.graphql.webhooks import WebhookMutation, WebhookQuery
 from app.services import coins, wallets
 from app.settings import Settings
 

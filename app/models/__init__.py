@@ -12,6 +12,7 @@ from app.models.catalogue import (
     RateCard,
     TrustedDocument,
 )
+from app.models.events import Event, EventStream, WebhookDelivery, WebhookSubscription
 from app.models.ledger import (
     Account,
     Entry,
@@ -19,7 +20,6 @@ from app.models.ledger import (
     LedgerSeal,
     LedgerTransaction,
 )
-from app.models.events import Event, EventStream, WebhookDelivery, WebhookSubscription
 from app.models.live import GiftCombo, GiftSend, LiveSession, SessionViewer
 from app.models.payouts import Clawback, Payout, PurchaseReversal
 from app.models.recognition import CreatorTotal, SessionGifterTotal, SupporterTotal

@@ -25,6 +25,7 @@ from app.ledger.accounts import open_account
 from app.ledger.idempotency import check_key
 from app.models import Account, Brand, BrandOwner, BrandShareCarry, Gift, GiftSend, User
 from app.plugins import DISTRIBUTION, PluginHost, Sponsor, normalised_distribution
+from app.services.webhooks import ensure_plugin_subscriptions
 from app.sponsorship import SLUG
 
 MAX_FUNDING = 1_000_000_000
@@ -92,6 +93,10 @@ async def sync_sponsored_catalogue(session: AsyncSession, host: PluginHost,
             continue
         await session.execute(update(Gift).where(Gift.sku == sku).values(**values))
         host.sponsored[gift_id] = Sponsor(plugin, gift.name)
+    # Each live brand's plugin that listens is told of its sends from the event log.
+    await ensure_plugin_subscriptions(session, {
+        slug: plugin for slug, (plugin, _) in host.brands.items()
+        if slug in brand_ids and host.implements(plugin, "gift_sent")})
 
 
 async def _named(session: AsyncSession) -> dict[str, str]:

@@ -20,7 +20,6 @@ from sqlalchemy import delete, func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import add_to_counters, insert_rows
-
 from app.models import Event, EventStream
 from app.models.base import utcnow
 

@@ -22,18 +22,18 @@ a replay writes and publishes none.
 The writer never waits for a plugin. A sponsored send the batch finds without its
 plugin's answers to exactly the questions the locked rows raise is handed back to its
 caller, which asks the plugin (behind the plugin's bulkhead, holding no lock) and sends
-again; the plugin's ``gift_sent`` is told after the sender is answered, in order, one
-plugin at a time.
+again. Its plugin's ``gift_sent`` is told of it from the event log (a ``BrandGiftSent``
+event written with the send), by the same deliveries as webhooks
+(:mod:`app.services.webhooks`): after the sender is answered, at least once, in order.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import dataclasses
 import logging
 import weakref
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -71,6 +71,7 @@ from app.models import (
     ViewerSpend,
 )
 from app.models.base import utcnow
+from app.observability import REQUEST_ID
 from app.plugins import PluginCallFailed, PluginHost
 from app.relay import Relay
 from app.services import event_log
@@ -95,7 +96,6 @@ from app.sponsorship import (
     Quote,
     RateCardTerms,
     SendContext,
-    SentGift,
     check_quote,
     check_split,
     check_veto,
@@ -201,8 +201,8 @@ class _Request:
     done: asyncio.Future[SendResult]
     # A sponsored send's plugin answers, by the question they answer (see _quoted).
     quotes: dict[_Question, GiftSplit | DomainError] = field(default_factory=dict)
-    # The sender's request's context: its sponsor is told under it (its request id logged).
-    context: contextvars.Context = field(default_factory=contextvars.copy_context)
+    # The sender's request: its sponsor's gift_sent failures are logged under its id.
+    request_id: str | None = field(default_factory=REQUEST_ID.get)
 
     def settle(self, result: SendResult | BaseException) -> None:
         if self.done.done():
@@ -218,16 +218,13 @@ class _Writer:
     (callers answered, events published), new sends wait and form the next batch (no
     timer: an idle writer writes a send at once). Delivering before writing on keeps
     batches large: callers answered sooner would only send again into a smaller one
-    (measured: a third fewer gifts a second when delivery ran beside the next batch).
-    Sponsors are told of their gifts by one task per plugin, beside the writer."""
+    (measured: a third fewer gifts a second when delivery ran beside the next batch)."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self.sessions = sessions
         self.loop = asyncio.get_running_loop()
         self.waiting: list[_Request] = []
         self.task: asyncio.Task[None] | None = None
-        self.untold: dict[str, deque[tuple[_Request, _Sent]]] = {}  # by plugin
-        self.telling: dict[str, asyncio.Task[None]] = {}
         self.turns: weakref.WeakValueDictionary[tuple[int, int], asyncio.Lock] = \
             weakref.WeakValueDictionary()
 
@@ -265,15 +262,13 @@ class _Writer:
         """Answer the callers who wait for nothing more first: a gift's sender is not queued
         behind its own event's fan-out to this process's subscribers. Then every event of
         the batch, in order, in one publish (one round trip to Redis); then replays are
-        answered. Sponsors are told beside the writer (:meth:`_tell_later`)."""
+        answered."""
         later: list[tuple[_Request, dict[str, Any]]] = []
         for request, outcome in written:
             if isinstance(outcome, BaseException):  # refusals, failures, questions to ask
                 request.settle(outcome)
             elif isinstance(outcome, _Sent):
                 request.settle(outcome.answer)
-                if outcome.sponsor and request.plugins is not None:
-                    self._tell_later(request, outcome)
             else:
                 later.append((request, outcome))
         sent = [(request, outcome) for request, outcome in written if isinstance(outcome, _Sent)]
@@ -286,33 +281,10 @@ class _Writer:
             except Exception as failure:
                 request.settle(failure)
 
-    def _tell_later(self, request: _Request, sent: _Sent) -> None:
-        """Queue a sponsored gift for its plugin's ``gift_sent``: one task a plugin tells
-        its gifts in the order they were written, so a slow plugin delays only its own."""
-        assert sent.sponsor is not None and request.plugins is not None
-        plugin = sent.sponsor["plugin"]
-        self.untold.setdefault(plugin, deque()).append((request, sent))
-        task = self.telling.get(plugin)
-        if task is None or task.done():
-            self.telling[plugin] = self.loop.create_task(self._tell(plugin))
-
-    async def _tell(self, plugin: str) -> None:
-        untold = self.untold[plugin]
-        while untold:
-            request, sent = untold.popleft()
-            assert sent.sponsor is not None and request.plugins is not None
-            await self.loop.create_task(
-                _tell_sponsor(request.plugins, sent.sponsor, sent.receipt),
-                context=request.context.copy())
-
     async def written(self) -> None:
-        """Wait until every send handed over is written and delivered, and its sponsor
-        told."""
-        while True:
-            busy = [t for t in (self.task, *self.telling.values()) if t and not t.done()]
-            if not busy:
-                return
-            await asyncio.wait(busy)
+        """Wait until every send handed over is written and delivered."""
+        while self.task is not None and not self.task.done():
+            await asyncio.wait([self.task])
 
 
 _writers: weakref.WeakKeyDictionary[Any, _Writer] = weakref.WeakKeyDictionary()
@@ -415,6 +387,7 @@ class _Sent:
     wallet_coins: int
     sponsor: dict[str, str] | None
     events: list[dict[str, Any]]
+    request_id: str | None
     receipt: GiftSend = field(init=False)
 
     @property
@@ -548,7 +521,7 @@ class _Batch:
         sent = _Sent(row, split, brand, coins, f"{gift.sku} x{quantity}",
                      combo, self.balances[coins.id],
                      None if brand is None else {"plugin": gift.plugin, "brand": brand,
-                                                 "sku": gift.sku}, events)
+                                                 "sku": gift.sku}, events, request.request_id)
         self.sent.append(sent)
         return sent
 
@@ -908,25 +881,13 @@ def _brand_gift_sent(sent: _Sent) -> dict[str, Any]:
             "viewer_id": receipt.sender_id, "creator_id": receipt.creator_id,
             "session_id": receipt.session_id, "viewer_paid": receipt.coins_paid,
             "brand_subsidy": receipt.brand_subsidy, "brand_coins": receipt.brand_coins,
-            "at": receipt.created_at.isoformat()}
+            "at": receipt.created_at.isoformat(), "request_id": sent.request_id}
 
 
 def gift_fields(gift: Gift) -> dict[str, Any]:
     """The gift as it was when sent, JSON-safe, carried by events so that subscribers
     (thousands per session) need no query to show it."""
     return gift.model_dump(mode="json")
-
-
-async def _tell_sponsor(plugins: PluginHost, sponsor: dict[str, str], receipt: GiftSend) -> None:
-    sent = SentGift(receipt_id=receipt.id, gift_sku=sponsor["sku"], brand=sponsor["brand"],
-                    quantity=receipt.quantity, viewer_id=receipt.sender_id,
-                    creator_id=receipt.creator_id, session_id=receipt.session_id,
-                    viewer_paid=receipt.coins_paid, brand_subsidy=receipt.brand_subsidy,
-                    brand_coins=receipt.brand_coins, at=receipt.created_at)
-    try:
-        await plugins.call_owner(sponsor["plugin"], "gift_sent", gift=sent)
-    except PluginCallFailed:
-        pass  # logged and counted by the host; the gift stands
 
 
 async def end_stale_combos(sessions: async_sessionmaker[AsyncSession], relay: Relay,

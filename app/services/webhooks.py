@@ -10,6 +10,10 @@ at the first failure, which waits (exponential backoff) before the subscription 
 again; a subscription failing for ``webhook_give_up_hours`` is disabled with the reason. A
 delivery is never sent before an earlier event of its stream has been queued.
 
+A brand's plugin that implements ``gift_sent`` is delivered to the same way: a subscription
+of scope ``plugin`` to its brand's ``BrandGiftSent`` events, its "URL" ``plugin:<name>``,
+delivered by calling the hook behind the plugin's bulkhead in the processes that load it.
+
 Each request is signed as Stripe's are: ``Livegifts-Signature: t=<unix time>,v1=<hex
 HMAC-SHA256 of "<t>.<body>" with the subscription's secret>``; ``Livegifts-Message-Id`` is
 the delivery's id, the same on every retry, for the receiver to drop repeats.
@@ -36,12 +40,16 @@ from app.db import SessionFactory, insert_rows
 from app.errors import DomainError, ErrorCode
 from app.models import Event, LiveSession, WebhookDelivery, WebhookSubscription
 from app.models.base import utcnow
+from app.observability import REQUEST_ID
+from app.plugins import PluginCallFailed, PluginHost
+from app.sponsorship import SentGift
 
 SESSION_EVENTS = ("SessionStarted", "GiftSent", "ComboEnded", "ViewerCountChanged",
                   "TopGiftersChanged", "SessionEnded")
 BRAND_EVENTS = ("BrandGiftSent",)
 EVENTS_OF_SCOPE = {"creator": SESSION_EVENTS, "brand": BRAND_EVENTS,
                    "admin": SESSION_EVENTS + BRAND_EVENTS}
+PLUGIN = "plugin:"  # the URL of a subscription delivered to a plugin's gift_sent
 ACTIVE, DISABLED = "active", "disabled"
 PENDING, DELIVERED = "pending", "delivered"
 MAX_SUBSCRIPTIONS = 20  # per owner
@@ -258,7 +266,7 @@ async def enqueue(session: AsyncSession, noted: list[Any]) -> int:
         matching.append((WebhookSubscription.scope == "creator")
                         & WebhookSubscription.owner_user_id.in_(set(creators.values())))
     if brands:
-        matching.append((WebhookSubscription.scope == "brand")
+        matching.append(WebhookSubscription.scope.in_(("brand", "plugin"))
                         & WebhookSubscription.owner_brand.in_(brands))
     subscriptions = (await session.execute(
         select(WebhookSubscription.id, WebhookSubscription.scope,
@@ -276,7 +284,7 @@ async def enqueue(session: AsyncSession, noted: list[Any]) -> int:
             if subscription.scope == "creator" and not (
                     kind == "session" and creators.get(int(key)) == subscription.owner_user_id):
                 continue
-            if subscription.scope == "brand" and not (
+            if subscription.scope in ("brand", "plugin") and not (
                     kind == "brand" and key == subscription.owner_brand):
                 continue
             rows.append({"subscription_id": subscription.id, "event_id": event.id,
@@ -301,21 +309,39 @@ def backoff(policy: Policy, failures_in_a_row: int) -> timedelta:
     return min(policy.retry_base * 2 ** (failures_in_a_row - 1), MAX_BACKOFF)
 
 
-async def deliver_due(sessions: SessionFactory, client: httpx.AsyncClient, policy: Policy,
+@dataclass(frozen=True, slots=True)
+class Targets:
+    """Where deliveries go: HTTP endpoints, and the plugins loaded in this process."""
+
+    http: httpx.AsyncClient
+    plugins: PluginHost | None = None
+
+    def here(self) -> list[str]:
+        """The plugin URLs this process can deliver to."""
+        if self.plugins is None:
+            return []
+        return [PLUGIN + name for name in self.plugins.records
+                if self.plugins.is_active(name)]
+
+
+async def deliver_due(sessions: SessionFactory, targets: Targets, policy: Policy,
                       now: Callable[[], datetime] = utcnow) -> int:
     """Deliver for every subscription due now, one claimed at a time; requests sent."""
     sent = 0
-    while (claimed := await _claim(sessions, now())) is not None:
-        sent += await _deliver(sessions, client, policy, claimed, now)
+    while (claimed := await _claim(sessions, now(), targets.here())) is not None:
+        sent += await _deliver(sessions, targets, policy, claimed, now)
     return sent
 
 
-async def _claim(sessions: SessionFactory, now: datetime) -> WebhookSubscription | None:
-    """Lease one active subscription with pending deliveries whose next attempt is due;
-    no other process takes it until the lease ends or is released."""
+async def _claim(sessions: SessionFactory, now: datetime, plugins_here: list[str]
+                 ) -> WebhookSubscription | None:
+    """Lease one active subscription with pending deliveries whose next attempt is due (a
+    plugin's only where it is loaded); no other process takes it until the lease ends or
+    is released."""
     table = WebhookSubscription
     due = select(table.id).where(
         table.status == ACTIVE, table.next_attempt_at <= now,
+        or_(table.scope != "plugin", table.url.in_(plugins_here)),
         or_(table.lease_until.is_(None), table.lease_until < now),
         select(WebhookDelivery.id).where(WebhookDelivery.subscription_id == table.id,
                                          WebhookDelivery.status == PENDING).exists(),
@@ -327,7 +353,7 @@ async def _claim(sessions: SessionFactory, now: datetime) -> WebhookSubscription
         return None if claimed is None else await session.get(table, claimed)
 
 
-async def _deliver(sessions: SessionFactory, client: httpx.AsyncClient, policy: Policy,
+async def _deliver(sessions: SessionFactory, targets: Targets, policy: Policy,
                    subscription: WebhookSubscription, now: Callable[[], datetime]) -> int:
     """Send the subscription's pending deliveries in order until one fails; release it."""
     async with sessions() as session:
@@ -343,7 +369,9 @@ async def _deliver(sessions: SessionFactory, client: httpx.AsyncClient, policy: 
     for delivery in pending:
         if delivery.event_id > waiting.get(delivery.stream, delivery.event_id):
             break  # an earlier event of its stream comes first
-        failed = await _send(client, subscription, delivery, now())
+        failed = await _tell(targets.plugins, subscription, delivery, now()) \
+            if subscription.scope == "plugin" else \
+            await _send(targets.http, subscription, delivery, now())
         sent += 1
         async with sessions() as session, session.begin():
             session.add(delivery)
@@ -382,6 +410,49 @@ def message(delivery: WebhookDelivery) -> bytes:
                        "stream": delivery.stream, "sequence": delivery.seq,
                        "eventId": delivery.event_id, "data": data},
                       separators=(",", ":")).encode()
+
+
+async def _tell(plugins: PluginHost | None, subscription: WebhookSubscription,
+                delivery: WebhookDelivery, now: datetime) -> str | None:
+    """Call the brand's plugin's ``gift_sent`` with one delivery; None if it answered, else
+    why not (recorded on the delivery as an HTTP one's would be)."""
+    assert plugins is not None
+    data = json.loads(delivery.body)
+    gift = SentGift(receipt_id=data["receipt_id"], gift_sku=data["sku"], brand=data["brand"],
+                    quantity=data["quantity"], viewer_id=data["viewer_id"],
+                    creator_id=data["creator_id"], session_id=data["session_id"],
+                    viewer_paid=data["viewer_paid"], brand_subsidy=data["brand_subsidy"],
+                    brand_coins=data["brand_coins"], at=datetime.fromisoformat(data["at"]),
+                    delivery_id=str(delivery.id))
+    delivery.attempts += 1
+    delivery.last_attempt_at = now
+    sender_request = REQUEST_ID.set(data.get("request_id"))  # failures logged under its id
+    try:
+        await plugins.call_owner(subscription.url.removeprefix(PLUGIN), "gift_sent", gift=gift)
+    except PluginCallFailed as failed:
+        delivery.last_error = str(failed)[:KEPT_RESPONSE]
+        return delivery.last_error
+    finally:
+        REQUEST_ID.reset(sender_request)
+    delivery.status, delivery.delivered_at, delivery.last_error = DELIVERED, now, None
+    return None
+
+
+async def ensure_plugin_subscriptions(session: AsyncSession, listeners: dict[str, str]) -> None:
+    """Subscribe each brand's plugin that listens to ``gift_sent`` (``{slug: plugin}``) to
+    the brand's sends, once; a brand that changed plugin is delivered to the new one."""
+    existing = {row.owner_brand: row for row in await session.scalars(
+        select(WebhookSubscription).where(WebhookSubscription.scope == "plugin"))}
+    for slug, plugin in listeners.items():
+        row = existing.get(slug)
+        if row is None:
+            session.add(WebhookSubscription(
+                scope="plugin", owner_brand=slug, url=PLUGIN + plugin, secret="",
+                event_types=json.dumps(list(BRAND_EVENTS)), status=ACTIVE,
+                next_attempt_at=utcnow()))
+        elif row.url != PLUGIN + plugin:
+            row.url = PLUGIN + plugin
+    await session.flush()
 
 
 async def _send(client: httpx.AsyncClient, subscription: WebhookSubscription,

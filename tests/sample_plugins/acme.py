@@ -25,6 +25,7 @@ class Acme:
     def __init__(self, mode: str = "ok", subsidy_percent: int = 50, veto: str | None = None):
         self.mode, self.subsidy_percent, self.veto = mode, subsidy_percent, veto
         self.sent: list[SentGift] = []
+        self.refused: set[str] = set()
 
     @hookimpl
     def register_brands(self) -> list[Brand]:
@@ -80,6 +81,9 @@ class Acme:
     @hookimpl
     def gift_sent(self, gift: SentGift) -> None:
         if self.mode == "listener-raises":
+            raise RuntimeError("analytics endpoint down")
+        if self.mode == "listener-raises-first" and gift.delivery_id not in self.refused:
+            self.refused.add(gift.delivery_id)  # each notification fails once, then goes
             raise RuntimeError("analytics endpoint down")
         self.sent.append(gift)
 

@@ -94,6 +94,8 @@ class Campaign:
 
     @hookimpl
     def gift_sent(self, gift: SentGift) -> None:
+        if any(seen.delivery_id == gift.delivery_id for seen in self.sent):
+            return  # told again (at least once): counted already
         self.sent.append(gift)
         logger.info("sparkle-cola: %s can(s) sent in session %s", gift.quantity, gift.session_id)
 

@@ -453,3 +453,25 @@ def to_node_id(global_id: str) -> str:
     from strawberry.relay import from_base64
 
     return from_base64(global_id)[1]
+
+
+async def test_pruning_removes_delivered_deliveries_and_keeps_pending_ones(runtime, receiver):
+    from app.services import event_log
+
+    where = await stage(runtime)
+    fan = await new_viewer(runtime, "fan", 10)
+    owner = Owner("creator", user_id=where.creator_id)
+    subscription, _ = await webhooks.subscribe(runtime.sessions, runtime.http, owner,
+                                               url=receiver.url, event_types=["GiftSent"],
+                                               development=True)
+    await send(runtime, fan, where, "rose")
+    assert await runtime.deliver_events() == 1
+    receiver.stop()
+    await send(runtime, fan, where, "rose")
+    await runtime.deliver_events()  # fails: stays pending
+    await event_log.prune_all(runtime.sessions, timedelta(0))
+    async with runtime.sessions() as session:
+        left = (await session.execute(select(WebhookDelivery.status, WebhookDelivery.seq)
+                                      .where(WebhookDelivery.subscription_id ==
+                                             subscription.id))).all()
+    assert [status for status, _ in left] == ["pending"]

@@ -20,7 +20,7 @@ from sqlalchemy import delete, func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import add_to_counters, insert_rows
-from app.models import Event, EventStream
+from app.models import Event, EventStream, WebhookDelivery
 from app.models.base import utcnow
 
 PAGE = 500  # events read at a time
@@ -180,14 +180,21 @@ async def prune(session: AsyncSession, keep: timedelta, now: datetime | None = N
 
 
 async def prune_all(sessions: Any, keep: timedelta) -> int:
-    """Prune in transactions of a bounded size until nothing is older than ``keep``."""
+    """Prune in transactions of a bounded size until nothing is older than ``keep``; the
+    webhook deliveries made longer ago than that go too (those delivered). How many
+    events."""
     pruned = 0
     while True:
         async with sessions() as session, session.begin():
             count = await prune(session, keep)
         pruned += count
         if count == 0:
-            return pruned
+            break
+    async with sessions() as session, session.begin():
+        await session.execute(delete(WebhookDelivery).where(
+            WebhookDelivery.status == "delivered",
+            WebhookDelivery.created_at < utcnow() - keep))
+    return pruned
 
 
 class Follower:

@@ -61,6 +61,8 @@ REQUEST_TIMEOUT = 10.0
 LEASE = timedelta(seconds=3 * REQUEST_TIMEOUT)
 MAX_BACKOFF = timedelta(hours=1)
 KEPT_RESPONSE = 500  # characters of a response body kept in the delivery log
+RECORDED = ("status", "attempts", "last_status", "last_response", "last_error",
+            "last_attempt_at", "delivered_at")  # what an attempt changes on a delivery
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,23 +260,26 @@ async def enqueue(session: AsyncSession, noted: list[Any]) -> int:
     sessions_ = {int(row.stream.split(":", 1)[1]) for row in noted
                  if row.stream.startswith("session:")}
     brands = {row.stream.split(":", 1)[1] for row in noted if row.stream.startswith("brand:")}
-    creators = dict((await session.execute(select(LiveSession.id, LiveSession.creator_id)
-                                           .where(LiveSession.id.in_(sessions_))
-                                           )).all()) if sessions_ else {}
     matching = [WebhookSubscription.scope == "admin"]
-    if creators:
+    if sessions_:
         matching.append((WebhookSubscription.scope == "creator")
-                        & WebhookSubscription.owner_user_id.in_(set(creators.values())))
+                        & WebhookSubscription.owner_user_id.in_(
+                            select(LiveSession.creator_id)
+                            .where(LiveSession.id.in_(sessions_)).scalar_subquery()))
     if brands:
         matching.append(WebhookSubscription.scope.in_(("brand", "plugin"))
                         & WebhookSubscription.owner_brand.in_(brands))
-    subscriptions = (await session.execute(
+    subscriptions = (await session.execute(  # one query, and usually nothing found
         select(WebhookSubscription.id, WebhookSubscription.scope,
                WebhookSubscription.owner_user_id, WebhookSubscription.owner_brand,
                WebhookSubscription.event_types)
         .where(WebhookSubscription.status == ACTIVE, or_(*matching)))).all()
     if not subscriptions:
         return 0
+    creators = dict((await session.execute(select(LiveSession.id, LiveSession.creator_id)
+                                           .where(LiveSession.id.in_(sessions_))
+                                           )).all()) \
+        if sessions_ and any(s.scope == "creator" for s in subscriptions) else {}
     now, rows = utcnow(), []
     for event in sorted(noted, key=lambda row: row.id):
         kind, key = event.stream.split(":", 1)
@@ -374,7 +379,9 @@ async def _deliver(sessions: SessionFactory, targets: Targets, policy: Policy,
             await _send(targets.http, subscription, delivery, now())
         sent += 1
         async with sessions() as session, session.begin():
-            session.add(delivery)
+            await session.execute(update(WebhookDelivery).where(
+                WebhookDelivery.id == delivery.id).values(**{
+                    name: getattr(delivery, name) for name in RECORDED}))
             await session.execute(update(WebhookSubscription)
                                   .where(WebhookSubscription.id == subscription.id)
                                   .values(lease_until=now() + LEASE))

@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     # row is disabled, with the reason, until its owner enables it again.
     webhook_retry_base_seconds: float = Field(default=10.0, gt=0)
     webhook_give_up_hours: float = Field(default=72.0, ge=24)
+    # A brand's budget falling below this many coins is an event (BrandBudgetLow) its
+    # partner can receive.
+    brand_budget_low_coins: int = Field(default=10_000, ge=0)
     # Safeguards: the age to buy, send or receive gifts, and the platform's spending caps
     # (a viewer may set lower ones).
     minimum_age: int = 18

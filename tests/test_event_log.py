@@ -141,3 +141,33 @@ async def test_events_of_a_killed_process_reach_subscribers_when_redis_comes_bac
         b.stop()
         redis_process.terminate()
         redis_process.wait()
+
+
+async def test_a_settled_payout_is_an_event_of_its_creator_once(runtime):
+    from tests.money_support import earn_diamonds, payout_webhook, request
+
+    creator = await new_viewer(runtime, "payee")
+    await earn_diamonds(runtime, creator, 5_000)
+    payout = (await request(runtime, creator, 2_000, "payout-1")).payout
+    await payout_webhook(runtime, payout.provider_payout_id, "paid")
+    await payout_webhook(runtime, payout.provider_payout_id, "paid")  # again: no new event
+    async with runtime.reads() as session:
+        events = await event_log.read_after(session, event_log.creator_stream(creator), 0)
+    assert [(e["type"], e["status"], e["diamonds"], e["payout_id"]) for e in events] == [
+        ("PayoutSettled", "paid", 2_000, payout.id)]
+
+
+async def test_a_brand_budget_falling_below_the_threshold_is_one_event(database_url):
+    from tests.sample_plugins.acme import Acme
+    from tests.test_plugins import core_with, funded_stage
+
+    async with core_with(database_url, ("acme", Acme()),
+                         brand_budget_low_coins=60) as runtime:
+        stage, fan = await funded_stage(runtime, budget=100)
+        for _ in range(3):  # each subsidised 25: 100 -> 75 -> 50 (below 60) -> 25
+            await send(runtime, fan, stage, "acme-rocket")
+        async with runtime.reads() as session:
+            events = await event_log.read_after(session, event_log.brand_stream("acme"), 0)
+    assert [e["type"] for e in events] == ["BrandGiftSent", "BrandGiftSent",
+                                           "BrandBudgetLow", "BrandGiftSent"]
+    assert (events[2]["budget_coins"], events[2]["threshold_coins"]) == (50, 60)

@@ -107,8 +107,9 @@ class CreateWebhookSubscriptionInput:
         "API guide's webhooks section."))
     event_types: list[str] = strawberry.field(description=(
         "Creators: SessionStarted, GiftSent, ComboEnded, ViewerCountChanged, "
-        "TopGiftersChanged, SessionEnded of their sessions. Brand partners: BrandGiftSent of "
-        "their brand. Admins: all of them, everywhere."))
+        "TopGiftersChanged, SessionEnded of their sessions, and PayoutSettled of their "
+        "payouts. Brand partners: BrandGiftSent and BrandBudgetLow of their brand. Admins: "
+        "all of them, everywhere."))
 
 
 @strawberry.type

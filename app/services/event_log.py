@@ -33,6 +33,11 @@ def session_stream(session_id: int) -> str:
     return f"session:{session_id}"
 
 
+def creator_stream(creator_id: int) -> str:
+    """The stream of a creator's own events (their payouts settled)."""
+    return f"creator:{creator_id}"
+
+
 def brand_stream(slug: str) -> str:
     """The stream of a brand's events (its sponsored gifts sent), for its partner."""
     return f"brand:{slug}"

@@ -411,6 +411,7 @@ class _Batch:
     def __init__(self, session: AsyncSession, now: datetime) -> None:
         self.session, self.now = session, now
         self.sent: list[_Sent] = []
+        self.budgets_low: list[dict[str, Any]] = []  # BrandBudgetLow events
 
     @classmethod
     async def load(cls, session: AsyncSession, requests: list[_Request]) -> _Batch:
@@ -502,7 +503,13 @@ class _Batch:
             split = self._share_with_carry(split, gift.brand_id)
         self.balances[coins.id] -= split.coins_paid
         if budget is not None:
+            before = self.balances[budget.id]
             self.balances[budget.id] -= split.brand_subsidy
+            low = request.settings.brand_budget_low_coins
+            if before >= low > self.balances[budget.id]:
+                self.budgets_low.append({"type": "BrandBudgetLow", "brand": brand,
+                                         "budget_coins": self.balances[budget.id],
+                                         "threshold_coins": low, "at": now.isoformat()})
             self.sent_today[sender_id, gift.id] = \
                 self.sent_today.get((sender_id, gift.id), 0) + quantity
         spending.add(split.coins_paid)
@@ -625,9 +632,12 @@ class _Batch:
         sponsored = [sent for sent in self.sent if sent.brand is not None]
         brand_events = [_brand_gift_sent(sent) for sent in sponsored]
         await event_log.append_session_events(
-            session, [event for sent in self.sent for event in sent.events], brand_events)
+            session, [event for sent in self.sent for event in sent.events],
+            brand_events + self.budgets_low)
         for sent, event in zip(sponsored, brand_events, strict=True):
             sent.events.append(event)  # published with the rest, on its brand's channel
+        if self.budgets_low:
+            self.sent[-1].events.extend(self.budgets_low)
 
     @property
     def _periods(self) -> list[tuple[str, date]]:

@@ -31,6 +31,7 @@ from app.ledger import (
 from app.ledger.idempotency import check_key
 from app.models import Payout
 from app.payments import PayoutOrder, PayoutProvider, PayoutRejected, WebhookRejected
+from app.services import event_log
 from app.services.rates import current_rate_card
 from app.services.users import diamond_account, payout_hold_account
 from app.settings import Settings
@@ -192,6 +193,11 @@ async def _finish(sessions: async_sessionmaker[AsyncSession], payout_id: int, *,
         payout.status, payout.settle_transaction_id = target, transaction_id
         payout.settled_at, payout.failure_reason = datetime.now(UTC), reason
         await session.flush()
+        await event_log.append(session, [(event_log.creator_stream(payout.creator_id), {
+            "type": "PayoutSettled", "payout_id": payout.id, "status": target,
+            "diamonds": payout.diamonds, "cash_minor": payout.cash_minor,
+            "currency": payout.currency, "failure_reason": reason,
+            "settled_at": payout.settled_at.isoformat()})])
         return payout, True
 
 

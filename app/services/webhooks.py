@@ -46,9 +46,10 @@ from app.sponsorship import SentGift
 
 SESSION_EVENTS = ("SessionStarted", "GiftSent", "ComboEnded", "ViewerCountChanged",
                   "TopGiftersChanged", "SessionEnded")
-BRAND_EVENTS = ("BrandGiftSent",)
-EVENTS_OF_SCOPE = {"creator": SESSION_EVENTS, "brand": BRAND_EVENTS,
-                   "admin": SESSION_EVENTS + BRAND_EVENTS}
+CREATOR_EVENTS = ("PayoutSettled",)
+BRAND_EVENTS = ("BrandGiftSent", "BrandBudgetLow")
+EVENTS_OF_SCOPE = {"creator": SESSION_EVENTS + CREATOR_EVENTS, "brand": BRAND_EVENTS,
+                   "admin": SESSION_EVENTS + CREATOR_EVENTS + BRAND_EVENTS}
 PLUGIN = "plugin:"  # the URL of a subscription delivered to a plugin's gift_sent
 ACTIVE, DISABLED = "active", "disabled"
 PENDING, DELIVERED = "pending", "delivered"
@@ -260,7 +261,12 @@ async def enqueue(session: AsyncSession, noted: list[Any]) -> int:
     sessions_ = {int(row.stream.split(":", 1)[1]) for row in noted
                  if row.stream.startswith("session:")}
     brands = {row.stream.split(":", 1)[1] for row in noted if row.stream.startswith("brand:")}
+    payees = {int(row.stream.split(":", 1)[1]) for row in noted
+              if row.stream.startswith("creator:")}
     matching = [WebhookSubscription.scope == "admin"]
+    if payees:
+        matching.append((WebhookSubscription.scope == "creator")
+                        & WebhookSubscription.owner_user_id.in_(payees))
     if sessions_:
         matching.append((WebhookSubscription.scope == "creator")
                         & WebhookSubscription.owner_user_id.in_(
@@ -287,7 +293,8 @@ async def enqueue(session: AsyncSession, noted: list[Any]) -> int:
             if event.type not in json.loads(subscription.event_types):
                 continue
             if subscription.scope == "creator" and not (
-                    kind == "session" and creators.get(int(key)) == subscription.owner_user_id):
+                    kind == "session" and creators.get(int(key)) == subscription.owner_user_id
+                    or kind == "creator" and int(key) == subscription.owner_user_id):
                 continue
             if subscription.scope in ("brand", "plugin") and not (
                     kind == "brand" and key == subscription.owner_brand):
@@ -455,7 +462,7 @@ async def ensure_plugin_subscriptions(session: AsyncSession, listeners: dict[str
         if row is None:
             session.add(WebhookSubscription(
                 scope="plugin", owner_brand=slug, url=PLUGIN + plugin, secret="",
-                event_types=json.dumps(list(BRAND_EVENTS)), status=ACTIVE,
+                event_types=json.dumps(["BrandGiftSent"]), status=ACTIVE,
                 next_attempt_at=utcnow()))
         elif row.url != PLUGIN + plugin:
             row.url = PLUGIN + plugin

@@ -475,3 +475,27 @@ async def test_pruning_removes_delivered_deliveries_and_keeps_pending_ones(runti
                                       .where(WebhookDelivery.subscription_id ==
                                              subscription.id))).all()
     assert [status for status, _ in left] == ["pending"]
+
+
+async def test_an_event_not_yet_queued_holds_back_the_later_ones_of_its_stream(
+        runtime, receiver, monkeypatch):
+    """A gift whose events its process never published (the bus was down) is not queued
+    for webhooks until the relay publishes it; the next gift's delivery waits for it."""
+    where = await stage(runtime)
+    fan = await new_viewer(runtime, "fan", 10)
+    owner = Owner("creator", user_id=where.creator_id)
+    await webhooks.subscribe(runtime.sessions, runtime.http, owner, url=receiver.url,
+                             event_types=["GiftSent"], development=True)
+
+    async def unreachable(events):
+        raise ConnectionError("Redis is unreachable")
+
+    with monkeypatch.context() as bus_down:
+        bus_down.setattr(runtime.bus, "publish_all", unreachable)
+        await send(runtime, fan, where, "rose")  # committed, not published
+    await send(runtime, fan, where, "rose")
+    assert await runtime.deliver_events() == 0  # the second waits for the first
+    runtime.relay.grace = timedelta(0)
+    await runtime.relay.sweep()
+    assert await runtime.deliver_events() == 2
+    assert [m["data"]["combo_count"] for m in receiver.accepted()] == [1, 2]

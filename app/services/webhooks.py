@@ -338,22 +338,27 @@ class Targets:
 
 async def deliver_due(sessions: SessionFactory, targets: Targets, policy: Policy,
                       now: Callable[[], datetime] = utcnow) -> int:
-    """Deliver for every subscription due now, one claimed at a time; requests sent."""
-    sent = 0
-    while (claimed := await _claim(sessions, now(), targets.here())) is not None:
-        sent += await _deliver(sessions, targets, policy, claimed, now)
+    """Deliver for every subscription due now, one claimed at a time, until none has
+    more to send now (one held back by an event not queued yet waits for the next pass);
+    requests sent."""
+    sent, served = 0, set()
+    while (claimed := await _claim(sessions, now(), targets.here(), served)) is not None:
+        count = await _deliver(sessions, targets, policy, claimed, now)
+        if count < SENT_PER_CLAIM:  # all it had, a failure, or held back: done this pass
+            served.add(claimed.id)
+        sent += count
     return sent
 
 
-async def _claim(sessions: SessionFactory, now: datetime, plugins_here: list[str]
-                 ) -> WebhookSubscription | None:
+async def _claim(sessions: SessionFactory, now: datetime, plugins_here: list[str],
+                 served: set[int | None]) -> WebhookSubscription | None:
     """Lease one active subscription with pending deliveries whose next attempt is due (a
     plugin's only where it is loaded); no other process takes it until the lease ends or
     is released."""
     table = WebhookSubscription
     due = select(table.id).where(
         table.status == ACTIVE, table.next_attempt_at <= now,
-        or_(table.scope != "plugin", table.url.in_(plugins_here)),
+        or_(table.scope != "plugin", table.url.in_(plugins_here)), table.id.not_in(served),
         or_(table.lease_until.is_(None), table.lease_until < now),
         select(WebhookDelivery.id).where(WebhookDelivery.subscription_id == table.id,
                                          WebhookDelivery.status == PENDING).exists(),
@@ -369,14 +374,15 @@ async def _deliver(sessions: SessionFactory, targets: Targets, policy: Policy,
                    subscription: WebhookSubscription, now: Callable[[], datetime]) -> int:
     """Send the subscription's pending deliveries in order until one fails; release it."""
     async with sessions() as session:
+        # First the events not queued yet (the oldest of each stream), then the deliveries:
+        # an event queued in between has its delivery among them, so none overtakes it.
+        waiting = dict((await session.execute(
+            select(Event.stream, func.min(Event.id)).where(Event.published.is_(False))
+            .group_by(Event.stream))).all())
         pending = (await session.scalars(
             select(WebhookDelivery).where(WebhookDelivery.subscription_id == subscription.id,
                                           WebhookDelivery.status == PENDING)
             .order_by(WebhookDelivery.event_id).limit(SENT_PER_CLAIM))).all()
-        waiting = dict((await session.execute(  # earlier events not queued yet, by stream
-            select(Event.stream, func.min(Event.id))
-            .where(Event.published.is_(False), Event.stream.in_({d.stream for d in pending}))
-            .group_by(Event.stream))).all()) if pending else {}
     sent, failed = 0, None
     for delivery in pending:
         if delivery.event_id > waiting.get(delivery.stream, delivery.event_id):

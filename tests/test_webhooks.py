@@ -499,3 +499,34 @@ async def test_an_event_not_yet_queued_holds_back_the_later_ones_of_its_stream(
     await runtime.relay.sweep()
     assert await runtime.deliver_events() == 2
     assert [m["data"]["combo_count"] for m in receiver.accepted()] == [1, 2]
+
+
+REDELIVER = """mutation($id: ID!) { redeliverWebhook(input: {deliveryId: $id}) {
+  delivery { id status } userErrors { code field message } } }"""
+
+
+async def test_a_delivery_sent_again_keeps_its_message_id_and_only_its_owner_may(
+        hook_server, receiver):
+    gql = GraphQLClient(hook_server.url)
+    gifts = await gift_ids(gql)
+    creator, fan = token("again-star", "creator"), token("again-fan")
+    session_id = await go_live(gql, creator)
+    await buy_coins(gql, fan)
+    made = await gql(CREATE, {"input": {"url": receiver.url, "eventTypes": ["GiftSent"]}},
+                     token=creator)
+    assert made["data"]["createWebhookSubscription"]["userErrors"] == []
+    await gql(SEND, send_input(session_id, gifts["rose"]), token=fan)
+    [first] = await receiver.until(lambda got: len(got) == 1)
+    [listed] = (await gql(SUBSCRIPTIONS, token=creator))["data"]["webhookSubscriptions"]
+    [delivery] = [e["node"] for e in listed["deliveries"]["edges"]]
+    assert delivery["id"] == first["id"] and delivery["status"] == "delivered"
+    refused = (await gql(REDELIVER, {"id": delivery["id"]},
+                         token=token("someone-else", "creator")))["data"]["redeliverWebhook"]
+    assert refused == {"delivery": None, "userErrors": [{
+        "code": "NOT_FOUND", "field": "deliveryId",
+        "message": "No webhook delivery of yours has this ID."}]}
+    again = (await gql(REDELIVER, {"id": delivery["id"]}, token=creator))["data"]
+    assert again["redeliverWebhook"]["delivery"]["status"] == "pending"
+    first_again, second = await receiver.until(lambda got: len(got) == 2)
+    assert second["id"] == first["id"] and second["data"] == first["data"]
+    await gql.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from app.events import session_channel
+from app.models.base import utcnow
 from app.services import gifting
 from app.testing import Stage, give_coins, go_live, new_viewer
 
@@ -16,13 +17,14 @@ async def stage(runtime, creator: str = "star") -> Stage:
 
 
 async def send(runtime, sender_id: int, where: Stage, sku: str = "rose", quantity: int = 1,
-               key: str | None = None, window: float = 60.0):
+               key: str | None = None, window: float = 60.0, clock=utcnow):
+    """Send a gift; ``clock`` is the time its rules (combos, rate cards) see."""
     send.counter += 1
     return await gifting.send_gift(
         runtime.sessions, runtime.relay, sender_id=sender_id, session_id=where.session_id,
         gift_id=where.gifts[sku], quantity=quantity,
         idempotency_key=key or f"send-{send.counter}", combo_window=timedelta(seconds=window),
-        plugins=runtime.plugins, settings=runtime.settings)
+        plugins=runtime.plugins, settings=runtime.settings, clock=clock)
 
 
 send.counter = 0

@@ -16,6 +16,7 @@ from app.ledger import audit
 from app.models import Gift, RateCard
 from app.services import gifting, live, rates, recognition, wallets
 from app.services.recognition import Period
+from app.testing import Clock
 from tests.gifting_support import Recorder, give_coins, new_viewer, send, stage
 from tests.support import snapshot, token
 
@@ -67,14 +68,15 @@ async def test_odd_values_leave_the_remainder_to_the_platform(runtime):
 async def test_a_new_rate_card_applies_from_its_effective_time(runtime):
     where = await stage(runtime)
     fan = await new_viewer(runtime, "fan", 1000)
+    now = datetime.now(UTC)
     async with runtime.sessions() as session, session.begin():
         card = await rates.publish_rate_card(
             session, creator_share_bps=7000, diamonds_per_coin=2, cash_minor_per_100_diamonds=25,
-            effective_from=datetime.now(UTC) + timedelta(seconds=0.5), note="Creator week")
+            effective_from=now + timedelta(hours=1), note="Creator week")
     assert card.version == 2
-    before = (await send(runtime, fan, where, "hand-hearts")).receipt
-    await asyncio.sleep(0.6)
-    after = (await send(runtime, fan, where, "hand-hearts")).receipt
+    before = (await send(runtime, fan, where, "hand-hearts", clock=lambda: now)).receipt
+    later = now + timedelta(hours=1, seconds=1)
+    after = (await send(runtime, fan, where, "hand-hearts", clock=lambda: later)).receipt
     assert (before.rate_card_version, before.creator_diamonds) == (1, 50)
     assert (after.rate_card_version, after.creator_coins, after.creator_diamonds) == (2, 70, 140)
 
@@ -165,17 +167,21 @@ async def test_combo_counts_run_and_end_exactly_once(runtime):
     where = await stage(runtime)
     fan = await new_viewer(runtime, "fan", 1000)
     recorder = Recorder(runtime, where.session_id)
-    counts = [(await send(runtime, fan, where, "rose", quantity=q, window=0.5)).receipt
-              for q in (1, 2, 1)]
+    clock = Clock()
+    clock.freeze()
+    counts = [(await send(runtime, fan, where, "rose", quantity=q, window=0.5,
+                          clock=clock)).receipt for q in (1, 2, 1)]
     assert [r.combo_count for r in counts] == [1, 3, 4]
     assert len({r.combo_id for r in counts}) == 1
-    other = (await send(runtime, fan, where, "doughnut", window=0.5)).receipt
+    other = (await send(runtime, fan, where, "doughnut", window=0.5, clock=clock)).receipt
     assert other.combo_id != counts[0].combo_id and other.combo_count == 1
 
-    await asyncio.sleep(0.6)
+    clock.move(timedelta(seconds=0.6))
     window = timedelta(seconds=0.5)
-    assert await gifting.end_stale_combos(runtime.sessions, runtime.relay, window) == 2
-    assert await gifting.end_stale_combos(runtime.sessions, runtime.relay, window) == 0
+    assert await gifting.end_stale_combos(runtime.sessions, runtime.relay, window,
+                                          now=clock()) == 2
+    assert await gifting.end_stale_combos(runtime.sessions, runtime.relay, window,
+                                          now=clock()) == 0
     ended = {e["gift_id"]: e for e in recorder.of("ComboEnded")}
     assert ended[where.gifts["rose"]]["total_count"] == 4
     assert ended[where.gifts["rose"]]["sends"] == 3
@@ -183,7 +189,7 @@ async def test_combo_counts_run_and_end_exactly_once(runtime):
     assert ended[where.gifts["doughnut"]]["total_count"] == 1
     assert [e["combo_count"] for e in recorder.of("GiftSent")] == [1, 3, 4, 1]
 
-    fresh = (await send(runtime, fan, where, "rose", window=0.5)).receipt
+    fresh = (await send(runtime, fan, where, "rose", window=0.5, clock=clock)).receipt
     assert fresh.combo_id not in (counts[0].combo_id, other.combo_id) and fresh.combo_count == 1
 
 
@@ -191,14 +197,16 @@ async def test_a_stale_combo_is_ended_by_the_next_send_when_no_reaper_ran(runtim
     where = await stage(runtime)
     fan = await new_viewer(runtime, "fan", 1000)
     recorder = Recorder(runtime, where.session_id)
-    await send(runtime, fan, where, window=0.2)
-    await asyncio.sleep(0.3)
-    await send(runtime, fan, where, window=0.2)
+    clock = Clock()
+    clock.freeze()
+    await send(runtime, fan, where, window=0.2, clock=clock)
+    clock.move(timedelta(seconds=0.3))
+    await send(runtime, fan, where, window=0.2, clock=clock)
     assert [e["total_count"] for e in recorder.of("ComboEnded")] == [1]
     assert [e["type"] for e in recorder.events[-3:-1]] == ["ComboEnded", "GiftSent"]
-    await asyncio.sleep(0.3)
+    clock.move(timedelta(seconds=0.3))
     assert await gifting.end_stale_combos(runtime.sessions, runtime.relay,
-                                          timedelta(seconds=0.2)) == 1
+                                          timedelta(seconds=0.2), now=clock()) == 1
     assert [e["total_count"] for e in recorder.of("ComboEnded")] == [1, 1]
 
 

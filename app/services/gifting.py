@@ -901,13 +901,14 @@ def gift_fields(gift: Gift) -> dict[str, Any]:
 
 
 async def end_stale_combos(sessions: async_sessionmaker[AsyncSession], relay: Relay,
-                           window: timedelta, *, session_id: int | None = None) -> int:
+                           window: timedelta, *, session_id: int | None = None,
+                           now: datetime | None = None) -> int:
     """End combos idle for longer than the window (or all of a session's); report each once.
 
     Safe to run in every server process at once: the conditional UPDATE hands each
     combo to exactly one of them.
     """
-    now = datetime.now(UTC)
+    now = now or datetime.now(UTC)
     conditions = [GiftCombo.session_id == session_id] if session_id is not None else \
         [GiftCombo.last_at < now - window]
     async with sessions() as session, session.begin():

@@ -1,16 +1,20 @@
 """The relay: gets every committed event of the log onto the bus, at least once.
 
 The process that commits events publishes them at once (:meth:`Relay.publish_all`, the
-fast path: a gift's watchers see it within milliseconds) and notes them published, in
-one UPDATE for everything published since the last note. Whatever was committed and not
-published (the process crashed in between, or the bus was down) is found by the sweep,
-which any process runs every second: events still unpublished after the grace are
-claimed (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so two processes never publish the
-same ones together), published and noted. An event may reach the bus twice (published,
-then the process died before noting it); it carries its stream and sequence number, and
-subscribers drop what they already have. Noting an event published also queues its
-webhook deliveries (:func:`app.services.webhooks.enqueue`), in the same transaction: the
-UPDATE notes each event once, so each is queued once.
+fast path: a gift's watchers see it within milliseconds) and, every 200 ms, moves the
+relay position of each stream it published on to the last event it published there
+(:func:`app.services.event_log.relayed`). A stream's events commit in number order, so
+an event another process committed before that one and did not publish yet (or ever) is
+relayed with it: its subscribers fill such gaps from the log. Whatever was committed and
+not relayed at all (the process crashed in between, or the bus was down) is found by the
+sweep, which any process runs every second: streams whose first event not relayed is
+older than the grace are claimed (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so two
+processes never relay the same ones together), their events published and the positions
+moved. An event may reach the bus twice (published, then the process died before moving
+the position); it carries its stream and sequence number, and subscribers drop what they
+already have. Moving a position also queues the webhook deliveries of the events it
+moves over (:func:`app.services.webhooks.enqueue`), in the same transaction, so each
+event is queued once, in its stream's order.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from app.services import event_log, webhooks
 
 logger = logging.getLogger(__name__)
 
-NOTE_INTERVAL = 0.2  # seconds between notes of what this process published (one UPDATE)
+NOTE_INTERVAL = 0.2  # seconds between notes of what this process published
 SWEEP_INTERVAL = 1.0  # seconds between looks for events the bus has not had
 
 
@@ -35,20 +39,22 @@ class Relay:
     def __init__(self, sessions: SessionFactory, bus: EventBus, *,
                  grace: timedelta = timedelta(seconds=5)) -> None:
         self.sessions, self.bus, self.grace = sessions, bus, grace
-        self._published: list[tuple[str, int]] = []  # (stream, seq)
+        self._published: dict[str, int] = {}  # stream: the last seq published there
         self._task: asyncio.Task[None] | None = None
 
     async def publish_all(self, events: list[tuple[str, Event]]) -> None:
         """Publish events just committed (on their channels, in order); the ones from the
-        log are noted published soon after, the others (none expected) just published."""
+        log are noted relayed soon after, the others (none expected) just published."""
         try:
             await self.bus.publish_all(events)
         except Exception:  # noqa: BLE001 - the sweep publishes them once the bus is back
             logger.warning("publishing %d events failed; the relay publishes them later",
                            len(events), exc_info=True)
             return
-        self._published.extend((event["stream"], event["seq"]) for _, event in events
-                               if "seq" in event)
+        for _, event in events:
+            if "seq" in event:
+                stream = event["stream"]
+                self._published[stream] = max(self._published.get(stream, 0), event["seq"])
 
     async def committed(self, events: list[Event]) -> None:
         """Publish logged events just committed, each on its stream's channel."""
@@ -75,30 +81,30 @@ class Relay:
                 await asyncio.sleep(SWEEP_INTERVAL)
 
     async def note(self) -> None:
-        """Note the events this process published as published."""
-        published, self._published = self._published, []
+        """Move the relay positions of the streams this process published on."""
+        published, self._published = self._published, {}
         if not published:
             return
         try:
             async with self.sessions() as session, session.begin():
-                await webhooks.enqueue(
-                    session, await event_log.mark_published(session, published))
+                await webhooks.enqueue(session, await event_log.relayed(session, published))
         except BaseException:
-            self._published[:0] = published
+            for stream, seq in published.items():
+                self._published[stream] = max(self._published.get(stream, 0), seq)
             raise
 
     async def sweep(self) -> int:
-        """Publish the events still unpublished after the grace; how many."""
+        """Relay the events of streams not relayed within the grace; how many events."""
         relayed = 0
         while True:
             async with self.sessions() as session, session.begin():
-                events = await event_log.unpublished(session, utcnow() - self.grace)
+                events = await event_log.unrelayed(session, utcnow() - self.grace)
                 if not events:
                     return relayed
                 await self.bus.publish_all([(stream_channel(event["stream"]), event)
                                             for event in events])
-                await webhooks.enqueue(session, await event_log.mark_published(
-                    session, [(e["stream"], e["seq"]) for e in events]))
+                await webhooks.enqueue(session, await event_log.relayed(
+                    session, {event["stream"]: event["seq"] for event in events}))
             relayed += len(events)
             logger.info("relayed %d events their process had not published", len(events))
 

@@ -47,3 +47,40 @@ async def test_spending_counted_before_the_counter_existed_is_carried_over(runti
             lambda sync: command.downgrade(alembic_config(sync), "0005"))
     await upgrade(runtime.engine)
     assert await spend() == maintained
+
+
+async def test_relay_positions_survive_a_downgrade_and_upgrade(runtime, monkeypatch):
+    """Revision 0014 turns the per-event published flags into relay positions (and back):
+    an event never published stays after its stream's position, so the relay still
+    publishes it; relayed ones are not relayed again."""
+    from alembic import command
+    from sqlalchemy import select
+
+    from app.migrate import alembic_config, upgrade
+    from app.models import EventRelay
+    from tests.gifting_support import new_viewer, send, stage
+
+    where = await stage(runtime)
+    fan = await new_viewer(runtime, "fan", 100)
+    await send(runtime, fan, where, "rose")
+    await runtime.relay.note()
+
+    async def unreachable(events):
+        raise ConnectionError("Redis is unreachable")
+
+    monkeypatch.setattr(runtime.bus, "publish_all", unreachable)
+    await send(runtime, fan, where, "rose")  # committed, never published
+
+    async def positions() -> list[tuple]:
+        async with runtime.sessions() as session:
+            return sorted((await session.execute(select(EventRelay.stream,
+                                                        EventRelay.relayed_seq))).all())
+
+    before = await positions()
+    stream = f"session:{where.session_id}"
+    assert (stream, 3) in before  # SessionStarted, GiftSent, TopGiftersChanged; not the 2nd
+    async with runtime.engine.begin() as connection:
+        await connection.run_sync(
+            lambda sync: command.downgrade(alembic_config(sync), "0013"))
+    await upgrade(runtime.engine)
+    assert await positions() == before

@@ -477,10 +477,11 @@ async def test_pruning_removes_delivered_deliveries_and_keeps_pending_ones(runti
     assert [status for status, _ in left] == ["pending"]
 
 
-async def test_an_event_not_yet_queued_holds_back_the_later_ones_of_its_stream(
+async def test_an_event_its_process_never_published_is_queued_before_the_next_one(
         runtime, receiver, monkeypatch):
     """A gift whose events its process never published (the bus was down) is not queued
-    for webhooks until the relay publishes it; the next gift's delivery waits for it."""
+    for webhooks by itself; relaying the next gift of its stream queues both, in order. A
+    last one with none after it is queued by the sweep once the grace is over."""
     where = await stage(runtime)
     fan = await new_viewer(runtime, "fan", 10)
     owner = Owner("creator", user_id=where.creator_id)
@@ -493,12 +494,20 @@ async def test_an_event_not_yet_queued_holds_back_the_later_ones_of_its_stream(
     with monkeypatch.context() as bus_down:
         bus_down.setattr(runtime.bus, "publish_all", unreachable)
         await send(runtime, fan, where, "rose")  # committed, not published
+        assert await runtime.deliver_events() == 0
+        assert await runtime.relay.sweep() == 0  # within the grace: its process may yet
     await send(runtime, fan, where, "rose")
-    assert await runtime.deliver_events() == 0  # the second waits for the first
-    runtime.relay.grace = timedelta(0)
-    await runtime.relay.sweep()
     assert await runtime.deliver_events() == 2
     assert [m["data"]["combo_count"] for m in receiver.accepted()] == [1, 2]
+
+    with monkeypatch.context() as bus_down:
+        bus_down.setattr(runtime.bus, "publish_all", unreachable)
+        await send(runtime, fan, where, "rose")  # the last: nothing after it
+    assert await runtime.deliver_events() == 0
+    runtime.relay.grace = timedelta(0)
+    assert await runtime.relay.sweep() >= 1
+    assert await runtime.deliver_events() == 1
+    assert [m["data"]["combo_count"] for m in receiver.accepted()] == [1, 2, 3]
 
 
 REDELIVER = """mutation($id: ID!) { redeliverWebhook(input: {deliveryId: $id}) {

@@ -12,7 +12,13 @@ from app.models.catalogue import (
     RateCard,
     TrustedDocument,
 )
-from app.models.events import Event, EventStream, WebhookDelivery, WebhookSubscription
+from app.models.events import (
+    Event,
+    EventRelay,
+    EventStream,
+    WebhookDelivery,
+    WebhookSubscription,
+)
 from app.models.ledger import (
     Account,
     Entry,
@@ -55,6 +61,7 @@ __all__ = [
     "CoinPackage",
     "Entry",
     "Event",
+    "EventRelay",
     "EventStream",
     "IdempotencyRecord",
     "LedgerSeal",

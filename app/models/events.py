@@ -3,16 +3,18 @@
 Each event belongs to a *stream* (``session:<id>`` for a live session's events) and has a
 sequence number in it, assigned under the stream's counter row, so that within a stream
 sequence order is commit order, without gaps. The global ``id`` names an event anywhere.
-``published`` says the event reached the bus; the relay publishes those that did not.
-Webhook subscriptions and their deliveries live here too: a delivery is made for each
-matching subscription when its event is noted published.
+A stream's *relay position* (:class:`EventRelay`) says how far its events are relayed:
+every event up to it reached the bus and was queued for the matching webhook
+subscriptions; the relay publishes the ones after it that their process did not. (One
+small row a stream, moved forward a few times a second, instead of a flag rewritten in
+every event row.) Webhook subscriptions and their deliveries live here too.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, Index, Text, UniqueConstraint, text
+from sqlalchemy import Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from app.models.base import Amount, BigId, UTCDateTime, created_at_field
@@ -20,12 +22,7 @@ from app.models.base import Amount, BigId, UTCDateTime, created_at_field
 
 class Event(SQLModel, table=True):
     __tablename__ = "event"
-    __table_args__ = (
-        UniqueConstraint("stream", "seq"),
-        # What the relay looks for: few rows, the index stays small.
-        Index("ix_event_unpublished", "id", postgresql_where=text("NOT published"),
-              sqlite_where=text("NOT published")),
-    )
+    __table_args__ = (UniqueConstraint("stream", "seq"),)
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
     stream: str = Field(max_length=80)
@@ -33,7 +30,6 @@ class Event(SQLModel, table=True):
     type: str = Field(max_length=40)
     body: str = Field(sa_column=Column(Text, nullable=False))  # the event, JSON
     created_at: datetime = created_at_field()
-    published: bool = False
 
 
 class EventStream(SQLModel, table=True):
@@ -43,6 +39,17 @@ class EventStream(SQLModel, table=True):
 
     stream: str = Field(max_length=80, primary_key=True)
     last_seq: int = Field(sa_type=Amount)
+
+
+class EventRelay(SQLModel, table=True):
+    """How far a stream is relayed: every event numbered up to ``relayed_seq`` reached the
+    bus and its webhook deliveries are queued. Apart from :class:`EventStream`, so that
+    relaying never waits on the writers' counter rows."""
+
+    __tablename__ = "event_relay"
+
+    stream: str = Field(max_length=80, primary_key=True)
+    relayed_seq: int = Field(sa_type=Amount)
 
 
 class WebhookSubscription(SQLModel, table=True):

@@ -1,5 +1,6 @@
 """The event log's reads and writes: append events with the change they report, read a
-stream after a position, find what the bus has not had, prune.
+stream after a position, move streams' relay positions and find what was not relayed,
+prune.
 
 An event is a JSON-safe dict with a ``type``; once appended it also carries its ``stream``
 and its ``seq`` in the stream (which name it anywhere), and read back from the log, its
@@ -16,11 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, text, tuple_, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import add_to_counters, insert_rows
-from app.models import Event, EventStream, WebhookDelivery
+from app.db import add_to_counters, insert_ignoring_conflict, insert_rows
+from app.models import Event, EventRelay, EventStream, WebhookDelivery
 from app.models.base import utcnow
 
 PAGE = 500  # events read at a time
@@ -61,8 +62,7 @@ async def append(session: AsyncSession, events: list[tuple[str, dict[str, Any]]]
         next_seq[stream] += 1
         event.update(stream=stream, seq=next_seq[stream])
         rows.append({"stream": stream, "seq": next_seq[stream], "type": event["type"],
-                     "body": json.dumps(event, separators=(",", ":")), "created_at": now,
-                     "published": False})
+                     "body": json.dumps(event, separators=(",", ":")), "created_at": now})
     await insert_rows(session, Event.__table__, rows)
     return [event for _, event in events]
 
@@ -131,51 +131,91 @@ async def extent(session: AsyncSession, stream: str) -> Extent:
     return Extent(last or 0, oldest)
 
 
-async def unpublished(session: AsyncSession, older_than: datetime,
-                      limit: int = PAGE) -> list[LoggedEvent]:
-    """Events the bus has not had, written before ``older_than``, in id order; locked, and
-    on PostgreSQL skipping those another process's relay holds."""
-    query = select(Event.id, Event.body).where(Event.published.is_(False),
-                                               Event.created_at < older_than) \
-        .order_by(Event.id).limit(limit)
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A stream's events numbered after ``after`` up to ``upto``, just relayed."""
+
+    stream: str
+    after: int
+    upto: int
+
+
+async def _relay_positions(session: AsyncSession, streams: list[str],
+                           skip_locked: bool = False) -> dict[str, int]:
+    """Take the streams' relay positions (in stream order, until the transaction ends;
+    made at 0 where missing); with ``skip_locked``, on PostgreSQL, leave out those another
+    process holds."""
+    streams = sorted(set(streams))
+    await session.execute(insert_ignoring_conflict(
+        session, EventRelay, [{"stream": stream, "relayed_seq": 0} for stream in streams],
+        ["stream"]))
+    query = select(EventRelay.stream, EventRelay.relayed_seq) \
+        .where(EventRelay.stream.in_(streams)).order_by(EventRelay.stream)
     if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    return _decoded(await session.execute(query))
+        query = query.with_for_update(skip_locked=skip_locked)
+    return dict((await session.execute(query)).all())
 
 
-_MARK_PG = text("UPDATE event AS e SET published = true FROM unnest("
-                "CAST(:streams AS VARCHAR[]), CAST(:seqs AS BIGINT[])) AS t(stream, seq) "
-                "WHERE e.stream = t.stream AND e.seq = t.seq AND NOT e.published "
-                "RETURNING e.id, e.stream, e.seq, e.type, e.body")
-
-
-async def mark_published(session: AsyncSession, events: list[tuple[str, int]]) -> list[Any]:
-    """Note the events, by (stream, seq), as published; the rows this call noted (id,
-    stream, seq, type, body): each event is noted once, whoever publishes it."""
-    if not events:
+async def relayed(session: AsyncSession, upto: dict[str, int]) -> list[Span]:
+    """Move the streams' relay positions forward to ``upto`` ({stream: seq}), in the
+    caller's transaction; the spans this call moved over (each event is in one span,
+    whoever relays it). Numbers commit in order, so every event of a span is there."""
+    if not upto:
         return []
-    if session.get_bind().dialect.name == "postgresql":
-        return list((await session.execute(_MARK_PG, {
-            "streams": [stream for stream, _ in events],
-            "seqs": [seq for _, seq in events]})).all())
-    noted = []
-    for start in range(0, len(events), PAGE):  # SQLite: a bound number of parameters
-        noted += (await session.execute(update(Event).where(
-            tuple_(Event.stream, Event.seq).in_(events[start:start + PAGE]),
-            Event.published.is_(False)).values(published=True)
-            .returning(Event.id, Event.stream, Event.seq, Event.type, Event.body))).all()
-    return noted
+    positions = await _relay_positions(session, list(upto))
+    spans = [Span(stream, positions[stream], seq) for stream, seq in sorted(upto.items())
+             if seq > positions[stream]]
+    if spans:
+        await session.execute(update(EventRelay), [  # by primary key
+            {"stream": span.stream, "relayed_seq": span.upto} for span in spans])
+    return spans
+
+
+async def read_spans(session: AsyncSession, spans: list[Span]) -> list[Any]:
+    """The events of the spans (rows of id, stream, seq, type, body), in id order."""
+    columns = (Event.id, Event.stream, Event.seq, Event.type, Event.body)
+    rows: list[Any] = []
+    for start in range(0, len(spans), PAGE):  # a bound number of parameters
+        rows += (await session.execute(select(*columns).where(or_(*(
+            (Event.stream == span.stream) & (Event.seq > span.after)
+            & (Event.seq <= span.upto) for span in spans[start:start + PAGE]))))).all()
+    return sorted(rows, key=lambda row: row.id)
+
+
+async def unrelayed(session: AsyncSession, older_than: datetime,
+                    limit: int = PAGE) -> list[LoggedEvent]:
+    """Events the bus may not have had, in streams whose first one not relayed was written
+    before ``older_than`` (its process had time to relay it, and did not), in stream and
+    number order; those streams' positions are held (on PostgreSQL, skipping the streams
+    another process's relay holds)."""
+    position = func.coalesce(EventRelay.relayed_seq, 0)
+    late = (await session.scalars(
+        select(EventStream.stream)
+        .outerjoin(EventRelay, EventRelay.stream == EventStream.stream)
+        .join(Event, (Event.stream == EventStream.stream) & (Event.seq == position + 1))
+        .where(EventStream.last_seq > position, Event.created_at < older_than)
+        .order_by(EventStream.stream).limit(limit))).all()
+    if not late:
+        return []
+    positions = await _relay_positions(session, late, skip_locked=True)
+    events: list[LoggedEvent] = []
+    for stream, after in positions.items():
+        if len(events) >= limit:
+            break
+        events += await read_after(session, stream, after, limit=limit - len(events))
+    return events
 
 
 async def prune(session: AsyncSession, keep: timedelta, now: datetime | None = None,
                 limit: int = 10_000) -> int:
-    """Delete up to ``limit`` of the oldest published events written more than ``keep``
+    """Delete up to ``limit`` of the oldest relayed events written more than ``keep``
     ago; how many. Streams keep their numbers: a cursor into what was pruned is told it
     expired. (Ids grow with time: the old events are found along the primary key.)"""
     cutoff = (now or utcnow()) - keep
     boundary = await session.scalar(select(Event.id).where(Event.created_at >= cutoff)
                                     .order_by(Event.id).limit(1))
-    chosen = select(Event.id).where(Event.published.is_(True), Event.created_at < cutoff)
+    chosen = select(Event.id).join(EventRelay, EventRelay.stream == Event.stream).where(
+        Event.seq <= EventRelay.relayed_seq, Event.created_at < cutoff)
     if boundary is not None:
         chosen = chosen.where(Event.id < boundary)
     chosen = chosen.order_by(Event.id).limit(limit)

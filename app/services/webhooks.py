@@ -2,13 +2,13 @@
 HTTPS endpoint, signed, at least once and in order.
 
 A subscription is verified when it is made: the endpoint must echo a challenge. Each event
-noted published (:mod:`app.relay`) becomes one delivery per matching subscription, in the
-same transaction, so every event is queued exactly once whichever process publishes it.
+relayed (:mod:`app.relay`) becomes one delivery per matching subscription, in the same
+transaction that moves its stream's relay position over it, so every event is queued
+exactly once whichever process relays it, and a stream's events are queued in order.
 Every server process delivers: it claims one due subscription at a time (``FOR UPDATE SKIP
 LOCKED`` on PostgreSQL, and a lease), sends its pending deliveries in event order and stops
 at the first failure, which waits (exponential backoff) before the subscription is tried
-again; a subscription failing for ``webhook_give_up_hours`` is disabled with the reason. A
-delivery is never sent before an earlier event of its stream has been queued.
+again; a subscription failing for ``webhook_give_up_hours`` is disabled with the reason.
 
 A brand's plugin that implements ``gift_sent`` is delivered to the same way: a subscription
 of scope ``plugin`` to its brand's ``BrandGiftSent`` events, its "URL" ``plugin:<name>``,
@@ -38,10 +38,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import SessionFactory, insert_rows
 from app.errors import DomainError, ErrorCode
-from app.models import Event, LiveSession, WebhookDelivery, WebhookSubscription
+from app.models import LiveSession, WebhookDelivery, WebhookSubscription
 from app.models.base import utcnow
 from app.observability import REQUEST_ID
 from app.plugins import PluginCallFailed, PluginHost
+from app.services import event_log
 from app.sponsorship import SentGift
 
 SESSION_EVENTS = ("SessionStarted", "GiftSent", "ComboEnded", "ViewerCountChanged",
@@ -253,16 +254,15 @@ async def redeliver(session: AsyncSession, owner: Owner, delivery_id: int) -> We
 # Queueing: one delivery per event and matching subscription -------------------------------
 
 
-async def enqueue(session: AsyncSession, noted: list[Any]) -> int:
-    """Queue the events just noted published (rows of id, stream, seq, type, body) for the
-    active subscriptions that match them; how many deliveries."""
-    if not noted:
+async def enqueue(session: AsyncSession, spans: list[event_log.Span]) -> int:
+    """Queue the events of the spans just relayed for the active subscriptions that match
+    them; how many deliveries. (The events are read only when a subscription matches.)"""
+    if not spans:
         return 0
-    sessions_ = {int(row.stream.split(":", 1)[1]) for row in noted
-                 if row.stream.startswith("session:")}
-    brands = {row.stream.split(":", 1)[1] for row in noted if row.stream.startswith("brand:")}
-    payees = {int(row.stream.split(":", 1)[1]) for row in noted
-              if row.stream.startswith("creator:")}
+    keys = [span.stream.split(":", 1) for span in spans]
+    sessions_ = {int(key) for kind, key in keys if kind == "session"}
+    brands = {key for kind, key in keys if kind == "brand"}
+    payees = {int(key) for kind, key in keys if kind == "creator"}
     matching = [WebhookSubscription.scope == "admin"]
     if payees:
         matching.append((WebhookSubscription.scope == "creator")
@@ -287,7 +287,7 @@ async def enqueue(session: AsyncSession, noted: list[Any]) -> int:
                                            )).all()) \
         if sessions_ and any(s.scope == "creator" for s in subscriptions) else {}
     now, rows = utcnow(), []
-    for event in sorted(noted, key=lambda row: row.id):
+    for event in await event_log.read_spans(session, spans):
         kind, key = event.stream.split(":", 1)
         for subscription in subscriptions:
             if event.type not in json.loads(subscription.event_types):
@@ -374,19 +374,12 @@ async def _deliver(sessions: SessionFactory, targets: Targets, policy: Policy,
                    subscription: WebhookSubscription, now: Callable[[], datetime]) -> int:
     """Send the subscription's pending deliveries in order until one fails; release it."""
     async with sessions() as session:
-        # First the events not queued yet (the oldest of each stream), then the deliveries:
-        # an event queued in between has its delivery among them, so none overtakes it.
-        waiting = dict((await session.execute(
-            select(Event.stream, func.min(Event.id)).where(Event.published.is_(False))
-            .group_by(Event.stream))).all())
         pending = (await session.scalars(
             select(WebhookDelivery).where(WebhookDelivery.subscription_id == subscription.id,
                                           WebhookDelivery.status == PENDING)
             .order_by(WebhookDelivery.event_id).limit(SENT_PER_CLAIM))).all()
     sent, failed = 0, None
     for delivery in pending:
-        if delivery.event_id > waiting.get(delivery.stream, delivery.event_id):
-            break  # an earlier event of its stream comes first
         failed = await _tell(targets.plugins, subscription, delivery, now()) \
             if subscription.scope == "plugin" else \
             await _send(targets.http, subscription, delivery, now())

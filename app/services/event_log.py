@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import add_to_counters, insert_ignoring_conflict, insert_rows
@@ -55,6 +55,10 @@ async def append(session: AsyncSession, events: list[tuple[str, dict[str, Any]]]
     for stream, _ in events:
         counts[stream] = counts.get(stream, 0) + 1
     last = await _advance(session, counts)
+    if new := [stream for stream, count in counts.items() if last[stream] == count]:
+        await session.execute(insert_ignoring_conflict(  # their first events: no position yet
+            session, EventRelay, [{"stream": stream, "relayed_seq": 0} for stream in sorted(new)],
+            ["stream"]))
     next_seq = {stream: last[stream] - count for stream, count in counts.items()}
     now = now or utcnow()
     rows = []
@@ -140,15 +144,22 @@ class Span:
     upto: int
 
 
+_LOCK_POSITIONS = text("SELECT stream, relayed_seq FROM event_relay "
+                       "WHERE stream = ANY(CAST(:streams AS VARCHAR[])) ORDER BY stream "
+                       "FOR UPDATE")
+_MOVE_POSITIONS = text("UPDATE event_relay AS r SET relayed_seq = t.seq FROM unnest("
+                       "CAST(:streams AS VARCHAR[]), CAST(:seqs AS BIGINT[])) AS t(stream, seq) "
+                       "WHERE r.stream = t.stream")
+
+
 async def _relay_positions(session: AsyncSession, streams: list[str],
                            skip_locked: bool = False) -> dict[str, int]:
-    """Take the streams' relay positions (in stream order, until the transaction ends;
-    made at 0 where missing); with ``skip_locked``, on PostgreSQL, leave out those another
-    process holds."""
+    """Take the streams' relay positions (in stream order, until the transaction ends);
+    with ``skip_locked``, on PostgreSQL, leave out those another process holds. (A
+    stream's position is made with its first event.)"""
     streams = sorted(set(streams))
-    await session.execute(insert_ignoring_conflict(
-        session, EventRelay, [{"stream": stream, "relayed_seq": 0} for stream in streams],
-        ["stream"]))
+    if session.get_bind().dialect.name == "postgresql" and not skip_locked:
+        return dict((await session.execute(_LOCK_POSITIONS, {"streams": streams})).all())
     query = select(EventRelay.stream, EventRelay.relayed_seq) \
         .where(EventRelay.stream.in_(streams)).order_by(EventRelay.stream)
     if session.get_bind().dialect.name == "postgresql":
@@ -165,7 +176,12 @@ async def relayed(session: AsyncSession, upto: dict[str, int]) -> list[Span]:
     positions = await _relay_positions(session, list(upto))
     spans = [Span(stream, positions[stream], seq) for stream, seq in sorted(upto.items())
              if seq > positions[stream]]
-    if spans:
+    if not spans:
+        return []
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(_MOVE_POSITIONS, {"streams": [span.stream for span in spans],
+                                                "seqs": [span.upto for span in spans]})
+    else:
         await session.execute(update(EventRelay), [  # by primary key
             {"stream": span.stream, "relayed_seq": span.upto} for span in spans])
     return spans
@@ -188,13 +204,13 @@ async def unrelayed(session: AsyncSession, older_than: datetime,
     before ``older_than`` (its process had time to relay it, and did not), in stream and
     number order; those streams' positions are held (on PostgreSQL, skipping the streams
     another process's relay holds)."""
-    position = func.coalesce(EventRelay.relayed_seq, 0)
     late = (await session.scalars(
-        select(EventStream.stream)
-        .outerjoin(EventRelay, EventRelay.stream == EventStream.stream)
-        .join(Event, (Event.stream == EventStream.stream) & (Event.seq == position + 1))
-        .where(EventStream.last_seq > position, Event.created_at < older_than)
-        .order_by(EventStream.stream).limit(limit))).all()
+        select(EventRelay.stream)
+        .join(EventStream, EventStream.stream == EventRelay.stream)
+        .join(Event, (Event.stream == EventRelay.stream)
+              & (Event.seq == EventRelay.relayed_seq + 1))
+        .where(EventStream.last_seq > EventRelay.relayed_seq, Event.created_at < older_than)
+        .order_by(EventRelay.stream).limit(limit))).all()
     if not late:
         return []
     positions = await _relay_positions(session, late, skip_locked=True)

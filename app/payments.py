@@ -62,10 +62,14 @@ class PaymentEvent:
 
 @dataclass(frozen=True, slots=True)
 class PayoutOrder:
+    """Cash to send: to a creator (``creator_id``) or to a brand partner (``brand``, its
+    slug; ``creator_id`` is then None)."""
+
     payout_id: int
-    creator_id: int
+    creator_id: int | None
     cash_minor: int
     currency: str
+    brand: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     # A brand's budget falling below this many coins is an event (BrandBudgetLow) its
     # partner can receive.
     brand_budget_low_coins: int = Field(default=10_000, ge=0)
+    # What a brand's revenue coins are paid out at, in the cash currency's minor units a
+    # hundred coins (the rate the platform and its partners agreed; by default a coin is
+    # worth what a diamond is on the default rate card).
+    brand_payout_cash_minor_per_100_coins: int = Field(default=50, ge=1, le=100_000)
     # Safeguards: the age to buy, send or receive gifts, and the platform's spending caps
     # (a viewer may set lower ones).
     minimum_age: int = 18

@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.http [--workers 2] [--connections 64] [--threads 2]
                                    [--seconds 10] [--viewers 256] [--redis URL]
                                    [--only healthz,catalogue,...] [--profile PHASE]
-                                   [--against REF]
+                                   [--against REF [--rounds N]]
 
 Starts the real server (``livegifts serve --workers N``) on a scratch PostgreSQL database
 holding 1,000 live creators and ``--viewers`` viewers with plenty of coins, with Redis as
@@ -23,7 +23,10 @@ counted:
 
 ``--against REF`` also serves the sendGift phases from git revision REF (a worktree of it, on
 the same database), after this checkout's, and prints this checkout against it: the cost of
-a change to the gift path, measured in the same run.
+a change to the gift path, measured in the same run. ``--rounds N`` runs N rounds of both,
+alternating which goes first (ABBA: the first phases of a run tend to be the slower ones),
+and prints each round's ratios of throughput and of server + PostgreSQL CPU a gift, and
+their medians.
 
 wrk checks every response (status 200, GraphQL data and no errors, no userErrors). Server CPU per
 request is the serving processes' user and system time (``/proc``) over a phase divided by
@@ -44,6 +47,7 @@ import resource
 import shlex
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -473,26 +477,62 @@ def report(results: dict[str, Result], options: argparse.Namespace, verdict: str
     print("reproduce:", shlex.join([".venv/bin/python", "-m", "bench.http", *sys.argv[1:]]))
 
 
+def send_phases(data: Data, port: int, options: argparse.Namespace, scratch: Path,
+                only: list[str], source: str | None = None, suffix: str = "",
+                label: str = "") -> dict[str, Result]:
+    """The sendGift phases, served by this checkout's code or by ``source``'s."""
+    results = {}
+    server = Server(options.workers, port, source=source)
+    try:
+        server.wait()
+        for kind in KINDS:
+            if kind.name in only and kind.check == "send":
+                result = run_wrk(kind, data, server, options, scratch)
+                result.title = f"{kind.title}{label}"
+                results[f"{kind.name}{suffix}"] = result
+    finally:
+        server.stop()
+    return results
+
+
 def against(ref: str, data: Data, port: int, options: argparse.Namespace, scratch: Path,
-            only: list[str]) -> dict[str, Result]:
-    """The sendGift phases served by git revision ``ref``'s code (a worktree of it)."""
+            only: list[str], first: dict[str, Result]) -> tuple[dict[str, Result],
+                                                               list[dict[str, Result]]]:
+    """The sendGift phases served by git revision ``ref``'s code (a worktree of it), and
+    with ``--rounds`` more rounds of both, alternating which goes first (ABBA), so that
+    neither side always runs on the fresher machine or database: every round's results."""
     source = scratch / "against"
     run(["git", "worktree", "add", "--detach", str(source), ref])
-    results = {}
     try:
-        server = Server(options.workers, port, source=str(source))
-        try:
-            server.wait()
-            for kind in KINDS:
-                if kind.name in only and kind.check == "send":
-                    result = run_wrk(kind, data, server, options, scratch)
-                    result.title = f"{kind.title} @{ref}"
-                    results[f"{kind.name}@against"] = result
-        finally:
-            server.stop()
+        theirs = send_phases(data, port, options, scratch, only, str(source), "@against",
+                             f" @{ref}")
+        rounds = [first | theirs]
+        for number in range(1, options.rounds):
+            sides = [lambda: send_phases(data, port, options, scratch, only),
+                     lambda: send_phases(data, port, options, scratch, only, str(source),
+                                         "@against", f" @{ref}")]
+            if number % 2:
+                sides.reverse()
+            rounds.append(sides[0]() | sides[1]())
     finally:
         run(["git", "worktree", "remove", "--force", str(source)])
-    return results
+    return theirs, rounds
+
+
+def report_rounds(rounds: list[dict[str, Result]], ref: str) -> None:
+    """Each round's ratios against ``ref`` (throughput and CPU a gift), and their medians."""
+    print(f"rounds against {ref} (ABBA order): this / {ref}")
+    for name in ("gift-spread", "gift-hot"):
+        if name not in rounds[0]:
+            continue
+        rates = [r[name].rate / r[f"{name}@against"].rate for r in rounds]
+        cpu = [(r[name].server_ms + r[name].postgres_ms)
+               / (r[f"{name}@against"].server_ms + r[f"{name}@against"].postgres_ms)
+               for r in rounds]
+        print(f"  {name:<12} throughput {', '.join(f'{x:.2f}' for x in rates)}"
+              f"  median {statistics.median(rates):.2f}x")
+        print(f"  {'':<12} server+PG CPU a gift {', '.join(f'{x:.2f}' for x in cpu)}"
+              f"  median {statistics.median(cpu):.2f}x")
 
 
 def main() -> None:
@@ -511,6 +551,8 @@ def main() -> None:
                         help="record a server worker with py-spy during this phase")
     parser.add_argument("--against", default=None, metavar="REF",
                         help="also run the sendGift phases on git revision REF's code")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="with --against: rounds of both, alternating which goes first")
     options = parser.parse_args()
     only = options.only.split(",")
     if unknown := set(only) - set(PHASES):
@@ -538,12 +580,17 @@ def main() -> None:
                     results[kind.name] = run_wrk(kind, data, server, options, scratch)
         finally:
             server.stop()
+        rounds: list[dict[str, Result]] = []
         if options.against:
-            results |= against(options.against, data, port, options, scratch, only)
+            theirs, rounds = against(options.against, data, port, options, scratch, only,
+                                     results)
+            results |= theirs
         verdict = asyncio.run(audit_ledger())  # before pgbench, whose writes are not real gifts
         if "pgbench" in only:
             results["pgbench"] = run_pgbench(data, options.seconds, scratch)
     report(results, options, verdict)
+    if len(rounds) > 1:
+        report_rounds(rounds, options.against)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,11 @@ from app.graphql.common import Long, UserError, connection, cursor_id, page_size
 from app.graphql.context import ClientError, Context
 from app.graphql.types import _rows_by_id, ctx
 from app.plugins import PluginRecord
-from app.services import brands, plugin_health, statements
+from app.services import brands, payouts, plugin_health, statements
 from app.services.plugin_health import FleetHealth
 
 if TYPE_CHECKING:
-    from app.graphql.money import Statement
+    from app.graphql.money import Payout, Statement
 
 
 def _may_see_brand(context: Context, slug: str) -> None:
@@ -83,6 +83,21 @@ class Brand(relay.Node):
         except DomainError as error:
             raise ClientError(error.message, "BAD_USER_INPUT") from None
         return Statement.of(result, f"/brands/{self.slug}/statements/{month}.csv")
+
+    @strawberry.field(description="Cash-outs of the brand's revenue, newest first. The "
+                                  "brand's partners and admins only.")
+    async def payouts(self, info: Info, first: int | None = None, after: str | None = None
+                      ) -> relay.Connection[Annotated[Payout, strawberry.lazy(
+                          "app.graphql.money")]]:
+        from app.graphql.money import Payout
+
+        _may_see_brand(ctx(info), self.slug)
+        limit = page_size(first)
+        async with ctx(info).runtime.reads() as session:
+            rows = await payouts.payouts_of(session, brand_id=self.id, limit=limit + 1,
+                                            before_id=cursor_id(after))
+        return connection(rows, limit, lambda row: Payout.of(row, self.slug),
+                          key=lambda row: row.id)
 
     @classmethod
     async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str],

@@ -28,12 +28,19 @@ class PayoutStatus(Enum):
     FAILED = "failed"
 
 
-@strawberry.type(description="A creator's cash-out. Pending payouts hold their diamonds.")
+@strawberry.type(description="A cash-out: a creator's diamonds, or a brand's revenue coins. "
+                              "Pending payouts hold them.")
 class Payout(relay.Node):
     id: relay.NodeID[int]
-    diamonds: Long
-    cash: Money = strawberry.field(description="At the rate card's value, rounded down to the "
-                                               "cent.")
+    diamonds: Long = strawberry.field(description="Diamonds cashed out (a creator's payout; "
+                                                  "0 for a brand's).")
+    coins: Long = strawberry.field(description="Revenue coins cashed out (a brand's payout; "
+                                               "0 for a creator's).")
+    brand_slug: str | None = strawberry.field(description="The brand paid (a brand's "
+                                                          "payout), else null.")
+    cash: Money = strawberry.field(description="A creator's at the rate card's value, a "
+                                               "brand's at the brand payout rate, rounded "
+                                               "down to the cent.")
     rate_card_version: int
     status: PayoutStatus
     provider: str
@@ -41,10 +48,12 @@ class Payout(relay.Node):
     failure_reason: str | None
     created_at: datetime
     settled_at: datetime | None
+    creator_id: strawberry.Private[int | None] = None
 
     @classmethod
-    def of(cls, row: models.Payout) -> Payout:
-        return cls(id=row.id, diamonds=row.diamonds,
+    def of(cls, row: models.Payout, brand_slug: str | None = None) -> Payout:
+        return cls(id=row.id, diamonds=row.diamonds, coins=row.coins, brand_slug=brand_slug,
+                   creator_id=row.creator_id,
                    cash=Money(amount=row.cash_minor, currency=row.currency),
                    rate_card_version=row.rate_card_version, status=PayoutStatus(row.status),
                    provider=row.provider, provider_payout_id=row.provider_payout_id,
@@ -55,9 +64,14 @@ class Payout(relay.Node):
     async def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str],
                             required: bool = False) -> list[Payout | None]:
         context = ctx(info)
-        user_id = await context.user_id()
-        return [cls.of(r) if r and (r.creator_id == user_id or context.is_admin()) else None
-                for r in await _rows_by_id(info, models.Payout, node_ids)]
+        rows = await _rows_by_id(info, models.Payout, node_ids)
+        async with context.runtime.reads() as session:
+            slugs = await payouts.brand_slugs(session, [r for r in rows if r])
+        user_id, brand = await context.user_id(), context.require().brand
+        return [cls.of(r, slugs.get(r.id)) if r and (
+            context.is_admin() or r.creator_id is not None and r.creator_id == user_id
+            or slugs.get(r.id) is not None and slugs.get(r.id) == brand) else None
+            for r in rows]
 
 
 @strawberry.type(description="Diamonds taken back from you, and why.")
@@ -214,6 +228,13 @@ class PayoutPayload:
     user_errors: list[UserError]
 
 
+@strawberry.input(description="Pay coins of a brand's revenue out to its partner as cash.")
+class PayBrandRevenueInput:
+    brand: str = strawberry.field(description="The brand's slug.")
+    coins: Long
+    idempotency_key: str
+
+
 @strawberry.input
 class CancelPayoutInput:
     payout_id: strawberry.ID
@@ -261,6 +282,26 @@ class MoneyMutation:
             return PayoutPayload(payout=None, user_errors=[UserError.of(error)])
         return PayoutPayload(payout=Payout.of(result.payout), replayed=result.replayed,
                              user_errors=[])
+
+    @strawberry.mutation(description="Admin: pay coins of a brand's revenue out to its "
+                                     "partner through the payout provider. Holds the coins "
+                                     "at once; the provider settles it later (paid: the "
+                                     "coins are retired; failed: they return to the "
+                                     "revenue).")
+    async def pay_brand_revenue(self, info: Info, input: PayBrandRevenueInput
+                                ) -> PayoutPayload:
+        context = ctx(info)
+        context.require(Role.ADMIN)
+        runtime = context.runtime
+        try:
+            result = await payouts.request_brand_payout(
+                runtime.sessions, runtime.payout_providers, runtime.settings,
+                admin_id=await context.user_id(), slug=input.brand, coins=input.coins,
+                idempotency_key=input.idempotency_key)
+        except DomainError as error:
+            return PayoutPayload(payout=None, user_errors=[UserError.of(error)])
+        return PayoutPayload(payout=Payout.of(result.payout, input.brand),
+                             replayed=result.replayed, user_errors=[])
 
     @strawberry.mutation(description="Creator: cancel a pending payout; its diamonds return.")
     async def cancel_payout(self, info: Info, input: CancelPayoutInput) -> PayoutPayload:

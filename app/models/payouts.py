@@ -11,18 +11,24 @@ from app.models.base import Amount, BigId, UTCDateTime, created_at_field
 
 
 class Payout(SQLModel, table=True):
-    """A creator's cash-out: a hold on diamonds until the provider settles it (paid) or not."""
+    """A cash-out: a hold until the provider settles it (paid) or not. A creator's holds
+    diamonds (``creator_id``, ``diamonds``); a brand's holds revenue coins (``brand_id``,
+    ``coins``). One table, so that every payout the provider sees has its own id."""
 
     __tablename__ = "payout"
     __table_args__ = (
         UniqueConstraint("provider", "provider_payout_id", name="uq_payout_provider_id"),
-        CheckConstraint("diamonds > 0", name="diamonds_positive"),
+        CheckConstraint("creator_id IS NOT NULL AND brand_id IS NULL AND diamonds > 0 "
+                        "AND coins = 0 OR brand_id IS NOT NULL AND creator_id IS NULL "
+                        "AND coins > 0 AND diamonds = 0", name="one_payee"),
         Index("ix_payout_creator_created", "creator_id", "created_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
-    creator_id: int = Field(foreign_key="app_user.id", sa_type=BigId)
-    diamonds: int = Field(sa_type=Amount)
+    creator_id: int | None = Field(default=None, foreign_key="app_user.id", sa_type=BigId)
+    brand_id: int | None = Field(default=None, foreign_key="brand.id", sa_type=BigId)
+    diamonds: int = Field(default=0, sa_type=Amount)
+    coins: int = Field(default=0, sa_type=Amount)
     cash_minor: int = Field(sa_type=Amount)
     currency: str = Field(max_length=3)
     rate_card_version: int = Field(foreign_key="rate_card.version")

@@ -1,10 +1,12 @@
-"""Creator payouts: a hold on diamonds, then the provider settles it (paid) or voids it.
+"""Payouts: a hold, then the provider settles it (paid) or voids it.
 
 ``request_payout`` moves the diamonds from the creator's earnings into a hold in
 one transaction (so held diamonds cannot be spent twice), within the minimum and
-the daily maximum, at the rate card's cash value (rounded down to the cent). The
-provider then reports by signed webhook: *paid* retires the held diamonds, *failed*
-returns them. Settling twice, concurrently or not, changes nothing the second time.
+the daily maximum, at the rate card's cash value (rounded down to the cent).
+``request_brand_payout`` (an admin's) does the same with a brand's revenue coins, at
+``brand_payout_cash_minor_per_100_coins`` (rounded down to the cent). The provider
+then reports by signed webhook: *paid* retires what was held, *failed* returns it.
+Settling twice, concurrently or not, changes nothing the second time.
 """
 
 from __future__ import annotations
@@ -14,24 +16,30 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import total
-from app.errors import DomainError, ErrorCode
+from app.errors import BusinessRefusal, DomainError, ErrorCode
 from app.ledger import (
+    AccountRef,
     Currency,
     Leg,
     lock_account,
+    lock_accounts,
+    open_account,
     post_transaction,
     run_idempotent,
     system_account,
 )
 from app.ledger.idempotency import check_key
-from app.models import Payout
+from app.models import Brand, Payout
 from app.payments import PayoutOrder, PayoutProvider, PayoutRejected, WebhookRejected
 from app.services import event_log
+from app.services.brands import MAX_FUNDING, brand_by_slug
+from app.services.brands import revenue_account as brand_revenue_account
 from app.services.rates import current_rate_card
 from app.services.users import diamond_account, payout_hold_account
 from app.settings import Settings
@@ -63,9 +71,7 @@ async def request_payout(sessions: async_sessionmaker[AsyncSession],
     if type(diamonds) is not int or diamonds < minimum:
         raise DomainError(ErrorCode.PAYOUT_BELOW_MINIMUM,
                           f"A payout must be at least {minimum:,} diamonds.", "diamonds")
-    provider = providers.get(settings.payout_provider)
-    if provider is None:
-        raise RuntimeError(f"payout provider {settings.payout_provider!r} is not installed")
+    provider = _provider(providers, settings)
 
     async def hold(session: AsyncSession) -> dict[str, int]:
         earnings = await diamond_account(session, creator_id)
@@ -95,6 +101,69 @@ async def request_payout(sessions: async_sessionmaker[AsyncSession],
     outcome = await run_idempotent(
         sessions, scope=f"user:{creator_id}", key=idempotency_key, operation="request_payout",
         request={"diamonds": diamonds}, action=hold)
+    return await _handed_over(sessions, provider, outcome)
+
+
+async def request_brand_payout(sessions: async_sessionmaker[AsyncSession],
+                               providers: Mapping[str, PayoutProvider], settings: Settings, *,
+                               admin_id: int, slug: str, coins: int,
+                               idempotency_key: str) -> PayoutResult:
+    """Pay ``coins`` of a brand's revenue out to its partner through the payout provider:
+    the coins are held now, retired when the provider reports the cash paid, returned to
+    the revenue if it fails."""
+    check_key(idempotency_key)
+    if type(coins) is not int or not 1 <= coins <= MAX_FUNDING:
+        raise DomainError(ErrorCode.INVALID_AMOUNT,
+                          f"coins must be between 1 and {MAX_FUNDING:,}.", "coins")
+    cash = coins * settings.brand_payout_cash_minor_per_100_coins // 100
+    if cash < 1:
+        raise DomainError(ErrorCode.INVALID_AMOUNT, "This payout is worth less than one cent "
+                          "at the brand payout rate; pay out more coins at once.", "coins")
+    provider = _provider(providers, settings)
+
+    async def hold(session: AsyncSession) -> dict[str, int]:
+        brand = await brand_by_slug(session, slug)
+        revenue = await brand_revenue_account(session, slug)
+        earned = (await lock_accounts(session, [revenue]))[revenue.id]
+        if earned < coins:
+            raise BusinessRefusal(ErrorCode.INSUFFICIENT_COINS, f"The brand's revenue is "
+                                  f"{earned} coins: it cannot pay out {coins}.", "coins")
+        card = await current_rate_card(session)
+        transaction_id = await post_transaction(
+            session, kind="brand_payout_hold", memo=f"{slug}: paid out through "
+            f"{provider.name}", legs=[Leg(revenue, -coins),
+                                      Leg(await _brand_hold(session, slug), coins)])
+        payout = Payout(brand_id=brand.id, coins=coins, cash_minor=cash,
+                        currency=card.cash_currency, rate_card_version=card.version,
+                        status=PENDING, provider=provider.name,
+                        hold_transaction_id=transaction_id)
+        session.add(payout)
+        await session.flush()
+        return {"payout_id": payout.id}
+
+    outcome = await run_idempotent(
+        sessions, scope=f"user:{admin_id}", key=idempotency_key,
+        operation="request_brand_payout", request={"brand": slug, "coins": coins},
+        action=hold)
+    return await _handed_over(sessions, provider, outcome)
+
+
+def _provider(providers: Mapping[str, PayoutProvider], settings: Settings) -> PayoutProvider:
+    provider = providers.get(settings.payout_provider)
+    if provider is None:
+        raise RuntimeError(f"payout provider {settings.payout_provider!r} is not installed")
+    return provider
+
+
+async def _brand_hold(session: AsyncSession, slug: str) -> AccountRef:
+    """A brand's revenue coins on their way out as cash."""
+    return await open_account(session, f"brand:{slug}:payout_hold", Currency.COIN,
+                              cached=True, limited=True)
+
+
+async def _handed_over(sessions: async_sessionmaker[AsyncSession], provider: PayoutProvider,
+                       outcome: dict[str, Any]) -> PayoutResult:
+    """Hand a payout just held to its provider (not a replayed one: it was then)."""
     payout_id = outcome["payout_id"]
     if not outcome["replayed"]:
         await _submit(sessions, provider, payout_id)
@@ -121,8 +190,9 @@ async def _submit(sessions: async_sessionmaker[AsyncSession], provider: PayoutPr
         return  # another process has it, or it was settled meanwhile
     assert payout is not None
     try:
-        reference = await provider.submit(PayoutOrder(payout.id, payout.creator_id,
-                                                      payout.cash_minor, payout.currency))
+        reference = await provider.submit(PayoutOrder(
+            payout.id, payout.creator_id, payout.cash_minor, payout.currency,
+            brand=await _brand_slug(sessions, payout.brand_id)))
     except PayoutRejected as exc:
         try:
             await _finish(sessions, payout_id, paid=False,
@@ -175,30 +245,48 @@ async def _finish(sessions: async_sessionmaker[AsyncSession], payout_id: int, *,
         if payout.status != PENDING:
             raise WebhookError(409, f"payout {payout.provider_payout_id} is already "
                                     f"{payout.status}; it cannot become {target}")
-        hold = await payout_hold_account(session, payout.creator_id)
-        if paid:
-            legs = [Leg(hold, -payout.diamonds),
-                    Leg(await system_account(session, "diamond_redemption", Currency.DIAMOND),
-                        payout.diamonds),
-                    Leg(await system_account(session, "creator_payouts", payout.currency),
-                        payout.cash_minor),
-                    Leg(await system_account(session, f"payout_clearing:{payout.provider}",
-                                             payout.currency), -payout.cash_minor)]
+        slug = await _brand_slug(sessions, payout.brand_id, session)
+        if slug is None:
+            assert payout.creator_id is not None
+            held, amount = await payout_hold_account(session, payout.creator_id), payout.diamonds
+            redeemed = await system_account(session, "diamond_redemption", Currency.DIAMOND)
+            back_to = await diamond_account(session, payout.creator_id)
+            cash_to, stream = "creator_payouts", event_log.creator_stream(payout.creator_id)
         else:
-            legs = [Leg(hold, -payout.diamonds),
-                    Leg(await diamond_account(session, payout.creator_id), payout.diamonds)]
+            held, amount = await _brand_hold(session, slug), payout.coins
+            redeemed = await system_account(session, "brand_revenue_redemption", Currency.COIN)
+            back_to = await brand_revenue_account(session, slug)
+            cash_to, stream = "brand_payouts", event_log.brand_stream(slug)
+        legs = [Leg(held, -amount), Leg(redeemed, amount),
+                Leg(await system_account(session, cash_to, payout.currency),
+                    payout.cash_minor),
+                Leg(await system_account(session, f"payout_clearing:{payout.provider}",
+                                         payout.currency), -payout.cash_minor)] \
+            if paid else [Leg(held, -amount), Leg(back_to, amount)]
         transaction_id = await post_transaction(
-            session, kind=f"payout_{target}", reverses_id=None if paid else
-            payout.hold_transaction_id, legs=[leg for leg in legs if leg.amount])
+            session, kind=f"{'brand_' if slug else ''}payout_{target}",
+            reverses_id=None if paid else payout.hold_transaction_id,
+            legs=[leg for leg in legs if leg.amount])
         payout.status, payout.settle_transaction_id = target, transaction_id
         payout.settled_at, payout.failure_reason = datetime.now(UTC), reason
         await session.flush()
-        await event_log.append(session, [(event_log.creator_stream(payout.creator_id), {
+        await event_log.append(session, [(stream, {
             "type": "PayoutSettled", "payout_id": payout.id, "status": target,
-            "diamonds": payout.diamonds, "cash_minor": payout.cash_minor,
-            "currency": payout.currency, "failure_reason": reason,
-            "settled_at": payout.settled_at.isoformat()})])
+            "diamonds": payout.diamonds, "coins": payout.coins, "brand": slug,
+            "cash_minor": payout.cash_minor, "currency": payout.currency,
+            "failure_reason": reason, "settled_at": payout.settled_at.isoformat()})])
         return payout, True
+
+
+async def _brand_slug(sessions: async_sessionmaker[AsyncSession], brand_id: int | None,
+                      session: AsyncSession | None = None) -> str | None:
+    """The slug of a brand payout's brand; None for a creator's payout."""
+    if brand_id is None:
+        return None
+    if session is not None:
+        return await session.scalar(select(Brand.slug).where(Brand.id == brand_id))
+    async with sessions() as own:
+        return await own.scalar(select(Brand.slug).where(Brand.id == brand_id))
 
 
 async def settle_from_webhook(sessions: async_sessionmaker[AsyncSession],
@@ -239,10 +327,21 @@ async def cancel_payout(sessions: async_sessionmaker[AsyncSession], *, creator_i
     return cancelled
 
 
-async def payouts_of(session: AsyncSession, creator_id: int, *, limit: int,
-                     before_id: int | None) -> list[Payout]:
-    query = select(Payout).where(Payout.creator_id == creator_id) \
-        .order_by(Payout.id.desc()).limit(limit)
+async def brand_slugs(session: AsyncSession, rows: list[Payout]) -> dict[int, str]:
+    """The brand of each brand payout among ``rows``: {payout id: slug}."""
+    brand_ids = {row.brand_id for row in rows if row.brand_id is not None}
+    if not brand_ids:
+        return {}
+    slugs = dict((await session.execute(select(Brand.id, Brand.slug)
+                                        .where(Brand.id.in_(brand_ids)))).all())
+    return {row.id: slugs[row.brand_id] for row in rows if row.brand_id is not None}
+
+
+async def payouts_of(session: AsyncSession, creator_id: int | None = None, *, limit: int,
+                     before_id: int | None, brand_id: int | None = None) -> list[Payout]:
+    """A creator's payouts, or a brand's, newest first."""
+    payee = Payout.creator_id == creator_id if brand_id is None else Payout.brand_id == brand_id
+    query = select(Payout).where(payee).order_by(Payout.id.desc()).limit(limit)
     if before_id is not None:
         query = query.where(Payout.id < before_id)
     return list((await session.scalars(query)).all())

@@ -160,9 +160,14 @@ async def creator_earnings(session: AsyncSession, creator_id: int, start: date,
     return statement
 
 
+BRAND_SECTIONS = {"gift": "earned", "brand_settlement": "settled",
+                  "brand_payout_hold": "paid out", "brand_payout_failed": "payout returned"}
+
+
 async def brand_statement(session: AsyncSession, slug: str, month: str) -> Statement:
     """A brand's revenue for a month, from its ledger account: the opening balance, each
-    day's revenue share earned and each settlement, the closing balance."""
+    day's revenue share earned, settled against the budget, paid out (held for the payout
+    provider) and returned (a payout that failed), the closing balance."""
     start, end = parse_month(month)
     since, until = day_bounds(start, end)
     account = await session.scalar(select(Account.id).where(
@@ -182,8 +187,8 @@ async def brand_statement(session: AsyncSession, slug: str, month: str) -> State
     closing = opening[1]
     for count, coins, when, kind in rows:
         closing += coins
-        statement.lines.append(Line("earned" if kind == "gift" else "settled" if kind ==
-                                    "brand_settlement" else kind, str(when), count, coins=coins))
+        statement.lines.append(Line(BRAND_SECTIONS.get(kind, kind), str(when), count,
+                                    coins=coins))
     statement.lines.append(Line("balance", "closing", 0, coins=closing))
     return statement
 

@@ -78,7 +78,7 @@ def verify_token(settings: Settings, token: str) -> Principal:
     principal, expires = _verified(settings.jwt_secret, settings.jwt_audience,
                                    settings.jwt_issuer, token)
     if expires <= time.time():  # as PyJWT decides it
-        raise AuthError("Invalid bearer token: Signature has expired.")
+        raise AuthError("Invalid bearer token: it has expired; get a new one.")
     return principal
 
 
@@ -90,7 +90,7 @@ def _verified(secret: str, audience: str, issuer: str | None, token: str
         claims = jwt.decode(token, secret, algorithms=["HS256"], audience=audience,
                             issuer=issuer or None, options={"require": required})
     except jwt.PyJWTError as exc:
-        raise AuthError(f"Invalid bearer token: {exc}.") from exc
+        raise AuthError(f"Invalid bearer token: {_reason(exc)}.") from exc
     name, roles = claims.get("sub"), claims.get("roles", [])
     if not isinstance(name, str) or not USER_NAME.match(name):
         raise AuthError("Invalid bearer token: the subject is not a valid user name.")
@@ -107,6 +107,23 @@ def _verified(secret: str, audience: str, issuer: str | None, token: str
         raise AuthError("Invalid bearer token: 'birthdate' is not an ISO date.") from exc
     return Principal(name=name, roles=parsed or frozenset({Role.VIEWER}), brand=brand,
                      birthdate=born), int(claims["exp"])  # PyJWT checked it is one
+
+
+def _reason(error: jwt.PyJWTError) -> str:
+    """Why a token was refused, in the API's words (not the JWT library's internals)."""
+    if isinstance(error, jwt.ExpiredSignatureError):
+        return "it has expired; get a new one"
+    if isinstance(error, jwt.InvalidAudienceError):
+        return "it was issued for another audience ('aud')"
+    if isinstance(error, jwt.InvalidIssuerError):
+        return "it was issued by another issuer ('iss')"
+    if isinstance(error, jwt.ImmatureSignatureError):
+        return "it is not valid yet ('nbf' or 'iat' in the future)"
+    if isinstance(error, jwt.MissingRequiredClaimError):
+        return f"it has no '{error.claim}' claim"
+    if isinstance(error, jwt.InvalidSignatureError):
+        return "its signature does not match: it was not issued for this server"
+    return "it is not a well-formed JWT"
 
 
 def principal_from_header(settings: Settings, authorization: str | None) -> Principal | None:

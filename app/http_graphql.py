@@ -1,5 +1,7 @@
 """A GraphQL request over HTTP before GraphQL runs: its document, and public answers.
 
+- A request that sends a bearer token it may not use (expired, not ours, malformed) is
+  answered ``401`` with the reason, whatever it asks.
 - A document sent by hash (a persisted query or a trusted document, :mod:`app.documents`)
   is looked up, and the request goes on to GraphQL with its document.
 - An anonymous query that reads only public fields (:data:`PUBLIC_FIELDS`: the catalogue,
@@ -26,6 +28,7 @@ from graphql import GraphQLError, OperationDefinitionNode, parse
 from litestar.datastructures import Headers
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.auth import AuthError, principal_from_header
 from app.documents import DocumentRefused, Documents
 from app.observability import PUBLIC_ANSWERS
 from app.public_data import PublicData
@@ -64,6 +67,7 @@ class GraphQLEdge:
     def __init__(self, app: ASGIApp, settings: Settings, documents: Documents,
                  public_data: PublicData) -> None:
         self.app, self.documents, self.public_data = app, documents, public_data
+        self.settings = settings
         self.entries, self.max_age = settings.response_cache_entries, \
             settings.public_max_age_seconds
         self.max_body = settings.max_request_bytes
@@ -86,6 +90,9 @@ class GraphQLEdge:
             receive = _replay(body, receive)
         if request is None or not _well_formed(request):  # GraphQL answers (or explains) it
             await self.app(scope, receive, send)
+            return
+        if (refused := self._refused_token(headers.get("authorization"))) is not None:
+            await _respond(send, refused)
             return
         original = request.get("query")
         try:
@@ -135,6 +142,21 @@ class GraphQLEdge:
             answer = _conditional(answer, headers,
                                   f"public, max-age={self.max_age}".encode())
         await _respond(send, answer)
+
+    def _refused_token(self, authorization: str | None) -> Answer | None:
+        """A request that sends a token is answered only if the token is good, whatever
+        it asks (public fields included), so that a client learns to renew an expired
+        one: ``401`` with the reason, otherwise None."""
+        if authorization is None:
+            return None
+        try:
+            principal_from_header(self.settings, authorization)
+        except AuthError as refused:
+            return Answer(401, [(b"www-authenticate", b'Bearer error="invalid_token"')],
+                          msgspec.json.encode({"errors": [{"message": str(refused),
+                                                           "extensions": {
+                                                               "code": "UNAUTHENTICATED"}}]}))
+        return None
 
     def _keep(self, key: tuple[str, str | None, bytes], version: tuple[Any, ...],
               answer: Answer) -> Kept | None:

@@ -274,6 +274,50 @@ async def test_plugin_health_is_added_up_over_server_processes(kind, request, tm
 
 
 
+PAY = """mutation($brand: String!, $coins: Long!, $key: String!) {
+  payBrandRevenue(input: {brand: $brand, coins: $coins, idempotencyKey: $key}) {
+    payout { id coins diamonds brandSlug status cash { amount currency } }
+    userErrors { code field message } } }"""
+BRAND_PAYOUTS = """{ brands { slug revenue
+  payouts(first: 5) { edges { node { id coins status } } } } }"""
+PAYOUT_NODE = "query($id: ID!) { node(id: $id) { ... on Payout { coins brandSlug } } }"
+
+
+async def test_an_admin_pays_brand_revenue_out_and_only_its_partner_sees_the_payout(
+        gql, brand_server):
+    """The admin pays 20 revenue coins out (held, the cash at 50 cents a hundred coins
+    handed to the provider); Acme's partner lists the payout and reads it by id, another
+    brand's partner cannot, and a partner cannot pay itself."""
+    acme_rep = token("acme-payout-rep", "brand", brand="acme")
+    await gql(FUND, {"brand": "acme", "coins": 1_000, "key": "payout-fund"}, token=ADMIN)
+    session_id = await go_live(gql, token("payout-star", "creator"))
+    fan = token("payout-fan")
+    await buy_coins(gql, fan)
+    await gql(SEND, send_input(session_id, (await gift_ids(gql))["acme-rocket"], 4), token=fan)
+    revenue = (await gql(BRAND_PAYOUTS, token=acme_rep))["data"]["brands"][0]["revenue"]
+    assert revenue >= 20
+    paid = (await gql(PAY, {"brand": "acme", "coins": 20, "key": "pay-http"},
+                      token=ADMIN))["data"]["payBrandRevenue"]
+    payout = paid["payout"]
+    assert (paid["userErrors"], payout["coins"], payout["diamonds"], payout["brandSlug"],
+            payout["status"], payout["cash"]) == ([], 20, 0, "acme", "PENDING",
+                                                  {"amount": 10, "currency": "USD"})
+    [brand] = (await gql(BRAND_PAYOUTS, token=acme_rep))["data"]["brands"]
+    assert brand["revenue"] == revenue - 20
+    assert brand["payouts"]["edges"][0]["node"] == {"id": payout["id"], "coins": 20,
+                                                    "status": "PENDING"}
+    own = await gql(PAYOUT_NODE, {"id": payout["id"]}, token=acme_rep)
+    assert own["data"]["node"] == {"coins": 20, "brandSlug": "acme"}
+    other = await gql(PAYOUT_NODE, {"id": payout["id"]},
+                      token=token("globex-rep", "brand", brand="globex"))
+    assert other["data"]["node"] is None
+    before = await snapshot(brand_server.database_url)
+    denied = await gql(PAY, {"brand": "acme", "coins": 1, "key": "pay-self"}, token=acme_rep,
+                       expect_errors=True)
+    assert denied["errors"][0]["message"] == "Forbidden: this needs the admin role."
+    assert await snapshot(brand_server.database_url) == before
+
+
 SENDS = """query($brand: String, $first: Int, $after: String) {
   campaignSends(brand: $brand, first: $first, after: $after) {
     edges { node { receiptId giftSku quantity viewerPaid brandSubsidy brandCoins } }

@@ -267,7 +267,8 @@ async def test_the_page_shows_running_combos_and_misses_nothing_while_away(
      "Live events refused: sessionId is not a valid LiveSession ID."),
     (f"/overlay/{UNKNOWN_SESSION}#token="
      f"{token('overlay-watcher', secret='another-secret-0123456789abcdef0123456789')}",
-     "Live events refused: Invalid bearer token: Signature verification failed."),
+     "Live events refused: Invalid bearer token: its signature does not match: it was not "
+     "issued for this server."),
 ], ids=["no token", "unknown session", "not a session id", "token signed by someone else"])
 async def test_the_page_says_what_is_wrong(open_overlay, path, message):
     async with open_overlay(path) as (page, _):

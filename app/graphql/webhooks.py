@@ -108,7 +108,8 @@ class CreateWebhookSubscriptionInput:
     event_types: list[str] = strawberry.field(description=(
         "Creators: SessionStarted, GiftSent, ComboEnded, ViewerCountChanged, "
         "TopGiftersChanged, SessionEnded of their sessions, and PayoutSettled of their "
-        "payouts. Brand partners: BrandGiftSent and BrandBudgetLow of their brand. Admins: "
+        "payouts. Brand partners: BrandGiftSent, BrandBudgetLow and PayoutSettled of their "
+        "brand. Admins: "
         "all of them, everywhere."))
 
 

@@ -48,9 +48,10 @@ from app.sponsorship import SentGift
 SESSION_EVENTS = ("SessionStarted", "GiftSent", "ComboEnded", "ViewerCountChanged",
                   "TopGiftersChanged", "SessionEnded")
 CREATOR_EVENTS = ("PayoutSettled",)
-BRAND_EVENTS = ("BrandGiftSent", "BrandBudgetLow")
+BRAND_EVENTS = ("BrandGiftSent", "BrandBudgetLow", "PayoutSettled")
 EVENTS_OF_SCOPE = {"creator": SESSION_EVENTS + CREATOR_EVENTS, "brand": BRAND_EVENTS,
-                   "admin": SESSION_EVENTS + CREATOR_EVENTS + BRAND_EVENTS}
+                   "admin": tuple(dict.fromkeys(SESSION_EVENTS + CREATOR_EVENTS
+                                                + BRAND_EVENTS))}
 PLUGIN = "plugin:"  # the URL of a subscription delivered to a plugin's gift_sent
 ACTIVE, DISABLED = "active", "disabled"
 PENDING, DELIVERED = "pending", "delivered"

@@ -3,7 +3,9 @@
 A pytest plugin (loaded automatically once livegifts is installed) with one
 fixture, ``livegifts``: a :class:`Harness` that starts the core with the plugins
 you give it, on a fresh migrated SQLite database, and drives it the way the API
-does::
+does. It needs nothing but pytest: the plugin runs ``async def`` tests itself (unless
+pytest-asyncio, if installed, runs them), and the harness keeps the core on an event loop
+of its own, in a thread, so its methods can be awaited from any test's loop::
 
     async def test_my_gift(livegifts):
         await livegifts.start(("my-brand", my_plugin))
@@ -23,7 +25,12 @@ work on any :class:`~app.runtime.Runtime` and are what the core's own tests use.
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import inspect
 import itertools
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -111,6 +118,15 @@ async def go_live(runtime: Runtime, creator: str, title: str = "Tonight") -> Sta
     return Stage(creator_id=creator_id, session_id=live.id, gifts=gifts)
 
 
+def _on_core_loop(method: Callable[..., Coroutine[Any, Any, Any]]
+                  ) -> Callable[..., Awaitable[Any]]:
+    """A harness method that runs on the harness's own loop, awaited from any loop."""
+    @functools.wraps(method)
+    async def run(self: Harness, *args: Any, **kwargs: Any) -> Any:
+        return await self._on_loop(method(self, *args, **kwargs))
+    return run
+
+
 class Harness:
     """The real core, on its own SQLite file, with the plugins a test hands it."""
 
@@ -119,7 +135,36 @@ class Harness:
         self.runtime: Runtime | None = None
         self.clock = Clock()
         self._keys = itertools.count()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
 
+    async def _on_loop(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        """Run on the core's loop (started on first use) and wait for it from this one."""
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                            name="livegifts-harness")
+            self._thread.start()
+        try:
+            if asyncio.get_running_loop() is self._loop:
+                return await coroutine
+        except RuntimeError:
+            pass
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine,
+                                                                          self._loop))
+
+    def stop(self) -> None:
+        """Stop the core and its loop, from outside any loop (the fixture's teardown)."""
+        if self._loop is None:
+            return
+        asyncio.run_coroutine_threadsafe(self._close(), self._loop).result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        assert self._thread is not None
+        self._thread.join()
+        self._loop.close()
+        self._loop = None
+
+    @_on_core_loop
     async def start(self, *plugins: tuple[str, object], **settings: Any) -> Harness:
         """Start the core with ``(name, plugin)`` pairs registered as if installed."""
         config = Settings(database_url=f"sqlite+aiosqlite:///{self.directory / 'livegifts.db'}",
@@ -137,17 +182,20 @@ class Harness:
         assert self.runtime is not None, "call await livegifts.start(...) first"
         return self.runtime.plugins
 
+    @_on_core_loop
     async def go_live(self, creator: str = "creator") -> Stage:
         """Seed the default catalogue and start a live session for a new (adult) creator."""
         assert self.runtime is not None
         return await go_live(self.runtime, creator)
 
+    @_on_core_loop
     async def viewer(self, name: str, coins: int = 0) -> int:
         """A new adult viewer holding ``coins`` (bought, as far as the ledger is concerned);
         returns the viewer's id."""
         assert self.runtime is not None
         return await new_viewer(self.runtime, name, coins)
 
+    @_on_core_loop
     async def fund_brand(self, slug: str, coins: int) -> int:
         """Add coins to a brand's sponsorship budget; return the budget."""
         assert self.runtime is not None
@@ -155,6 +203,7 @@ class Harness:
         return await brands.fund_budget(self.runtime.sessions, admin_id=admin, slug=slug,
                                         coins=coins, idempotency_key=f"fund-{next(self._keys)}")
 
+    @_on_core_loop
     async def send(self, viewer_id: int, stage: Stage, sku: str, quantity: int = 1,
                    key: str | None = None) -> GiftSend:
         """Send a gift; returns the receipt or raises :class:`app.errors.DomainError`."""
@@ -167,6 +216,7 @@ class Harness:
             settings=self.runtime.settings, clock=self.runtime.clock)
         return result.receipt
 
+    @_on_core_loop
     async def notified(self) -> None:
         """Deliver ``gift_sent`` for every send so far, now: plugins are told after the
         sender is answered, from the event log, so a test of a listener waits for this
@@ -175,24 +225,28 @@ class Harness:
         await gifting.written(self.runtime.sessions)
         await self.runtime.deliver_events()
 
+    @_on_core_loop
     async def catalogue(self) -> dict[str, Gift]:
         """Every gift in the catalogue, core and sponsored, by sku."""
         assert self.runtime is not None
         async with self.runtime.sessions() as session:
             return {g.sku: g for g in (await session.scalars(select(Gift))).all()}
 
+    @_on_core_loop
     async def wallet(self, user_id: int) -> wallets.Wallet:
         """A user's ``coins`` and ``diamonds``."""
         assert self.runtime is not None
         async with self.runtime.sessions() as session:
             return await wallets.wallet(session, user_id)
 
+    @_on_core_loop
     async def budget(self, slug: str) -> int:
         """Coins left in a brand's sponsorship budget."""
         assert self.runtime is not None
         async with self.runtime.sessions() as session:
             return await brands.budget_balance(session, slug)
 
+    @_on_core_loop
     async def report(self, slug: str) -> brands.CampaignReport:
         """The brand's campaign report: ``total``, ``by_creator`` and ``by_day`` lines of
         sends, quantity, coins, viewer coins, subsidy and brand coins."""
@@ -200,20 +254,38 @@ class Harness:
         async with self.runtime.sessions() as session:
             return await brands.campaign_report(session, slug)
 
+    @_on_core_loop
     async def audit(self) -> list[AuditFinding]:
         """Every broken ledger invariant; an empty list means no coin was lost or created."""
         assert self.runtime is not None
         async with self.runtime.sessions() as session:
             return await audit(session)
 
+    @_on_core_loop
     async def close(self) -> None:
         """Stop the core (the fixture does it after each test)."""
+        await self._close()
+
+    async def _close(self) -> None:
         if self.runtime is not None:
             await self.runtime.close()
+            self.runtime = None
 
 
 @pytest.fixture
-async def livegifts(tmp_path: Path) -> Any:
+def livegifts(tmp_path: Path) -> Any:
     harness = Harness(tmp_path)
     yield harness
-    await harness.close()
+    harness.stop()
+
+
+@pytest.hookimpl
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Run an ``async def`` test on a loop of its own, when nothing else did (with
+    pytest-asyncio installed and in charge, it runs them instead)."""
+    if not inspect.iscoroutinefunction(pyfuncitem.obj):
+        return None
+    arguments = {name: pyfuncitem.funcargs[name]
+                 for name in pyfuncitem._fixtureinfo.argnames}
+    asyncio.run(pyfuncitem.obj(**arguments))
+    return True

@@ -483,3 +483,55 @@ async def test_plugin_failures_are_logged_with_their_traceback_and_each_sends_re
     assert sorted((request_id, traced) for message, request_id, traced in seen
                   if f"failed: {hook} raised" in message) == [
         ("request-1", True), ("request-2", True)], seen
+
+
+KIT_ALONE = '''
+import sys
+from datetime import UTC, datetime
+
+import pytest
+
+from app.errors import DomainError
+
+
+async def test_a_gift_through_the_kit(livegifts):
+    await livegifts.start()
+    stage = await livegifts.go_live("creator")
+    fan = await livegifts.viewer("fan", coins=100)
+    price = (await livegifts.catalogue())["rose"].coin_price
+    receipt = await livegifts.send(fan, stage, "rose")
+    assert receipt.coins_paid == price
+    assert (await livegifts.wallet(fan)).coins == 100 - price
+    with pytest.raises(DomainError):
+        await livegifts.send(fan, stage, "rose", quantity=10_000)
+    assert await livegifts.audit() == []
+
+
+def test_a_plain_test_freezes_the_kit_clock(livegifts):
+    at = livegifts.clock.freeze(datetime(2027, 1, 1, tzinfo=UTC))
+    assert livegifts.clock() == at
+
+
+def test_pytest_asyncio_is_not_loaded():
+    assert "pytest_asyncio" not in sys.modules
+'''
+
+
+def test_the_tutorial_package_runs_on_the_kit_with_pytest_alone(tmp_path):
+    """The partner guide's tutorial package, as written there (its pyproject.toml, plugin
+    and test), plus async and plain tests of the kit, run with pytest and no pytest-asyncio
+    (its plugin blocked), without configuration and without a warning."""
+    guide = (ROOT / "docs" / "plugins.md").read_text()
+    package = tmp_path / "livegifts-fizz"
+    for block in re.findall(r"```(?:toml|python)\n# (\S+)\n(.*?)```", guide, re.S):
+        name, text = block
+        if name in ("pyproject.toml", "livegifts_fizz/__init__.py", "tests/test_fizz.py"):
+            (package / name).parent.mkdir(parents=True, exist_ok=True)
+            (package / name).write_text(text)
+    (package / "tests" / "test_partner.py").write_text(KIT_ALONE)
+    ran = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:asyncio", "-p",
+                          "no:cacheprovider", "-q", "livegifts-fizz"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(package)})
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "4 passed" in ran.stdout and "warning" not in ran.stdout.lower(), ran.stdout

@@ -71,6 +71,8 @@ from app.settings import LogFormat, Settings
 # Logs and request ids -------------------------------------------------------------------
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
+# When the request being served arrived (time.perf_counter()), for limits on its whole stay.
+REQUEST_STARTED: ContextVar[float | None] = ContextVar("request_started", default=None)
 REQUEST_ID_HEADER = "x-request-id"
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 access_log = logging.getLogger("livegifts.access")
@@ -206,6 +208,7 @@ class ObservedRequests:
         reset = REQUEST_ID.set(request_id)
         status = 500  # what the server answers when the app fails before responding
         started = time.perf_counter()
+        reset_started = REQUEST_STARTED.set(started)
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -221,6 +224,7 @@ class ObservedRequests:
             if scope["type"] == "http":
                 self._observe(scope, status, time.perf_counter() - started)
             REQUEST_ID.reset(reset)
+            REQUEST_STARTED.reset(reset_started)
 
     @staticmethod
     def _observe(scope: Scope, status: int, seconds: float) -> None:

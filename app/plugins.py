@@ -45,7 +45,12 @@ from typing import Any
 import pluggy
 
 from app import hookspecs
-from app.observability import PLUGIN_BREAKER_OPEN, PLUGIN_FAILURES, PLUGIN_REFUSALS
+from app.observability import (
+    PLUGIN_BREAKER_OPEN,
+    PLUGIN_FAILURES,
+    PLUGIN_REFUSALS,
+    REQUEST_STARTED,
+)
 from app.payments import PaymentProvider, PayoutProvider
 from app.services.catalogue import SKU as GIFT_SKU
 from app.settings import Settings
@@ -444,7 +449,7 @@ class PluginHost:
         timeout = self.settings.plugin_timeout_seconds
         try:
             # On time-out the caller is freed; a call still waiting for a thread is dropped.
-            answer = await asyncio.wait_for(asyncio.wrap_future(running), timeout)
+            answer = await asyncio.wait_for(asyncio.wrap_future(running), _left(timeout))
         except TimeoutError:
             self.record_failure(plugin, f"{hook} did not answer within {timeout:g} s", hook,
                                 timed_out=True)
@@ -572,3 +577,11 @@ def _module_distribution(path: str) -> str:
 def _version(entry_point: importlib.metadata.EntryPoint) -> str:
     dist = getattr(entry_point, "dist", None)
     return dist.version if dist is not None else "unknown"
+
+
+def _left(limit: float) -> float:
+    """How long a plugin call may still take: the time limit counts from the arrival of
+    the request being served (all of a send's plugin calls share it, and its queueing
+    and reads count), or from now outside a request (notifications)."""
+    started = REQUEST_STARTED.get()
+    return limit if started is None else max(limit - (time.perf_counter() - started), 0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import logging
 from typing import Any
 
 from litestar import Litestar, Request, Response
@@ -39,13 +40,14 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         return Context(runtime=state.runtime,
                        authorization=Headers.from_scope(scope).get("authorization"))
 
-    graphql = broadcasting(with_example(_response_on_the_loop(make_graphql_controller(
+    graphql = broadcasting(with_example(_origins_by_our_name(_response_on_the_loop(
+        make_graphql_controller(
         schema,
         path="/graphql",
         graphql_ide="graphiql" if settings.graphiql_enabled else None,
         context_getter=context_getter,
         allowed_origins=_origins(settings.websocket_origins),
-    ))))
+    )))))
     counters = Counters(settings.redis_url, settings.redis_prefix)
 
     async def start_runtime(app: Litestar) -> None:
@@ -95,6 +97,34 @@ def _response_on_the_loop(controller: type[Any]) -> type[Any]:
 
     controller.dependencies = {**controller.dependencies, "response": Provide(response)}
     return controller
+
+
+class _StrawberryOriginWarning(logging.Filter):
+    """Drops strawberry's own line for a refused WebSocket origin: it names its parameter,
+    not our setting (:func:`_origins_by_our_name` logs ours)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Rejected WebSocket connection from origin")
+
+
+def _origins_by_our_name(controller: type[Any]) -> type[Any]:
+    """``controller`` logging a refused WebSocket origin with the setting that allows it."""
+    logging.getLogger("strawberry.ws").addFilter(_STRAWBERRY_ORIGIN_WARNING)
+
+    class OriginCheckingController(controller):  # type: ignore[misc, valid-type]
+        def is_websocket_origin_allowed(self, request: Any, origin: str) -> bool:
+            if super().is_websocket_origin_allowed(request, origin):
+                return True
+            logger.warning("Refused a WebSocket from a page on %r: to let pages on it follow "
+                           "live events, add it to LIVEGIFTS_WEBSOCKET_ORIGINS "
+                           "(comma-separated origins, like http://localhost:5173).", origin)
+            return False
+
+    return OriginCheckingController
+
+
+_STRAWBERRY_ORIGIN_WARNING = _StrawberryOriginWarning()
+logger = logging.getLogger("livegifts.http")
 
 
 @functools.cache  # once per process, however many apps it starts

@@ -109,6 +109,11 @@ async def test_cors_and_websocket_origins(production):
         async with websockets.connect(ws_url, subprotocols=["graphql-transport-ws"],
                                       origin="https://evil.example"):
             pass
+    refusals = [line for line in production.log if "WebSocket" in line]
+    assert any("Refused a WebSocket from a page on 'https://evil.example': to let pages on it "
+               "follow live events, add it to LIVEGIFTS_WEBSOCKET_ORIGINS" in line
+               for line in refusals), refusals
+    assert not any("allowed_origins" in line for line in production.log)
     async with websockets.connect(ws_url, subprotocols=["graphql-transport-ws"],
                                   origin=ORIGIN) as socket:
         await socket.send(json.dumps({"type": "connection_init", "payload": {}}))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from app.graphql.schema import schema
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,7 +23,12 @@ def test_every_type_and_root_field_is_described():
         assert undocumented == [], f"{root.name} fields without a description: {undocumented}"
 
 
-async def test_malformed_global_ids_get_a_clear_error():
-    result = await schema.execute("{ node(id: \"not base64\") { id } }", context_value=None)
-    assert result.errors and "not a valid" in result.errors[0].message.lower() or \
-        "globalid" in result.errors[0].message.lower(), result.errors
+@pytest.mark.parametrize("node_id, message", [
+    ("not base64", 'Value cannot represent a GlobalID: "not base64".'),
+    ("Rm9vOjE=", "Cannot resolve. GlobalID requires a GraphQL type, received `Foo`."),  # Foo:1
+])
+async def test_ids_that_are_not_this_apis_are_bad_user_input(node_id, message):
+    result = await schema.execute("query($id: ID!) { node(id: $id) { id } }",
+                                  variable_values={"id": node_id}, context_value=None)
+    assert [(e.message, e.extensions) for e in result.errors] == [
+        (message, {"code": "BAD_USER_INPUT"})]

@@ -216,7 +216,8 @@ class LiveGiftsSchema(strawberry.Schema):
     """The schema, logging errors by whose they are: a client's mistake (a bad document,
     variable or argument) at INFO without a traceback, an unexpected failure at ERROR with
     its traceback; each with the document's SHA-256, never its text (a client chooses the
-    text, and it can be megabytes)."""
+    text, and it can be megabytes). An ID that is not one of this API's (``node(id:)``'s
+    own check) gets the code ``BAD_USER_INPUT``, as the resolvers' own ID checks do."""
 
     def process_errors(self, errors: list[GraphQLError],
                        execution_context: ExecutionContext | None = None) -> None:
@@ -224,6 +225,10 @@ class LiveGiftsSchema(strawberry.Schema):
         about = {"document_sha256": hashlib.sha256(document.encode()).hexdigest(),
                  "operation": execution_context.operation_name if execution_context else None}
         for error in errors:
+            if isinstance(error.original_error, relay.GlobalIDValueError):
+                # Not an ID of this API (garbage, or a type it does not have): the client's
+                # input, coded as an ID of the wrong type is in a query argument.
+                error.extensions = {**(error.extensions or {}), "code": "BAD_USER_INPUT"}
             path = ".".join(map(str, error.path or ())) or None
             if _should_mask(error):
                 errors_logger.error("unexpected error in %s: %s", path, error.message,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 from collections import deque
@@ -34,7 +35,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from graphql import GraphQLError, parse
+from graphql import GraphQLError, GraphQLSyntaxError, parse
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
@@ -71,9 +72,18 @@ def subscriber() -> Subscriber | None:
 
 
 class BroadcastingHandler(BaseGraphQLTransportWSHandler[Any, Any]):
-    """graphql-transport-ws, with each operation's task knowing its operation."""
+    """graphql-transport-ws, with each operation's task knowing its operation. A document
+    that does not parse is answered with the protocol's ``error`` message (the client's
+    subscription fails with the syntax error) rather than a bare ``complete``."""
 
     async def run_operation(self, operation: Operation[Any, Any]) -> None:
+        try:
+            _parsed(operation.query)
+        except GraphQLSyntaxError as error:
+            logger.info("client error: %s", error.message)
+            await operation.send_initial_errors([error])
+            return
+
         async def write(text: str) -> None:
             await self.websocket.ws.send_data(text)  # type: ignore[attr-defined]
 
@@ -81,6 +91,12 @@ class BroadcastingHandler(BaseGraphQLTransportWSHandler[Any, Any]):
                                    operation.operation_name, self.schema._schema,
                                    self.context, write))
         await super().run_operation(operation)  # its own task: the variable stays in it
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(document: str) -> Any:
+    """The document parsed (the schema's parser cache parses it again, from its cache)."""
+    return parse(document)
 
 
 class _Gone(Exception):

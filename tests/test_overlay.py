@@ -157,7 +157,7 @@ async def test_a_combo_shows_its_running_count_then_its_total(gql, server, open_
         # The server ends the combo once its window passes: the card shows the total.
         await expect(combo).to_have_class(re.compile(r"\bended\b"))
         await expect(combo.locator(".count")).to_have_text("\u00d76")
-        await expect(combo.locator(".combo-label")).to_have_text("combo of 3")
+        await expect(combo.locator(".combo-label")).to_have_text("3 sends")
 
 
 async def save_screenshot(page, path: Path) -> None:
@@ -178,10 +178,12 @@ async def test_the_end_of_the_session_is_shown(gql, server, open_overlay):
         await expect(page.locator("body")).to_have_attribute("data-state", "live")
         await gql(SEND, send_input(session_id, gifts["perfume"]), token=theo)
         await expect(gift_card(page, "theo").locator(".count")).to_have_text("\u00d71")
+        await expect(page.locator("#viewers")).to_be_visible()
         await gql(END, {"id": session_id}, token=creator)
         await expect(page.locator("body")).to_have_attribute("data-state", "ended")
         await expect(page.locator("#message")).to_have_text(
             "The live session has ended. 1 gift, 20 coins.")
+        await expect(page.locator("#viewers")).to_be_hidden()
     async with open_overlay(f"/overlay/{session_id}#token={WATCHER}") as (page, _):
         await expect(page.locator("body")).to_have_attribute("data-state", "ended")
         await expect(page.locator("#message")).to_have_text("The live session has ended.")

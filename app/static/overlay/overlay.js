@@ -178,12 +178,14 @@
     const card = cards.get(event.comboId);
     if (!card) return; // already pushed off the screen
     card.classList.add("ended");
-    showCount(card, event.totalCount, event.sends > 1 ? `combo of ${event.sends}` : "");
+    // The total is shown large (×6); the label says how many sends made it up.
+    showCount(card, event.totalCount, event.sends > 1 ? `${numbers.format(event.sends)} sends` : "");
     setTimeout(() => removeCard(event.comboId), LINGER_MS);
   }
 
   function sessionEnded(totals) {
     setState("ended");
+    byId("viewers").hidden = true; // nobody is watching a session that has ended
     const summary = totals
       ? ` ${counted(totals.gifts, "gift")}, ${counted(totals.coins, "coin")}.` : "";
     showMessage(`The live session has ended.${summary}`, "notice");

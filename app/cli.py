@@ -485,7 +485,9 @@ def seed(creators: int, viewers: int, sessions: int | None, gifts: int, days: in
 @click.option("--id", "reference", required=True,
               help="The store transaction id (refund, chargeback) or provider payout id "
                    "(paid, failed).")
-@click.option("--url", default="http://127.0.0.1:8000", show_default=True)
+@click.option("--base-url", "url", default="http://127.0.0.1:8000", show_default=True,
+              help="The server's base URL, as for overlay-url.")
+@click.option("--url", "url", hidden=True, help="The former name of --base-url.")
 def webhook(kind: str, reference: str, url: str) -> None:
     import json
     import shlex

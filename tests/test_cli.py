@@ -37,6 +37,16 @@ def test_token_refuses_bad_arguments(args, message):
     assert done.returncode == 2 and message in done.stderr
 
 
+def test_webhook_takes_the_base_url_as_overlay_url_does():
+    """``--base-url`` names the server for every command; ``--url`` still works."""
+    for flag in ("--base-url", "--url"):
+        done = livegifts("sqlite+aiosqlite:///unused.db", "webhook", "paid", "--id", "sbxpo_1",
+                         flag, "https://live.example.com")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith(
+            "curl -s -X POST https://live.example.com/webhooks/payouts/sandbox "), done.stdout
+
+
 async def test_seed_receipt_and_audit(database_url):
     assert livegifts(database_url, "seed").returncode == 0
     seeded = await snapshot(database_url)

@@ -122,7 +122,8 @@ class LeaderboardEntry:
     user: User
     coins: Long = strawberry.field(description="Coins sent (gift value).")
     diamonds: Long = strawberry.field(description="Diamonds those gifts earned the creator.")
-    gifts: Long = strawberry.field(description="Number of gifts (quantity).")
+    gifts: Long = strawberry.field(description="Number of gifts, by quantity (a send of 5 "
+                                               "roses counts 5; statements count sends).")
 
 
 def _leaderboard(rows: list[recognition.Ranked], limit: int) -> relay.Connection[LeaderboardEntry]:

@@ -93,7 +93,10 @@ class StatementLine:
                                                 "chargeback, by session, by gift, by brand, "
                                                 "by day, clawback.")
     label: str
-    count: Long
+    count: Long = strawberry.field(description="How many records the line sums: purchases, "
+                                               "sends (a send of 5 roses counts once), "
+                                               "refunds... For the number of gifts "
+                                               "(quantity), see a leaderboard's gifts.")
     coins: Long
     diamonds: Long
     money: Money | None

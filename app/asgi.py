@@ -21,6 +21,7 @@ from app.graphiql import with_example
 from app.graphql.broadcast import broadcasting
 from app.graphql.context import Context
 from app.graphql.schema import schema
+from app.http_errors import OneErrorShape, error_body
 from app.http_graphql import GraphQLEdge
 from app.http_media import GraphQLResponseMedia
 from app.http_routes import ROUTES
@@ -84,7 +85,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         logging_config=None,  # logging is configured once, by app.observability.logging_config
     )
     # Outermost, so that unmatched paths and CORS preflights get a request id and are counted.
-    app.asgi_handler = observability.ObservedRequests(app.asgi_handler)
+    app.asgi_handler = observability.ObservedRequests(OneErrorShape(app.asgi_handler))
     return app
 
 
@@ -137,7 +138,7 @@ def _tune_garbage_collector() -> None:
 
 
 def _not_utf8(request: Request[Any, Any, Any], error: UnicodeDecodeError) -> Response[Any]:
-    return Response({"errors": [{"message": "The request body is not UTF-8 encoded JSON."}]},
+    return Response(error_body(400, "The request body is not UTF-8 encoded JSON."),
                     status_code=400)
 
 

@@ -11,6 +11,7 @@ from litestar.params import FromPath
 
 from app.auth import AuthError, Role, principal_from_header
 from app.errors import DomainError, ErrorCode
+from app.http_errors import error_body
 from app.services import payouts, reversals, statements
 from app.services.brands import brand_by_slug, campaign_sends, sends_csv
 from app.services.users import ensure_user
@@ -19,8 +20,9 @@ SIGNATURE_HEADER = "x-livegifts-signature"
 MAX_SENDS_CSV = 1_000_000  # rows in one export: a year of a busy brand's sends
 
 
-def _error(status: int, message: str) -> Response[dict[str, str]]:
-    return Response({"error": message}, status_code=status)
+def _error(status: int, message: str, code: ErrorCode | None = None) -> Response[dict[str, Any]]:
+    return Response(error_body(status, message, code.value if code else None),
+                    status_code=status)
 
 
 @post("/webhooks/payouts/{provider:str}", status_code=200)
@@ -81,7 +83,7 @@ async def viewer_statement_csv(filename: FromPath[str], request: Request[Any, An
     except AuthError as error:
         return _error(401, str(error))
     except DomainError as error:
-        return _error(400, error.message)
+        return _error(400, error.message, error.code)
     return _csv(statement, f"livegifts-statement-{month}.csv")
 
 
@@ -99,7 +101,7 @@ async def earnings_csv(request: Request[Any, Any, Any], state: State) -> Respons
     except ValueError:
         return _error(400, "from and to must be dates like 2026-11-01.")
     except DomainError as error:
-        return _error(400, error.message)
+        return _error(400, error.message, error.code)
     return _csv(statement, f"livegifts-earnings-{statement.start}-{statement.end}.csv")
 
 
@@ -133,7 +135,8 @@ async def brand_statement_csv(slug: FromPath[str], filename: FromPath[str],
             await brand_by_slug(session, slug)
             statement = await statements.brand_statement(session, slug, month)
     except DomainError as error:
-        return _error(404 if error.code is ErrorCode.NOT_FOUND else 400, error.message)
+        return _error(404 if error.code is ErrorCode.NOT_FOUND else 400, error.message,
+                      error.code)
     return _csv(statement, f"livegifts-{slug}-revenue-{month}.csv")
 
 
@@ -157,7 +160,8 @@ async def brand_sends_csv(slug: FromPath[str], request: Request[Any, Any, Any], 
             sends = await campaign_sends(session, slug, limit=MAX_SENDS_CSV, since=since,
                                          until=until)
     except DomainError as error:
-        return _error(404 if error.code is ErrorCode.NOT_FOUND else 400, error.message)
+        return _error(404 if error.code is ErrorCode.NOT_FOUND else 400, error.message,
+                      error.code)
     return Response(sends_csv(sends), media_type="text/csv", headers={
         "content-disposition": f'attachment; filename="livegifts-{slug}-sends-{start}-{end}.csv"'})
 

@@ -133,6 +133,16 @@ class ServerProcess:
                 self.process.wait()
 
 
+def failure(response: Any) -> tuple[int, str, str]:
+    """A failed HTTP response as the API guide's client code reads it, whatever the route:
+    its status, its errors' messages (joined) and the first error's code."""
+    errors = response.json()["errors"]
+    assert errors and all(isinstance(e["message"], str) for e in errors), response.text
+    assert response.headers["content-type"].startswith("application/"), response.headers
+    return (response.status_code, "; ".join(e["message"] for e in errors),
+            errors[0]["extensions"]["code"])
+
+
 class GraphQLClient:
     """Posts GraphQL over real HTTP; returns the decoded JSON body."""
 

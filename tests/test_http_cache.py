@@ -19,7 +19,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.public_data import PublicData
 from tests.conftest import fresh_database
-from tests.support import ServerProcess, execute_sql, node_with_packages, snapshot, token
+from tests.support import (
+    ServerProcess,
+    execute_sql,
+    failure,
+    node_with_packages,
+    snapshot,
+    token,
+)
 
 CATALOGUE = "{ gifts(first: 20) { edges { node { id sku name coinPrice } } } }"
 ADMIN = token("cache-admin", "admin")
@@ -190,8 +197,8 @@ async def test_a_mutation_over_get_is_refused_and_changes_nothing(http, server):
     query = 'mutation { startLiveSession(input: {title: "GET"}) { userErrors { code } } }'
     answer = await http.get(f"{server.url}?{urlencode({'query': query})}",
                             headers={"authorization": f"Bearer {token('get-creator', 'creator')}"})
-    assert answer.status_code == 400
-    assert answer.text == "mutations are not allowed when using GET"
+    assert failure(answer) == (400, "Mutations are not allowed over GET: send them with POST.",
+                               "BAD_REQUEST")
     assert await snapshot(server.database_url) == before
 
 

@@ -17,7 +17,7 @@ from litestar.types import Scope
 from strawberry.litestar import make_graphql_controller
 
 from app import observability
-from app.graphiql import with_example
+from app.graphiql import GRAPHIQL_ROUTES, with_example
 from app.graphql.broadcast import broadcasting
 from app.graphql.context import Context
 from app.graphql.schema import schema
@@ -62,7 +62,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
     app = Litestar(
         route_handlers=[graphql, observability.health, observability.ready,
-                        observability.metrics, *ROUTES, *OVERLAY_ROUTES],
+                        observability.metrics, *ROUTES, *OVERLAY_ROUTES,
+                        *(GRAPHIQL_ROUTES if settings.graphiql_enabled else [])],
         state=State({"runtime": runtime}),
         on_startup=[start_runtime],
         on_shutdown=[close_runtime],

@@ -1,5 +1,7 @@
 """GraphiQL opens on the example document, whose operations validate and run against the
-demo data of a real ``livegifts serve``; production serves no GraphiQL."""
+demo data of a real ``livegifts serve``; it works offline, from the server's own files,
+under a strict Content-Security-Policy (headless Chromium with every other host blocked);
+production serves no GraphiQL."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from app.graphiql import DEFAULT_HEADERS, example_document, graphiql_page
 from app.graphql.schema import schema
 from tests.conftest import REQUIRE_POSTGRES, fresh_database
 from tests.support import ServerProcess, Subscription, token
+from tests.test_overlay import chromium  # noqa: F401 - the fixture: Chromium's path
 
 OPERATIONS = {"Wallet": "query", "GiftCatalogue": "query", "LiveNow": "query",
               "SendGift": "mutation", "LiveSessionEvents": "subscription"}
@@ -42,10 +45,16 @@ def test_the_example_tells_how_to_authenticate():
     assert '{"Authorization": "Bearer <token>"}' in text
 
 
-def test_an_unexpected_graphiql_page_is_refused_with_a_clear_error():
-    with pytest.raises(RuntimeError, match="no longer has the example query"):
-        graphiql_page("<html><script>GraphiQL()</script></html>", "{ rateCard { version } }",
-                      DEFAULT_HEADERS)
+def test_the_page_data_cannot_end_its_block():
+    """The example and headers ride in a JSON block: a '</script>' in them stays data."""
+    page = graphiql_page("# </script><script>alert(1)</script>", DEFAULT_HEADERS)
+    assert "</script><script>alert(1)" not in page
+    assert json.loads(_config(page))["document"] == "# </script><script>alert(1)</script>"
+
+
+def _config(page: str) -> str:
+    return re.search(r'<script id="livegifts-graphiql-config" type="application/json">'
+                     r"(.*?)</script>", page, re.S).group(1)
 
 
 @pytest.fixture(scope="module")
@@ -62,16 +71,21 @@ def graphiql_html(url: str) -> httpx.Response:
     return httpx.get(url, headers={"accept": "text/html"}, timeout=30)
 
 
-def test_graphiql_opens_on_the_example_with_a_header_placeholder(demo_server):
+def test_graphiql_opens_on_the_example_from_its_own_files(demo_server):
     page = graphiql_html(demo_server.url)
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
+    assert page.headers["content-security-policy"].startswith("default-src 'none'; "
+                                                              "script-src 'self';")
     assert "<title>livegifts GraphiQL</title>" in page.text
-    query = re.search(r'const EXAMPLE_QUERY = (".*?");\n', page.text).group(1)
-    assert json.loads(query) == example_document()
-    assert "defaultQuery: EXAMPLE_QUERY," in page.text
-    assert 'defaultHeaders: "{\\n  \\"Authorization\\": \\"Bearer ' \
-           'paste-a-token-from-livegifts-token\\"\\n}",' in page.text
+    assert "https://" not in page.text  # every file from this server
+    config = json.loads(_config(page.text))
+    assert config["document"] == example_document()
+    assert json.loads(config["headers"]) == {}  # the token goes there; public queries work
+    files = httpx.get(demo_server.url.removesuffix("/graphql") +
+                      "/static/graphiql/graphiql.min.js", timeout=30)
+    assert files.status_code == 200
+    assert files.headers["cache-control"] == "max-age=86400, public"
 
 
 def test_graphiql_page_script_is_valid_javascript(demo_server, tmp_path):
@@ -80,12 +94,49 @@ def test_graphiql_page_script_is_valid_javascript(demo_server, tmp_path):
         if REQUIRE_POSTGRES:  # CI runs every external check
             pytest.fail("node is needed to check the GraphiQL page's script", pytrace=False)
         pytest.skip("node is not installed: the GraphiQL script check was skipped")
-    scripts = re.findall(r"<script>(.*?)</script>", graphiql_html(demo_server.url).text, re.S)
-    assert len(scripts) == 1
-    (tmp_path / "graphiql.js").write_text(scripts[0])
+    script = httpx.get(demo_server.url.removesuffix("/graphql") +
+                       "/static/graphiql/livegifts-graphiql.js", timeout=30)
+    (tmp_path / "graphiql.js").write_text(script.text)
     check = subprocess.run([node, "--check", str(tmp_path / "graphiql.js")],
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
+
+
+async def test_graphiql_runs_the_example_offline_in_a_browser(demo_server, chromium):  # noqa: F811
+    """Headless Chromium with every host but the server blocked: the page renders, runs the
+    example's GiftCatalogue and shows the result; no request leaves the server, no script
+    error, nothing the Content-Security-Policy refuses."""
+    from playwright.async_api import async_playwright, expect
+
+    origin = demo_server.url.removesuffix("/graphql")
+    elsewhere: list[str] = []
+    problems: list[str] = []
+
+    async def only_the_server(route) -> None:
+        if route.request.url.startswith(origin + "/"):
+            await route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            await route.abort()
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=chromium)
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 800})
+            page.on("pageerror", lambda error: problems.append(str(error)))
+            page.on("console", lambda message: problems.append(message.text)
+                    if "Content Security Policy" in message.text else None)
+            await page.route("**/*", only_the_server)
+            await page.goto(demo_server.url)
+            await expect(page.locator(".graphiql-container")).to_be_visible(timeout=30_000)
+            await page.locator(".graphiql-execute-button").click()
+            await page.get_by_role("menuitem", name="GiftCatalogue").click()
+            await expect(page.locator(".result-window")).to_contain_text('"name": "Rose"',
+                                                                          timeout=30_000)
+        finally:
+            await browser.close()
+    assert elsewhere == []
+    assert problems == [], "\n".join(problems)
 
 
 async def test_the_examples_run_against_the_demo_data(demo_server):

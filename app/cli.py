@@ -80,6 +80,10 @@ def serve(host: str, port: int, workers: int, migrate: bool) -> None:
 
     import uvicorn
 
+    if not os.environ.get("LIVEGIFTS_PUBLIC_BASE_URL"):  # the workers read it too
+        reachable = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        os.environ["LIVEGIFTS_PUBLIC_BASE_URL"] = \
+            f"http://{f'[{reachable}]' if ':' in reachable else reachable}:{port}"
     settings = Settings()
     if workers > 1 and not settings.redis_url:
         raise click.ClickException(

@@ -1,4 +1,4 @@
-"""Plain HTTP endpoints beside GraphQL: provider webhooks and CSV statements."""
+"""Plain HTTP endpoints beside GraphQL: provider webhooks, CSV statements and gift pictures."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ from datetime import date
 from typing import Any
 
 from litestar import Request, Response, get, post
-from litestar.datastructures import State
+from litestar.datastructures import CacheControlHeader, State
 from litestar.params import FromPath
+from litestar.static_files import create_static_files_router
 
+from app import media
 from app.auth import AuthError, Role, principal_from_header
 from app.errors import DomainError, ErrorCode
 from app.http_errors import error_body
@@ -23,6 +25,16 @@ MAX_SENDS_CSV = 1_000_000  # rows in one export: a year of a busy brand's sends
 def _error(status: int, message: str, code: ErrorCode | None = None) -> Response[dict[str, Any]]:
     return Response(error_body(status, message, code.value if code else None),
                     status_code=status)
+
+
+@get(media.BRAND_ART + "{filename:str}", include_in_schema=False)
+async def brand_picture(filename: FromPath[str], state: State) -> Response[Any]:
+    """A sponsored gift's picture, shipped in its plugin's package."""
+    file = state.runtime.plugins.picture(filename)
+    if file is None:
+        return _error(404, "No brand picture has this name.")
+    return Response(file.read_bytes(), media_type=media.MEDIA_TYPES[media.suffix(file)],
+                    headers={"cache-control": media.CACHE_CONTROL})
 
 
 @post("/webhooks/payouts/{provider:str}", status_code=200)
@@ -167,4 +179,9 @@ async def brand_sends_csv(slug: FromPath[str], request: Request[Any, Any, Any], 
 
 
 ROUTES = [payout_webhook, payment_webhook, viewer_statement_csv, earnings_csv,
-          brand_statement_csv, brand_sends_csv]
+          brand_statement_csv, brand_sends_csv, brand_picture,
+          create_static_files_router(path=media.BUILT_IN.rstrip("/"),
+                                     directories=[media.GIFT_ART], name="gift-pictures",
+                                     cache_control=CacheControlHeader(max_age=86_400,
+                                                                      public=True),
+                                     include_in_schema=False)]

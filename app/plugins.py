@@ -44,7 +44,7 @@ from typing import Any
 
 import pluggy
 
-from app import hookspecs
+from app import hookspecs, media
 from app.observability import (
     PLUGIN_BREAKER_OPEN,
     PLUGIN_FAILURES,
@@ -322,8 +322,25 @@ class PluginHost:
                                  "which this plugin does not declare")
             if gift.sku in gifts:
                 raise ValueError(f"gift {gift.sku!r} is declared twice")
+            if (gift.image_url is None) == (gift.image_file is None):
+                raise ValueError(f"gift {gift.sku!r} needs a picture: image_url or "
+                                 "image_file, one of them")
+            if gift.image_file is not None:
+                media.suffix(gift.image_file)
+                if not media.picture_file(gift.image_file).is_file():
+                    raise ValueError(f"gift {gift.sku!r}: image_file {gift.image_file!s} "
+                                     "is not a file in the package")
             gifts[gift.sku] = gift
         return Declared(brands, gifts)
+
+    def picture(self, filename: str) -> Any | None:
+        """The picture file a plugin ships for one of its gifts, by the name it is served
+        under (``<sku>.svg``), or None."""
+        for sku, (_, gift) in self.gifts.items():
+            if gift.image_file is not None and \
+                    media.brand_image(sku, gift.image_file) == media.BRAND_ART + filename:
+                return media.picture_file(gift.image_file)
+        return None
 
     def settle(self, owners: Mapping[str, str | None] | None = None,
                named: Mapping[str, str] | None = None) -> dict[str, str]:

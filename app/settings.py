@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     webhook_give_up_hours: float = Field(default=72.0, ge=24)
     # A brand's budget falling below this many coins is an event (BrandBudgetLow) its
     # partner can receive.
+    # The address clients reach this server at, for the absolute URLs of pictures it serves
+    # (gift artwork). `livegifts serve` sets it from --host and --port when unset.
+    public_base_url: str = Field(default="http://127.0.0.1:8000", pattern=r"^https?://[^/\s]+")
     brand_budget_low_coins: int = Field(default=10_000, ge=0)
     # What a brand's revenue coins are paid out at, in the cash currency's minor units a
     # hundred coins (the rate the platform and its partners agreed; by default a coin is

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 
@@ -28,18 +29,22 @@ class Brand:
 
 @dataclass(frozen=True, slots=True)
 class SponsoredGift:
-    """A gift a brand adds to the catalogue; ``coin_price`` is the list price of one."""
+    """A gift a brand adds to the catalogue; ``coin_price`` is the list price of one. Its
+    picture is ``image_url`` (an http(s) URL hosted elsewhere) or ``image_file``: an .svg,
+    .png or .webp file in the plugin's package (``importlib.resources.files(...) / name``
+    or a path), which livegifts serves itself."""
 
     sku: str
     name: str
     brand: str
     coin_price: int
-    image_url: str
+    image_url: str | None = None
     category: str = "sponsored"
     animation_url: str | None = None
     available_from: datetime | None = None
     available_until: datetime | None = None
     sort_order: int = 1000
+    image_file: Any = None
 
 
 @dataclass(frozen=True, slots=True)

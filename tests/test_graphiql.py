@@ -159,6 +159,12 @@ async def test_the_examples_run_against_the_demo_data(demo_server):
     catalogue = await run("GiftCatalogue")
     rose = next(e["node"] for e in catalogue["gifts"]["edges"] if e["node"]["name"] == "Rose")
     assert rose["coinPrice"] == 1 and rose["available"]
+    async with httpx.AsyncClient(timeout=30) as http:  # served by the server itself
+        picture = await http.get(rose["imageUrl"])
+    assert rose["imageUrl"] == demo_server.url.removesuffix("/graphql") + \
+        "/static/gifts/rose.svg"
+    assert (picture.status_code, picture.headers["content-type"]) == (200, "image/svg+xml")
+    assert picture.headers["cache-control"] == "max-age=86400, public"
     live = await run("LiveNow", bearer=viewer)
     [stream] = [e["node"] for e in live["liveSessions"]["edges"]]
     assert (stream["title"], stream["creator"]["name"]) == ("Demo stream: say hi!",

@@ -58,6 +58,27 @@ async def test_sponsored_gifts_are_in_the_catalogue_with_their_brand(gql):
                                                          "brand": None}
 
 
+async def test_a_plugin_s_own_picture_is_served_with_an_absolute_url(gql, brand_server):
+    """Globex ships its gift's picture in its package: the catalogue gives an absolute URL
+    on this server, which serves the file with its type and a day's caching; the default
+    gifts' pictures likewise; an unknown picture is a 404 in the one error body."""
+    body = await gql('{ gifts(first: 100) { edges { node { sku imageUrl } } } }')
+    urls = {e["node"]["sku"]: e["node"]["imageUrl"] for e in body["data"]["gifts"]["edges"]}
+    base = brand_server.url.removesuffix("/graphql")
+    assert urls["globex-globe"] == f"{base}/static/brands/globex-globe.svg"
+    assert urls["rose"] == f"{base}/static/gifts/rose.svg"
+    assert urls["acme-rocket"] == "https://cdn.example.com/rocket.webp"  # hosted elsewhere
+    async with httpx.AsyncClient() as http:
+        for url in (urls["globex-globe"], urls["rose"]):
+            picture = await http.get(url)
+            assert (picture.status_code, picture.headers["content-type"]) == (
+                200, "image/svg+xml"), url
+            assert picture.content.startswith(b"<svg ")
+            assert "max-age=86400" in picture.headers["cache-control"]
+        missing = await http.get(f"{base}/static/brands/acme-rocket.svg")
+        assert failure(missing) == (404, "No brand picture has this name.", "NOT_FOUND")
+
+
 async def test_admins_see_the_plugins_and_their_health(gql):
     body = await gql("{ plugins { name version status hooks gifts brands error failures "
                      "timeouts breaker lastFailure } }", token=ADMIN)

@@ -84,3 +84,33 @@ async def test_relay_positions_survive_a_downgrade_and_upgrade(runtime, monkeypa
             lambda sync: command.downgrade(alembic_config(sync), "0013"))
     await upgrade(runtime.engine)
     assert await positions() == before
+
+
+async def test_the_default_gifts_pictures_move_to_this_server_and_back(runtime):
+    """Revision 0016 points the default gifts seeded with the placeholder CDN at the
+    pictures livegifts serves, and leaves a picture an admin chose alone."""
+    from alembic import command
+    from sqlalchemy import select, update
+
+    from app.migrate import alembic_config, upgrade
+    from app.models import Gift
+    from app.services.catalogue import seed_default_gifts
+
+    async with runtime.sessions() as session, session.begin():
+        await seed_default_gifts(session)
+        await session.execute(update(Gift).where(Gift.sku == "lion")
+                              .values(image_url="https://art.example.com/lion.png"))
+
+    async def pictures() -> dict[str, str]:
+        async with runtime.sessions() as session:
+            return dict((await session.execute(select(Gift.sku, Gift.image_url))).all())
+
+    async with runtime.engine.begin() as connection:
+        await connection.run_sync(
+            lambda sync: command.downgrade(alembic_config(sync), "0015"))
+    before = await pictures()
+    assert before["rose"] == "https://cdn.example.com/livegifts/gifts/rose.webp"
+    await upgrade(runtime.engine)
+    after = await pictures()
+    assert after["rose"] == "/static/gifts/rose.svg"
+    assert after["lion"] == "https://art.example.com/lion.png"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from app import hookimpl, hookspecs
+from app import Brand, SponsoredGift, hookimpl, hookspecs
 from app.errors import DomainError, ErrorCode
 from app.models.base import utcnow
 from app.plugins import PluginHost, PluginStartupError
@@ -299,6 +299,41 @@ DISCOVERY = [
     entry_point("stray", "tests.sample_plugins.undeclared_brand"),
     entry_point("globex", "tests.sample_plugins.acme:globex"),
 ]
+
+
+class _Unpictured:
+    def __init__(self, **picture) -> None:
+        self.picture = picture
+
+    @hookimpl
+    def register_brands(self):
+        return [Brand("blank", "Blank")]
+
+    @hookimpl
+    def register_sponsored_gifts(self):
+        return [SponsoredGift(sku="blank-gift", name="Blank", brand="blank", coin_price=5,
+                              **self.picture)]
+
+
+@pytest.mark.parametrize("picture, reason", [
+    ({}, "gift 'blank-gift' needs a picture: image_url or image_file, one of them"),
+    ({"image_url": "https://x.example/a.png", "image_file": Path(__file__)},
+     "gift 'blank-gift' needs a picture: image_url or image_file, one of them"),
+    ({"image_file": Path(__file__)},
+     f"image_file {Path(__file__)} is not an .svg, .png or .webp picture"),
+    ({"image_file": Path(__file__).parent / "nowhere.svg"},
+     f"gift 'blank-gift': image_file {Path(__file__).parent / 'nowhere.svg'} is not a file "
+     "in the package"),
+])
+def test_a_sponsored_gift_without_one_good_picture_fails_its_plugin(picture, reason):
+    host = PluginHost(settings_for("sqlite+aiosqlite://"),
+                      extra_plugins=[("blank", _Unpictured(**picture))])
+    try:
+        assert (host.records["blank"].status, host.records["blank"].error) == (
+            "failed", f"declaration failed: ValueError: {reason}")
+        assert "blank-gift" not in host.gifts
+    finally:
+        host.close()
 
 
 def test_failures_at_import_registration_and_declaration_are_reported_and_skipped(caplog):

@@ -11,7 +11,7 @@ import strawberry
 from strawberry import relay
 from strawberry.types import Info
 
-from app import models
+from app import media, models
 from app.auth import Role
 from app.errors import DomainError
 from app.events import session_channel
@@ -42,7 +42,7 @@ class Gift(relay.Node):
     sku: str
     name: str
     coin_price: Long = strawberry.field(description="What one gift costs the viewer, in coins.")
-    image_url: str
+    stored_image_url: strawberry.Private[str]
     animation_url: str | None
     category: str
     available_from: datetime | None
@@ -56,11 +56,18 @@ class Gift(relay.Node):
     @classmethod
     def of(cls, row: models.Gift) -> Gift:
         return cls(id=row.id, sku=row.sku, name=row.name, coin_price=row.coin_price,
-                   image_url=row.image_url, animation_url=row.animation_url,
+                   stored_image_url=row.image_url, animation_url=row.animation_url,
                    category=row.category, available_from=row.available_from,
                    available_until=row.available_until, sort_order=row.sort_order,
                    active=row.active, sponsored=row.plugin is not None, brand_id=row.brand_id,
                    plugin=row.plugin)
+
+    @strawberry.field(description="The gift's picture, an absolute URL: the default gifts' "
+                                  "and brands' shipped pictures are served by this server "
+                                  "(SVG, PNG or WebP, cacheable for a day).")
+    def image_url(self, info: Info) -> str:
+        return media.absolute(ctx(info).runtime.settings.public_base_url,
+                              self.stored_image_url)
 
     @strawberry.field(description="Whether it can be sent right now: on sale, inside its "
                                   "window, and for a sponsored gift, its plugin is running.")

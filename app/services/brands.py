@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app import media
 from app.db import insert_ignoring_conflict, total
 from app.errors import BusinessRefusal, DomainError, ErrorCode
 from app.ledger import (
@@ -78,7 +79,9 @@ async def sync_sponsored_catalogue(session: AsyncSession, host: PluginHost,
     for sku, (plugin, gift) in host.gifts.items():
         if gift.brand not in brand_ids:
             continue
-        values = dict(name=gift.name, coin_price=gift.coin_price, image_url=gift.image_url,
+        image = gift.image_url if gift.image_file is None else \
+            media.brand_image(sku, gift.image_file)
+        values = dict(name=gift.name, coin_price=gift.coin_price, image_url=image,
                       animation_url=gift.animation_url, category=gift.category,
                       available_from=gift.available_from, available_until=gift.available_until,
                       sort_order=gift.sort_order, brand_id=brand_ids[gift.brand], plugin=plugin)

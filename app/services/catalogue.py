@@ -10,6 +10,7 @@ from sqlalchemy import or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import DomainError, ErrorCode
+from app.media import built_in_image
 from app.models import Gift
 
 MAX_GIFT_PRICE = 1_000_000
@@ -142,7 +143,7 @@ async def seed_default_gifts(session: AsyncSession) -> int:
     for order, (sku, name, coins, category) in enumerate(DEFAULT_GIFTS):
         if sku not in existing:
             session.add(Gift(sku=sku, name=name, coin_price=coins, category=category,
-                             image_url=f"https://cdn.example.com/livegifts/gifts/{sku}.webp",
+                             image_url=built_in_image(sku),
                              sort_order=order * 10))
             created += 1
     await session.flush()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from app import (
     Brand,
@@ -89,8 +90,15 @@ class Acme:
 
 
 class Globex(Acme):
+    """Ships its gift's picture in its package, for livegifts to serve."""
+
     brand = "globex"
     sku = "globex-globe"
+
+    @hookimpl
+    def register_sponsored_gifts(self) -> list[SponsoredGift]:
+        return [SponsoredGift(sku=self.sku, name="Globex Globe", brand=self.brand,
+                              coin_price=50, image_file=Path(__file__).parent / "globe.svg")]
 
 
 class Flaky(Acme):

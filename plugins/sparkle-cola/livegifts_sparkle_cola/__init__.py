@@ -20,6 +20,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from importlib.resources import files
 from typing import Any
 
 from app import Brand, Quote, SendContext, SentGift, SponsoredGift, Veto, hookimpl
@@ -70,7 +71,7 @@ class Campaign:
         terms = Terms.of(config)
         return [SponsoredGift(
             sku=SKU, name="Sparkle Cola Can", brand=BRAND, coin_price=LIST_PRICE,
-            image_url="https://cdn.example.com/sparkle-cola/can.webp",
+            image_file=files(__package__) / "can.svg",  # served by livegifts
             animation_url="https://cdn.example.com/sparkle-cola/fizz.json",
             available_from=terms.starts, available_until=terms.ends)]
 

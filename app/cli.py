@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -59,6 +61,19 @@ progress_option = click.option(
     help="Show progress on stderr (default: only when stderr is a terminal).")
 
 
+def command_name() -> str:
+    """How the user can run this command again: ``livegifts`` when that is it on the PATH,
+    else the path it was run by (``.venv/bin/livegifts`` in a fresh checkout)."""
+    invoked = Path(sys.argv[0]).resolve()
+    on_path = shutil.which("livegifts")
+    if on_path and Path(on_path).resolve() == invoked:
+        return "livegifts"
+    try:
+        return str(invoked.relative_to(Path.cwd()))
+    except ValueError:
+        return str(invoked)
+
+
 @click.group(help="livegifts: coins, gifts, diamonds and payouts for live streaming.")
 def main() -> None:
     pass
@@ -74,7 +89,6 @@ def main() -> None:
 def serve(host: str, port: int, workers: int, migrate: bool) -> None:
     import logging.config
     import os
-    import shutil
     import signal
     import tempfile
 
@@ -119,7 +133,7 @@ def serve(host: str, port: int, workers: int, migrate: bool) -> None:
             raise click.ClickException(str(error)) from None
         if settings.graphiql_enabled:
             click.echo(f"GraphiQL: http://{host}:{port}/graphql  "
-                       "(token: livegifts token --user demo-viewer --role viewer)")
+                       f"(token: {command_name()} token --user demo-viewer --role viewer)")
         # Access lines come from app.observability, with the request id and duration.
         # Forwarded headers are believed from the configured proxies only: from anyone
         # else (loopback included, uvicorn's default) they would let a client choose the
@@ -374,7 +388,6 @@ def documents() -> None:
                                ".graphql file (one document).")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 def documents_add(files: tuple[str, ...]) -> None:
-    from pathlib import Path
 
     from app.documents import add_trusted, read_manifest
 

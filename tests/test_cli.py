@@ -37,6 +37,23 @@ def test_token_refuses_bad_arguments(args, message):
     assert done.returncode == 2 and message in done.stderr
 
 
+def test_hints_name_the_command_as_the_user_can_run_it(tmp_path, monkeypatch):
+    """Off the PATH (a fresh checkout's .venv/bin/livegifts), hints give that path; on the
+    PATH, just livegifts."""
+    from app.cli import command_name
+
+    script = tmp_path / ".venv" / "bin" / "livegifts"
+    script.parent.mkdir(parents=True)
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [str(script), "serve"])
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert command_name() == ".venv/bin/livegifts"
+    monkeypatch.setenv("PATH", f"{script.parent}:/usr/bin:/bin")
+    assert command_name() == "livegifts"
+
+
 def test_webhook_takes_the_base_url_as_overlay_url_does():
     """``--base-url`` names the server for every command; ``--url`` still works."""
     for flag in ("--base-url", "--url"):

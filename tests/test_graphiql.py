@@ -41,7 +41,7 @@ def test_every_example_operation_validates_against_the_schema():
 
 def test_the_example_tells_how_to_authenticate():
     text = example_document()
-    assert "livegifts token --user demo-viewer --role viewer" in text
+    assert ".venv/bin/livegifts token --user demo-viewer --role viewer" in text
     assert '{"Authorization": "Bearer <token>"}' in text
 
 

@@ -195,7 +195,9 @@ def metrics() -> Response[bytes]:
 
 
 class ObservedRequests:
-    """ASGI middleware, outermost: request id, access log line and HTTP metrics."""
+    """ASGI middleware, outermost: request id, access log line and HTTP metrics; each
+    answer says how long the server took to start it (``Server-Timing: app;dur=<ms>``,
+    shown by browsers' developer tools)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -214,8 +216,12 @@ class ObservedRequests:
             nonlocal status
             if message["type"] in ("http.response.start", "websocket.accept"):
                 status = message.get("status", 101)
-                message = {**message, "headers": [*(message.get("headers") or ()),
-                                                  (b"x-request-id", request_id.encode())]}
+                headers = [*(message.get("headers") or ()),
+                           (b"x-request-id", request_id.encode())]
+                if message["type"] == "http.response.start":  # how long the server took
+                    elapsed = (time.perf_counter() - started) * 1000
+                    headers.append((b"server-timing", f"app;dur={elapsed:.1f}".encode()))
+                message = {**message, "headers": headers}
             await send(message)
 
         try:

@@ -123,6 +123,15 @@ def test_an_unusable_request_id_is_replaced_by_a_new_one(server, header):
     assert other.status_code == 404 and other.headers["x-request-id"] not in (fresh, header)
 
 
+def test_every_answer_says_how_long_the_server_took(server):
+    """Server-Timing (what browsers' developer tools show): the server's time to answer."""
+    for path in ("/health", "/nowhere"):
+        answer = httpx.get(base(server) + path)
+        timing = re.fullmatch(r"app;dur=(\d+\.\d)", answer.headers["server-timing"])
+        assert timing is not None, answer.headers
+        assert float(timing.group(1)) >= 0
+
+
 def test_metrics_count_requests_by_route_template_not_raw_path(server):
     before = scrape(server)
     for month in ("2026-01", "2026-02", "2026-03"):

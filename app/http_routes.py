@@ -6,9 +6,8 @@ from datetime import date
 from typing import Any
 
 from litestar import Request, Response, get, post
-from litestar.datastructures import CacheControlHeader, State
+from litestar.datastructures import State
 from litestar.params import FromPath
-from litestar.static_files import create_static_files_router
 
 from app import media
 from app.auth import AuthError, Role, principal_from_header
@@ -27,14 +26,29 @@ def _error(status: int, message: str, code: ErrorCode | None = None) -> Response
                     status_code=status)
 
 
-@get(media.BRAND_ART + "{filename:str}", include_in_schema=False)
-async def brand_picture(filename: FromPath[str], state: State) -> Response[Any]:
-    """A sponsored gift's picture, shipped in its plugin's package."""
+_BUILT_IN_PICTURES = media.built_in_pictures()
+
+
+def _picture(content: bytes, filename: str) -> Response[bytes]:
+    return Response(content, media_type=media.MEDIA_TYPES[media.suffix(filename)],
+                    headers=media.PICTURE_HEADERS)
+
+
+@get(media.BUILT_IN + "{filename:str}", include_in_schema=False, sync_to_thread=False)
+def gift_picture(filename: FromPath[str]) -> Response[Any]:
+    """A default gift's picture, shipped in the package."""
+    content = _BUILT_IN_PICTURES.get(filename)
+    return _error(404, "No gift picture has this name.") if content is None \
+        else _picture(content, filename)
+
+
+@get(media.BRAND_ART + "{filename:str}", include_in_schema=False, sync_to_thread=True)
+def brand_picture(filename: FromPath[str], state: State) -> Response[Any]:
+    """A sponsored gift's picture, shipped in its plugin's package (read in a thread)."""
     file = state.runtime.plugins.picture(filename)
     if file is None:
         return _error(404, "No brand picture has this name.")
-    return Response(file.read_bytes(), media_type=media.MEDIA_TYPES[media.suffix(file)],
-                    headers={"cache-control": media.CACHE_CONTROL})
+    return _picture(file.read_bytes(), filename)
 
 
 @post("/webhooks/payouts/{provider:str}", status_code=200)
@@ -179,9 +193,4 @@ async def brand_sends_csv(slug: FromPath[str], request: Request[Any, Any, Any], 
 
 
 ROUTES = [payout_webhook, payment_webhook, viewer_statement_csv, earnings_csv,
-          brand_statement_csv, brand_sends_csv, brand_picture,
-          create_static_files_router(path=media.BUILT_IN.rstrip("/"),
-                                     directories=[media.GIFT_ART], name="gift-pictures",
-                                     cache_control=CacheControlHeader(max_age=86_400,
-                                                                      public=True),
-                                     include_in_schema=False)]
+          brand_statement_csv, brand_sends_csv, gift_picture, brand_picture]

@@ -83,6 +83,10 @@ class PayoutOutcome:
 
 @runtime_checkable
 class PayoutProvider(Protocol):
+    """A payout provider. One that can also pay brand partners (``PayoutOrder.brand``)
+    says so with a class attribute ``pays_brands = True``; brand payouts are refused while
+    the provider in use does not."""
+
     name: str
 
     async def submit(self, order: PayoutOrder) -> str:

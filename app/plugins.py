@@ -454,6 +454,12 @@ class PluginHost:
             self._refuse(plugin, hook, "busy")
             raise PluginCallFailed(plugin, f"{hook} was not asked: all of its "
                                    f"{bulkhead.capacity} places are taken", retry_after=1)
+        timeout = self.settings.plugin_timeout_seconds
+        left = _left(timeout)
+        if left < timeout * FAIR_SHARE:  # the request's own wait used the time: not its fault
+            self._refuse(plugin, hook, "no time left")
+            raise PluginCallFailed(plugin, f"{hook} was not asked: the request had used its "
+                                   f"{timeout:g} s before the plugin's turn", retry_after=1)
         bulkhead.breaker.admit(now)
         _hook_called.set(hook)
         # In the plugin's thread too, log lines carry the id of the request being served.
@@ -463,10 +469,9 @@ class PluginHost:
         running = bulkhead.threads.submit(call)
         bulkhead.in_flight.add(running)
         running.add_done_callback(bulkhead.in_flight.discard)
-        timeout = self.settings.plugin_timeout_seconds
         try:
             # On time-out the caller is freed; a call still waiting for a thread is dropped.
-            answer = await asyncio.wait_for(asyncio.wrap_future(running), _left(timeout))
+            answer = await asyncio.wait_for(asyncio.wrap_future(running), left)
         except TimeoutError:
             self.record_failure(plugin, f"{hook} did not answer within {timeout:g} s", hook,
                                 timed_out=True)
@@ -594,6 +599,12 @@ def _module_distribution(path: str) -> str:
 def _version(entry_point: importlib.metadata.EntryPoint) -> str:
     dist = getattr(entry_point, "dist", None)
     return dist.version if dist is not None else "unknown"
+
+
+# A call is made only with at least this share of the time limit left; a request that used
+# more (its body, its queueing, earlier calls) is refused without asking the plugin, and
+# that is not counted against the plugin or its breaker.
+FAIR_SHARE = 0.25
 
 
 def _left(limit: float) -> float:

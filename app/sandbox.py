@@ -104,6 +104,7 @@ class SandboxPayoutProvider(_Signed):
     """Accepts every payout at once; the result arrives later by signed webhook."""
 
     name = "sandbox"
+    pays_brands = True
 
     async def submit(self, order: PayoutOrder) -> str:
         return f"sbxpo_{order.payout_id}"

@@ -157,12 +157,14 @@ class Harness:
         """Stop the core and its loop, from outside any loop (the fixture's teardown)."""
         if self._loop is None:
             return
-        asyncio.run_coroutine_threadsafe(self._close(), self._loop).result()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        assert self._thread is not None
-        self._thread.join()
-        self._loop.close()
-        self._loop = None
+        try:
+            asyncio.run_coroutine_threadsafe(self._close(), self._loop).result()
+        finally:  # the loop and its thread end even if the core's close failed
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            assert self._thread is not None
+            self._thread.join()
+            self._loop.close()
+            self._loop = None
 
     @_on_core_loop
     async def start(self, *plugins: tuple[str, object], **settings: Any) -> Harness:

@@ -204,3 +204,26 @@ async def test_paying_out_more_than_was_earned_or_less_than_a_cent_is_refused_an
         if code is ErrorCode.INSUFFICIENT_COINS:  # a business refusal keeps its key refused
             after["rows"].pop("idempotency_record"), before["rows"].pop("idempotency_record")
         assert after == before
+
+
+async def test_a_provider_that_does_not_pay_brands_is_not_handed_a_brand_payout(
+        database_url, monkeypatch):
+    """Brand payouts need a provider that declares it pays brands: otherwise refused before
+    any coin is held."""
+    from app.sandbox import SandboxPayoutProvider
+    from app.services.payouts import request_brand_payout
+
+    monkeypatch.setattr(SandboxPayoutProvider, "pays_brands", False)
+    async with core_with(database_url, ("acme", Acme())) as runtime:
+        stage, fan = await funded_stage(runtime)
+        await send(runtime, fan, stage, "acme-rocket")
+        admin = await new_viewer(runtime, "paying-admin")
+        before = await snapshot(database_url)
+        with pytest.raises(DomainError) as refused:
+            await request_brand_payout(runtime.sessions, runtime.payout_providers,
+                                       runtime.settings, admin_id=admin, slug="acme", coins=5,
+                                       idempotency_key="pay-y")
+        assert (refused.value.code, refused.value.message) == (
+            ErrorCode.INVALID_INPUT, "The payout provider 'sandbox' does not pay brands; "
+                                     "settle the revenue against the budget instead.")
+        assert await snapshot(database_url) == before

@@ -74,9 +74,15 @@ async def test_a_plugin_s_own_picture_is_served_with_an_absolute_url(gql, brand_
             assert (picture.status_code, picture.headers["content-type"]) == (
                 200, "image/svg+xml"), url
             assert picture.content.startswith(b"<svg ")
-            assert "max-age=86400" in picture.headers["cache-control"]
+            assert picture.headers["cache-control"] == "public, max-age=86400"
+            # Opened on its own, a picture (an SVG may hold script) runs nothing.
+            assert picture.headers["content-security-policy"].endswith("; sandbox")
+            assert picture.headers["x-content-type-options"] == "nosniff"
         missing = await http.get(f"{base}/static/brands/acme-rocket.svg")
         assert failure(missing) == (404, "No brand picture has this name.", "NOT_FOUND")
+        for path in ("/static/gifts/nope.svg", "/static/gifts/..%2Fmedia.py"):
+            status, _, code = failure(await http.get(base + path))
+            assert (status, code) == (404, "NOT_FOUND"), path
 
 
 async def test_admins_see_the_plugins_and_their_health(gql):

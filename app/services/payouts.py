@@ -120,6 +120,10 @@ async def request_brand_payout(sessions: async_sessionmaker[AsyncSession],
         raise DomainError(ErrorCode.INVALID_AMOUNT, "This payout is worth less than one cent "
                           "at the brand payout rate; pay out more coins at once.", "coins")
     provider = _provider(providers, settings)
+    if not getattr(provider, "pays_brands", False):
+        raise DomainError(ErrorCode.INVALID_INPUT, f"The payout provider {provider.name!r} "
+                          "does not pay brands; settle the revenue against the budget "
+                          "instead.", "brand")
 
     async def hold(session: AsyncSession) -> dict[str, int]:
         brand = await brand_by_slug(session, slug)

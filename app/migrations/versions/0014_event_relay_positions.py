@@ -1,7 +1,10 @@
 """Relay positions a stream instead of a published flag in every event.
 
-Each stream's position starts after its last event published (before its first one not
-published), so nothing relayed before is relayed again and nothing unpublished is lost.
+Each stream's position starts before its first event not published (after its last one if
+all were), so nothing unpublished is lost. A stream with an unpublished event before a
+published one (a process died between commit and publish while another carried on) would
+have that later event's webhooks queued again: the migration then stops and asks for the
+previous release to run its relay first (it publishes such events within seconds).
 
 Revision ID: 0014
 Revises: 0013
@@ -18,6 +21,15 @@ depends_on = None
 
 
 def upgrade() -> None:
+    gaps = op.get_bind().execute(sa.text(
+        "SELECT count(*) FROM event AS e WHERE NOT e.published AND EXISTS (SELECT 1 FROM "
+        "event AS later WHERE later.stream = e.stream AND later.seq > e.seq AND "
+        "later.published)")).scalar()
+    if gaps:
+        raise RuntimeError(
+            f"{gaps} events were committed but not yet published while later events of their "
+            "streams were: run the previous release of livegifts for a minute so its relay "
+            "publishes them, then migrate again (nothing has been changed).")
     op.create_table('event_relay',
     sa.Column('stream', sa.String(length=80), nullable=False),
     sa.Column('relayed_seq', sa.BigInteger(), nullable=False),

@@ -30,6 +30,15 @@ BACKENDS = ["sqlite", "postgresql"]
 _postgres_problem: list[str] = []  # filled once: why PostgreSQL is unusable, if it is
 
 
+async def _reach_postgres(url: str) -> None:
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    finally:
+        await engine.dispose()
+
+
 async def _reset_postgres(url: str) -> None:
     engine = create_async_engine(url)
     try:
@@ -60,18 +69,28 @@ async def _truncate_postgres(url: str) -> None:
 
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
-    """The migrated PostgreSQL test database, or a skip (a failure in CI)."""
+    """The migrated PostgreSQL test database; a skip when PostgreSQL cannot be reached (a
+    failure in CI), and a failure, named as one, everywhere when the migrations fail on it."""
     if not _postgres_problem:
         try:
-            asyncio.run(asyncio.wait_for(_reset_postgres(POSTGRES_URL), timeout=60))
-            _postgres_problem.append("")
+            asyncio.run(asyncio.wait_for(_reach_postgres(POSTGRES_URL), timeout=30))
         except Exception as exc:  # unreachable, refused, no such database...
-            _postgres_problem.append(f"{type(exc).__name__}: {exc}".strip())
-    if _postgres_problem[0]:
-        message = f"PostgreSQL at {POSTGRES_URL} is unreachable ({_postgres_problem[0]})"
+            _postgres_problem.append(
+                f"PostgreSQL at {POSTGRES_URL} is unreachable ({type(exc).__name__}: {exc})")
+        else:
+            try:
+                asyncio.run(asyncio.wait_for(_reset_postgres(POSTGRES_URL), timeout=120))
+                _postgres_problem.append("")
+            except Exception as exc:
+                _postgres_problem.append(f"MIGRATION FAILED on PostgreSQL at {POSTGRES_URL}: "
+                                         f"{type(exc).__name__}: {exc}")
+    problem = _postgres_problem[0]
+    if problem.startswith("MIGRATION FAILED"):
+        pytest.fail(problem, pytrace=False)
+    if problem:
         if REQUIRE_POSTGRES:
-            pytest.fail(message + "; CI requires it", pytrace=False)
-        pytest.skip(message)
+            pytest.fail(problem + "; CI requires it", pytrace=False)
+        pytest.skip(problem)
     return POSTGRES_URL
 
 

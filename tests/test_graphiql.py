@@ -18,7 +18,10 @@ from app.graphiql import DEFAULT_HEADERS, example_document, graphiql_page
 from app.graphql.schema import schema
 from tests.conftest import REQUIRE_POSTGRES, fresh_database
 from tests.support import ServerProcess, Subscription, token
-from tests.test_overlay import chromium  # noqa: F401 - the fixture: Chromium's path
+from tests.test_overlay import (
+    chromium,  # noqa: F401 - the fixture: Chromium's path
+    only_from_its_server,
+)
 
 OPERATIONS = {"Wallet": "query", "GiftCatalogue": "query", "LiveNow": "query",
               "SendGift": "mutation", "LiveSessionEvents": "subscription"}
@@ -106,37 +109,15 @@ async def test_graphiql_runs_the_example_offline_in_a_browser(demo_server, chrom
     """Headless Chromium with every host but the server blocked: the page renders, runs the
     example's GiftCatalogue and shows the result; no request leaves the server, no script
     error, nothing the Content-Security-Policy refuses."""
-    from playwright.async_api import async_playwright, expect
+    from playwright.async_api import expect
 
-    origin = demo_server.url.removesuffix("/graphql")
-    elsewhere: list[str] = []
-    problems: list[str] = []
-
-    async def only_the_server(route) -> None:
-        if route.request.url.startswith(origin + "/"):
-            await route.continue_()
-        else:
-            elsewhere.append(route.request.url)
-            await route.abort()
-
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=chromium)
-        try:
-            page = await browser.new_page(viewport={"width": 1280, "height": 800})
-            page.on("pageerror", lambda error: problems.append(str(error)))
-            page.on("console", lambda message: problems.append(message.text)
-                    if "Content Security Policy" in message.text else None)
-            await page.route("**/*", only_the_server)
-            await page.goto(demo_server.url)
-            await expect(page.locator(".graphiql-container")).to_be_visible(timeout=30_000)
-            await page.locator(".graphiql-execute-button").click()
-            await page.get_by_role("menuitem", name="GiftCatalogue").click()
-            await expect(page.locator(".result-window")).to_contain_text('"name": "Rose"',
-                                                                          timeout=30_000)
-        finally:
-            await browser.close()
+    async with only_from_its_server(chromium, demo_server.url, height=800) as (page, elsewhere):
+        await expect(page.locator(".graphiql-container")).to_be_visible(timeout=30_000)
+        await page.locator(".graphiql-execute-button").click()
+        await page.get_by_role("menuitem", name="GiftCatalogue").click()
+        await expect(page.locator(".result-window")).to_contain_text('"name": "Rose"',
+                                                                      timeout=30_000)
     assert elsewhere == []
-    assert problems == [], "\n".join(problems)
 
 
 async def test_the_examples_run_against_the_demo_data(demo_server):

@@ -62,32 +62,41 @@ def open_overlay(chromium, server):
     async def opened(url: str):
         if url.startswith("/"):
             url = f"http://127.0.0.1:{server.port}{url}"
-        origin = "{0.scheme}://{0.netloc}".format(urlsplit(url))
-        elsewhere: list[str] = []
-        script_errors: list[str] = []
-
-        async def only_the_server(route) -> None:
-            if route.request.url.startswith(origin + "/"):
-                await route.continue_()
-            else:
-                elsewhere.append(route.request.url)
-                await route.abort()
-
-        async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(executable_path=chromium)
-            try:
-                page = await browser.new_page(viewport={"width": 1280, "height": 720})
-                page.on("pageerror", lambda error: script_errors.append(str(error)))
-                page.on("console", lambda message: script_errors.append(message.text)
-                        if "Content Security Policy" in message.text else None)
-                await page.route("**/*", only_the_server)
-                await page.goto(url)
-                yield page, elsewhere
-            finally:
-                await browser.close()
-        assert script_errors == [], script_errors
+        async with only_from_its_server(chromium, url) as found:
+            yield found
 
     return opened
+
+
+@contextlib.asynccontextmanager
+async def only_from_its_server(chromium: str, url: str, width: int = 1280, height: int = 720):
+    """``url`` opened in a fresh headless Chromium where every request to another host is
+    refused; yields (page, the refused requests). The page must raise no script error and
+    break none of its Content-Security-Policy."""
+    origin = "{0.scheme}://{0.netloc}".format(urlsplit(url))
+    elsewhere: list[str] = []
+    script_errors: list[str] = []
+
+    async def only_the_server(route) -> None:
+        if route.request.url.startswith(origin + "/"):
+            await route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            await route.abort()
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=chromium)
+        try:
+            page = await browser.new_page(viewport={"width": width, "height": height})
+            page.on("pageerror", lambda error: script_errors.append(str(error)))
+            page.on("console", lambda message: script_errors.append(message.text)
+                    if "Content Security Policy" in message.text else None)
+            await page.route("**/*", only_the_server)
+            await page.goto(url)
+            yield page, elsewhere
+        finally:
+            await browser.close()
+    assert script_errors == [], script_errors
 
 
 def gift_card(page, sender: str):

@@ -32,6 +32,13 @@ from app.sponsorship import SLUG
 MAX_FUNDING = 1_000_000_000
 
 
+def check_coins(coins: object) -> None:
+    """Coins an admin moves for a brand (funded, settled or paid out): 1 to MAX_FUNDING."""
+    if type(coins) is not int or not 1 <= coins <= MAX_FUNDING:
+        raise DomainError(ErrorCode.INVALID_AMOUNT,
+                          f"coins must be between 1 and {MAX_FUNDING:,}.", "coins")
+
+
 async def budget_account(session: AsyncSession, slug: str) -> AccountRef:
     """Coins a brand set aside to subsidise its gifts; never negative."""
     return await open_account(session, f"brand:{slug}:budget", Currency.COIN, cached=True,
@@ -180,9 +187,7 @@ async def fund_budget(sessions: async_sessionmaker[AsyncSession], *, admin_id: i
                       coins: int, idempotency_key: str) -> int:
     """Add coins to a brand's sponsorship budget; return the budget afterwards."""
     check_key(idempotency_key)
-    if type(coins) is not int or not 1 <= coins <= MAX_FUNDING:
-        raise DomainError(ErrorCode.INVALID_AMOUNT,
-                          f"coins must be between 1 and {MAX_FUNDING:,}.", "coins")
+    check_coins(coins)
 
     async def fund(session: AsyncSession) -> dict[str, int]:
         await brand_by_slug(session, slug)
@@ -216,9 +221,7 @@ async def settle_revenue(sessions: async_sessionmaker[AsyncSession], *, admin_id
     (one balanced ledger transaction: revenue down, budget up). Returns the revenue and
     the budget afterwards."""
     check_key(idempotency_key)
-    if type(coins) is not int or not 1 <= coins <= MAX_FUNDING:
-        raise DomainError(ErrorCode.INVALID_AMOUNT,
-                          f"coins must be between 1 and {MAX_FUNDING:,}.", "coins")
+    check_coins(coins)
 
     async def settle(session: AsyncSession) -> dict[str, int]:
         await brand_by_slug(session, slug)

@@ -38,7 +38,7 @@ from app.ledger.idempotency import check_key
 from app.models import Brand, Payout
 from app.payments import PayoutOrder, PayoutProvider, PayoutRejected, WebhookRejected
 from app.services import event_log
-from app.services.brands import MAX_FUNDING, brand_by_slug
+from app.services.brands import brand_by_slug, check_coins
 from app.services.brands import revenue_account as brand_revenue_account
 from app.services.rates import current_rate_card
 from app.services.users import diamond_account, payout_hold_account
@@ -90,13 +90,8 @@ async def request_payout(sessions: async_sessionmaker[AsyncSession],
         transaction_id = await post_transaction(session, kind="payout_hold", legs=[
             Leg(earnings, -diamonds), Leg(await payout_hold_account(session, creator_id),
                                           diamonds)])
-        payout = Payout(creator_id=creator_id, diamonds=diamonds, cash_minor=cash,
-                        currency=card.cash_currency, rate_card_version=card.version,
-                        status=PENDING, provider=provider.name,
-                        hold_transaction_id=transaction_id)
-        session.add(payout)
-        await session.flush()
-        return {"payout_id": payout.id}
+        return await _pending(session, provider, card, cash, transaction_id,
+                              creator_id=creator_id, diamonds=diamonds)
 
     outcome = await run_idempotent(
         sessions, scope=f"user:{creator_id}", key=idempotency_key, operation="request_payout",
@@ -112,9 +107,7 @@ async def request_brand_payout(sessions: async_sessionmaker[AsyncSession],
     the coins are held now, retired when the provider reports the cash paid, returned to
     the revenue if it fails."""
     check_key(idempotency_key)
-    if type(coins) is not int or not 1 <= coins <= MAX_FUNDING:
-        raise DomainError(ErrorCode.INVALID_AMOUNT,
-                          f"coins must be between 1 and {MAX_FUNDING:,}.", "coins")
+    check_coins(coins)
     cash = coins * settings.brand_payout_cash_minor_per_100_coins // 100
     if cash < 1:
         raise DomainError(ErrorCode.INVALID_AMOUNT, "This payout is worth less than one cent "
@@ -137,19 +130,25 @@ async def request_brand_payout(sessions: async_sessionmaker[AsyncSession],
             session, kind="brand_payout_hold", memo=f"{slug}: paid out through "
             f"{provider.name}", legs=[Leg(revenue, -coins),
                                       Leg(await _brand_hold(session, slug), coins)])
-        payout = Payout(brand_id=brand.id, coins=coins, cash_minor=cash,
-                        currency=card.cash_currency, rate_card_version=card.version,
-                        status=PENDING, provider=provider.name,
-                        hold_transaction_id=transaction_id)
-        session.add(payout)
-        await session.flush()
-        return {"payout_id": payout.id}
+        return await _pending(session, provider, card, cash, transaction_id,
+                              brand_id=brand.id, coins=coins)
 
     outcome = await run_idempotent(
         sessions, scope=f"user:{admin_id}", key=idempotency_key,
         operation="request_brand_payout", request={"brand": slug, "coins": coins},
         action=hold)
     return await _handed_over(sessions, provider, outcome)
+
+
+async def _pending(session: AsyncSession, provider: PayoutProvider, card: Any, cash: int,
+                   hold_transaction_id: int, **payee: int) -> dict[str, int]:
+    """Record a payout just held, for ``payee`` (a creator's diamonds or a brand's coins)."""
+    payout = Payout(**payee, cash_minor=cash, currency=card.cash_currency,
+                    rate_card_version=card.version, status=PENDING, provider=provider.name,
+                    hold_transaction_id=hold_transaction_id)
+    session.add(payout)
+    await session.flush()
+    return {"payout_id": payout.id}
 
 
 def _provider(providers: Mapping[str, PayoutProvider], settings: Settings) -> PayoutProvider:

@@ -113,7 +113,11 @@ async def test_graphiql_runs_the_example_offline_in_a_browser(demo_server, chrom
 
     async with only_from_its_server(chromium, demo_server.url, height=800) as (page, elsewhere):
         await expect(page.locator(".graphiql-container")).to_be_visible(timeout=30_000)
-        await page.locator(".graphiql-execute-button").click()
+        # The button becomes a menu of operations once the editor has parsed the document;
+        # clicked before that, it runs nothing and opens no menu.
+        operations = page.locator('.graphiql-execute-button[aria-haspopup="menu"]')
+        await expect(operations).to_be_visible(timeout=30_000)
+        await operations.click()
         await page.get_by_role("menuitem", name="GiftCatalogue").click()
         await expect(page.locator(".result-window")).to_contain_text('"name": "Rose"',
                                                                       timeout=30_000)

@@ -16,7 +16,7 @@ from app.testing import new_viewer
 from tests.gifting_support import send
 from tests.sample_plugins.acme import Acme, Globex
 from tests.support import snapshot
-from tests.test_plugins import core_with, funded_stage
+from tests.test_plugins import Counting, core_with, funded_stage
 
 
 class Held(Acme):
@@ -203,6 +203,73 @@ async def test_the_time_limit_counts_from_the_arrival_of_the_request(database_ur
             assert (await send(runtime, fan, stage, "acme-rocket")).receipt.brand_subsidy == 25
         finally:
             REQUEST_STARTED.reset(fresh)
+
+
+async def test_a_sponsors_refusal_does_not_wait_for_the_gift_writer(postgres_database_url):
+    """While the gift writer's batch waits on a wallet another connection has locked, a
+    sponsored send its plugin vetoes and one whose plugin fails are answered: a refusal
+    writes nothing, so it is not queued behind a batch. Released, the core gift is written;
+    nothing moved for the refused sends."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    from app.ledger import audit
+    from app.services.users import coin_account
+
+    url = make_url(postgres_database_url)
+    async with core_with(postgres_database_url, ("acme", Acme(veto="Sold out today")),
+                         ("globex", Globex(mode="check-raises"))) as runtime:
+        stage, fan = await funded_stage(runtime)
+        other = await new_viewer(runtime, "other-fan", 100)
+        async with runtime.sessions() as session:
+            wallet = (await coin_account(session, fan)).id
+        locker = await asyncpg.connect(user=url.username, host=url.host, port=url.port,
+                                       database=url.database)
+        try:
+            locking = locker.transaction()
+            await locking.start()
+            await locker.execute("SELECT id FROM ledger_account WHERE id = $1 FOR UPDATE",
+                                 wallet)
+            rose = asyncio.create_task(send(runtime, fan, stage, "rose"))
+            waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' " \
+                      "AND datname = current_database()"
+            for _ in range(3000):  # until the batch waits on the lock
+                if await locker.fetchval(waiting):
+                    break
+                await asyncio.sleep(0.01)
+            before = await snapshot(postgres_database_url)
+            # Bounded, so that a refusal queued behind the batch fails rather than hangs.
+            vetoed = await asyncio.wait_for(refused(send(runtime, other, stage, "acme-rocket")),
+                                            30)
+            failed = await asyncio.wait_for(refused(send(runtime, other, stage,
+                                                         "globex-globe")), 30)
+            assert (vetoed.code, vetoed.message) == (ErrorCode.SEND_VETOED, "Sold out today")
+            assert (failed.code, failed.message) == (
+                ErrorCode.GIFT_UNAVAILABLE,
+                "The gift 'Globex Globe' is unavailable: its sponsor's plugin failed.")
+            assert not rose.done()  # the batch still waits on the wallet
+            assert await snapshot(postgres_database_url) == before
+            await locking.rollback()
+        finally:
+            await locker.close()
+        assert (await rose).receipt.coins_paid == 1
+        async with runtime.sessions() as session:
+            assert await audit(session) == []
+
+
+async def test_a_sponsored_send_sent_again_is_replayed_without_asking_its_plugin(
+        database_url):
+    """The same send with the same idempotency key: the stored receipt, and the plugin is
+    not asked again (nor would its refusal now, a daily cap say, undo the first send)."""
+    acme = Counting()
+    async with core_with(database_url, ("acme", acme)) as runtime:
+        stage, fan = await funded_stage(runtime)
+        first = await send(runtime, fan, stage, "acme-rocket", key="once")
+        acme.veto = "Only one a day"
+        again = await send(runtime, fan, stage, "acme-rocket", key="once")
+        assert (again.replayed, again.receipt.id, acme.quotes) == (True, first.receipt.id, 1)
+        refusal = await refused(send(runtime, fan, stage, "acme-rocket", key="twice"))
+        assert refusal.message == "Only one a day"
 
 
 def test_the_breaker_opens_after_failures_in_a_row_and_lets_one_probe_through():

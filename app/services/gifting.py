@@ -64,6 +64,7 @@ from app.models import (
     Gift,
     GiftCombo,
     GiftSend,
+    IdempotencyRecord,
     LiveSession,
     SessionGifterTotal,
     SupporterTotal,
@@ -169,8 +170,14 @@ async def _send_sponsored(sessions: async_sessionmaker[AsyncSession], writer: _W
         if question is None:
             question = await _question(sessions, request)
         for _ in range(MAX_SPONSOR_QUESTIONS):
-            if question is not None:  # None: the batch refuses the send before asking
-                request.quotes[question] = await _ask_sponsor(request.plugins, question)
+            if question is not None:  # None: the batch answers the send without asking
+                answer = await _ask_sponsor(request.plugins, question)
+                if isinstance(answer, DomainError):
+                    # Its key was unused when asked and a refusal is not kept for it:
+                    # nothing to write, so the sender is not queued behind a batch.
+                    assert not answer.recorded
+                    raise answer
+                request.quotes[question] = answer
                 request.done = writer.loop.create_future()
             try:
                 return await writer.send(request)
@@ -783,18 +790,21 @@ def _quoted(request: _Request, question: _Question) -> GiftSplit:
 async def _question(sessions: async_sessionmaker[AsyncSession], request: _Request
                     ) -> _Question | None:
     """What a sponsored send asks its plugin, as the database says now (the batch checks it
-    again once it holds the locks); None if the send will be refused before any asking."""
+    again once it holds the locks); None if the batch answers the send without asking: it
+    will be refused, or its idempotency key was used before (the batch replays that)."""
     now = request.clock()
+    used = select(IdempotencyRecord.id).where(IdempotencyRecord.scope == request.claim.scope,
+                                              IdempotencyRecord.key == request.claim.key)
     async with sessions() as session:
-        found = (await session.execute(  # the gift, the session and the brand: one query
-            select(Gift, LiveSession, Brand.slug).select_from(Gift)
+        found = (await session.execute(  # the gift, the session, the brand, the key: one query
+            select(Gift, LiveSession, Brand.slug, used.exists()).select_from(Gift)
             .join(LiveSession, LiveSession.id == request.session_id)
             .outerjoin(Brand, Brand.id == Gift.brand_id)
             .where(Gift.id == request.gift_id))).first()
         if found is None:
             return None
-        gift, live, brand = found
-        if gift.plugin is None or live.status != LIVE or \
+        gift, live, brand, replay = found
+        if replay or gift.plugin is None or live.status != LIVE or \
                 live.creator_id == request.sender_id or not is_available(gift, now):
             return None
         card = await current_rate_card(session, now)

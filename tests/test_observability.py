@@ -132,6 +132,28 @@ def test_every_answer_says_how_long_the_server_took(server):
         assert float(timing.group(1)) >= 0
 
 
+async def test_requests_arriving_together_each_note_their_arrival_before_any_is_served():
+    """Three requests started in one pass of the event loop: each one's arrival (what a
+    plugin's time limit and Server-Timing count from) is noted before the first of them is
+    served, not once the ones ahead of it have run."""
+    from app.observability import REQUEST_STARTED, ObservedRequests
+
+    arrived, served = [], []
+
+    async def app(scope, receive, send):
+        arrived.append(REQUEST_STARTED.get())
+        served.append(time.perf_counter())
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+
+    async def ignore(message):
+        pass
+
+    observed = ObservedRequests(app)
+    scope = {"type": "http", "method": "GET", "path": "/health", "headers": []}
+    await asyncio.gather(*(observed(dict(scope), None, ignore) for _ in range(3)))
+    assert len(arrived) == 3 and max(arrived) < min(served)
+
+
 def test_metrics_count_requests_by_route_template_not_raw_path(server):
     before = scrape(server)
     for month in ("2026-01", "2026-02", "2026-03"):

@@ -38,8 +38,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.ledger import AuditFinding, Currency, Leg, audit, post_transaction, system_account
+from app.ledger import AuditFinding, Currency, Leg, post_transaction, system_account
+from app.ledger import audit as ledger_audit
 from app.models import Gift, GiftSend
 from app.plugins import PluginHost
 from app.runtime import Runtime
@@ -49,7 +51,7 @@ from app.services.live import start_session
 from app.services.users import coin_account, ensure_user
 from app.settings import Settings
 
-__all__ = ["Clock", "Harness", "Stage", "give_coins", "go_live", "livegifts", "new_viewer"]
+__all__ = ["Clock", "Harness", "Stage", "audit", "give_coins", "go_live", "livegifts", "new_viewer"]
 
 
 class Clock:
@@ -85,6 +87,12 @@ class Stage:
     creator_id: int
     session_id: int
     gifts: dict[str, int]
+
+
+async def audit(session: AsyncSession) -> list[AuditFinding]:
+    """The ledger audit of a database the test kit funds: its grants (``test_grant``, coins
+    given as if bought) are accepted without a purchase behind them."""
+    return await ledger_audit(session, test_grants=True)
 
 
 async def give_coins(runtime: Runtime, user_id: int, coins: int) -> None:

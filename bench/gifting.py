@@ -16,8 +16,8 @@ import asyncio
 import time
 from datetime import timedelta
 
-from app.ledger import audit
 from app.services import gifting
+from app.testing import audit
 from bench.common import fresh_runtime
 from tests.gifting_support import new_viewer, stage
 

@@ -38,12 +38,12 @@ from sqlalchemy.engine import make_url
 from strawberry.relay import to_base64
 
 from app.auth import Role, mint_token
-from app.ledger import audit, system_account
+from app.ledger import system_account
 from app.runtime import Runtime
 from app.services.gifting import period_starts
 from app.services.users import coin_account, diamond_account
 from app.settings import Settings
-from app.testing import go_live, new_viewer
+from app.testing import audit, go_live, new_viewer
 from bench.common import BENCH_URL, fresh_runtime
 
 JWT_SECRET = "bench-jwt-secret-0123456789abcdef0123456789"

@@ -12,12 +12,11 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from app.errors import DomainError, ErrorCode
-from app.ledger import audit
 from app.models import Account
 from app.services.brands import budget_balance, revenue_balance, settle_revenue
 from app.services.statements import brand_statement
 from app.sponsorship import share_with_carry
-from app.testing import new_viewer
+from app.testing import audit, new_viewer
 from tests.gifting_support import send
 from tests.sample_plugins.acme import Acme
 from tests.support import snapshot

@@ -9,11 +9,12 @@ import pytest
 from sqlalchemy import func, select
 
 from app.errors import BusinessRefusal, DomainError, ErrorCode
-from app.ledger import audit, run_idempotent
+from app.ledger import run_idempotent
 from app.models import Account, CoinPackage, LedgerTransaction, Purchase
 from app.services import live, wallets
 from app.services.coins import purchase_coins, seed_default_packages
 from app.services.users import ensure_user
+from app.testing import audit
 from tests.gifting_support import new_viewer, send, stage
 from tests.support import ADULT, sandbox
 from tests.test_ledger import balance, debit, fund, make_user

@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.exc import OperationalError
 
-from app.ledger import audit
 from app.models import GiftSend, SessionGifterTotal
 from app.services import gifting, wallets
+from app.testing import audit
 from tests.gifting_support import new_viewer, send, stage
 
 

@@ -10,11 +10,11 @@ import pytest
 from sqlalchemy import event, func, select
 
 from app.errors import DomainError, ErrorCode
-from app.ledger import audit
 from app.models import GiftCombo, GiftSend, IdempotencyRecord, LedgerTransaction
 from app.runtime import Runtime
 from app.services import gifting, live, recognition, safeguards, wallets
 from app.services.recognition import Period
+from app.testing import audit
 from tests.gifting_support import Recorder, new_viewer, send, stage
 from tests.support import settings_for, snapshot
 

@@ -12,11 +12,10 @@ from sqlalchemy import event, update
 
 from app.errors import DomainError, ErrorCode
 from app.events import session_channel
-from app.ledger import audit
 from app.models import Gift, RateCard
 from app.services import gifting, live, rates, recognition, wallets
 from app.services.recognition import Period
-from app.testing import Clock
+from app.testing import Clock, audit
 from tests.gifting_support import Recorder, give_coins, new_viewer, send, stage
 from tests.support import snapshot, token
 

@@ -13,13 +13,13 @@ from app.ledger import (
     InsufficientFunds,
     Leg,
     UnbalancedTransaction,
-    audit,
     post_transaction,
     run_idempotent,
     system_account,
     user_account,
 )
 from app.models import Account, Entry, IdempotencyRecord, LedgerTransaction, User
+from app.testing import audit
 from tests.support import execute_sql, snapshot
 
 
@@ -56,7 +56,7 @@ async def test_balanced_post_moves_cached_balances_and_writes_entries(runtime):
     async with runtime.sessions() as session, session.begin():
         a = await user_account(session, alice, "wallet", Currency.COIN)
         b = await user_account(session, bob, "wallet", Currency.COIN)
-        transaction_id = await post_transaction(session, kind="transfer",
+        transaction_id = await post_transaction(session, kind="test_transfer",
                                                 legs=[Leg(a, -30), Leg(b, 30)])
     assert await balance(runtime, f"user:{alice}:wallet") == 70
     assert await balance(runtime, f"user:{bob}:wallet") == 30
@@ -112,7 +112,7 @@ async def test_overdraft_is_rejected_atomically(runtime):
             b = await user_account(session, bob, "wallet", Currency.COIN)
             c = await user_account(session, carol, "wallet", Currency.COIN)
             # Alice's debit is applied first (lower id); Bob's then fails: both roll back.
-            await post_transaction(session, kind="split",
+            await post_transaction(session, kind="test_split",
                                    legs=[Leg(a, -50), Leg(b, -11), Leg(c, 61)])
     assert refused.value.code is ErrorCode.INSUFFICIENT_COINS
     assert refused.value.message == "Not enough coins: this needs 11 and the balance is 10."
@@ -131,7 +131,7 @@ def debit(runtime, user_id: int, amount: int):
     async def action(session):
         wallet = await user_account(session, user_id, "wallet", Currency.COIN)
         sink = await system_account(session, "platform_revenue", Currency.COIN)
-        transaction_id = await post_transaction(session, kind="debit",
+        transaction_id = await post_transaction(session, kind="test_debit",
                                                 legs=[Leg(wallet, -amount), Leg(sink, amount)])
         return {"transaction_id": transaction_id}
     return action

@@ -114,3 +114,45 @@ async def test_the_default_gifts_pictures_move_to_this_server_and_back(runtime):
     after = await pictures()
     assert after["rose"] == "/static/gifts/rose.svg"
     assert after["lion"] == "https://art.example.com/lion.png"
+
+
+async def test_brand_transfers_made_before_their_records_get_them(database_url):
+    """Revision 0017 gives every brand funding and settlement made before it its record,
+    with the brand and the coins from its ledger entries (who made it was not kept); the
+    audit then finds each transaction's source."""
+    from alembic import command
+    from sqlalchemy import select
+
+    from app.migrate import alembic_config, upgrade
+    from app.models import BrandTransfer
+    from app.services.brands import settle_revenue
+    from app.testing import audit, new_viewer
+    from tests.gifting_support import send
+    from tests.sample_plugins.acme import Acme
+    from tests.test_plugins import core_with, funded_stage
+
+    async with core_with(database_url, ("acme", Acme())) as runtime:
+        stage, fan = await funded_stage(runtime, budget=1_000)
+        await send(runtime, fan, stage, "acme-rocket")  # the brand's share: 5 coins
+        admin = await new_viewer(runtime, "settling-admin")
+        await settle_revenue(runtime.sessions, admin_id=admin, slug="acme", coins=4,
+                             idempotency_key="settle")
+
+        async def transfers() -> list[tuple]:
+            async with runtime.sessions() as session:
+                return (await session.execute(select(
+                    BrandTransfer.brand_id, BrandTransfer.kind, BrandTransfer.coins,
+                    BrandTransfer.admin_id, BrandTransfer.transaction_id)
+                    .order_by(BrandTransfer.id))).all()
+
+        kept = await transfers()
+        assert [(kind, coins, admin_id is not None) for _, kind, coins, admin_id, _ in kept] \
+            == [("funding", 1_000, True), ("settlement", 4, True)]
+        async with runtime.engine.begin() as connection:
+            await connection.run_sync(
+                lambda sync: command.downgrade(alembic_config(sync), "0016"))
+        await upgrade(runtime.engine)
+        assert await transfers() == [(brand, kind, coins, None, transaction)
+                                     for brand, kind, coins, _, transaction in kept]
+        async with runtime.sessions() as session:
+            assert await audit(session) == []

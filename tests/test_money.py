@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy import select, update
 
 from app.errors import DomainError, ErrorCode
-from app.ledger import audit
 from app.models import Account, LimitChange
 from app.services import payouts, safeguards, statements, wallets
 from app.services.payouts import WebhookError
+from app.testing import audit
 from tests.gifting_support import new_viewer, send, stage
 from tests.money_support import (
     buy,

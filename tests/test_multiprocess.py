@@ -207,9 +207,9 @@ async def test_without_redis_reads_and_gifts_go_on_and_every_acknowledged_gift_i
     from sqlalchemy import select
     from strawberry.relay import from_base64
 
-    from app.ledger import audit
     from app.models import GiftSend
     from app.runtime import Runtime
+    from app.testing import audit
     from tests.support import settings_for
 
     process, url = start_redis(tmp_path)

@@ -107,7 +107,7 @@ async def test_a_blocked_plugin_holds_up_no_other_gift(database_url):
         assert runtime.plugins.records["acme"].failures == 0
         assert runtime.plugins.records["globex"].failures == 0
         async with runtime.sessions() as session:
-            from app.ledger import audit
+            from app.testing import audit
 
             assert await audit(session) == []
 
@@ -213,8 +213,8 @@ async def test_a_sponsors_refusal_does_not_wait_for_the_gift_writer(postgres_dat
     import asyncpg
     from sqlalchemy.engine import make_url
 
-    from app.ledger import audit
     from app.services.users import coin_account
+    from app.testing import audit
 
     url = make_url(postgres_database_url)
     async with core_with(postgres_database_url, ("acme", Acme(veto="Sold out today")),

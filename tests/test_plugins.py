@@ -137,7 +137,7 @@ async def test_hook_split_revenue(database_url):
         receipt = await _send(runtime, stage, fan, "acme-rocket", 3, None)  # value 150
         assert (receipt.creator_coins, receipt.platform_coins, receipt.brand_coins) == \
             (75, 60, 15)
-        from app.ledger import audit
+        from app.testing import audit
         async with runtime.sessions() as session:
             assert await audit(session) == []
             from sqlalchemy import select
@@ -427,8 +427,8 @@ async def test_a_plugin_answers_while_the_batch_holds_no_lock(postgres_database_
     import asyncpg
     from sqlalchemy.engine import make_url
 
-    from app.ledger import audit
     from app.services.users import coin_account
+    from app.testing import audit
 
     plugin = Counting()
     plugin.answer.clear()

@@ -22,13 +22,12 @@ from hypothesis.stateful import (
 )
 
 from app.errors import DomainError
-from app.ledger import audit
 from app.plugins import PluginHost
 from app.runtime import Runtime
 from app.services import wallets
 from app.services.brands import budget_balance, fund_budget
 from app.services.payouts import WebhookError
-from app.testing import go_live, new_viewer
+from app.testing import audit, go_live, new_viewer
 from tests.conftest import _truncate_postgres
 from tests.gifting_support import send
 from tests.money_support import buy, payout_webhook, request, store_webhook

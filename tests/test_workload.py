@@ -11,12 +11,11 @@ import time
 from sqlalchemy import func, select
 
 from app.errors import DomainError
-from app.ledger import audit
 from app.models import Account, GiftSend
 from app.plugins import PluginHost
 from app.runtime import Runtime
 from app.services.brands import fund_budget
-from app.testing import go_live, new_viewer
+from app.testing import audit, go_live, new_viewer
 from tests.gifting_support import send
 from tests.money_support import buy, earn_diamonds, request
 from tests.sample_plugins.acme import Acme

@@ -29,8 +29,10 @@ from app.ledger.accounts import (
     lock_accounts,
     open_account,
     system_account,
+    system_code,
     user_account,
     user_accounts,
+    user_code,
 )
 from app.ledger.audit import AuditFinding, audit
 from app.ledger.idempotency import Claim, claim_keys, run_idempotent, settle_keys
@@ -62,6 +64,8 @@ __all__ = [
     "run_idempotent",
     "settle_keys",
     "system_account",
+    "system_code",
     "user_account",
     "user_accounts",
+    "user_code",
 ]

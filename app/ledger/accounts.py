@@ -69,23 +69,31 @@ def _same_currency(account: AccountRef, currency: str) -> AccountRef:
     return account
 
 
+def system_code(name: str, currency: str) -> str:
+    return f"system:{name}:{currency}"
+
+
+def user_code(user_id: int, purpose: str) -> str:
+    return f"user:{user_id}:{purpose}"
+
+
 async def system_account(session: AsyncSession, name: str, currency: str) -> AccountRef:
     """A platform account (issuance, revenue, clearing): derived balance, may go negative."""
-    return await open_account(session, f"system:{name}:{currency}", currency,
+    return await open_account(session, system_code(name, currency), currency,
                               cached=False, limited=False)
 
 
 async def user_account(session: AsyncSession, user_id: int, purpose: str,
                        currency: str) -> AccountRef:
     """A user's own account (wallet coins, earned diamonds): cached and never negative."""
-    return await open_account(session, f"user:{user_id}:{purpose}", currency,
+    return await open_account(session, user_code(user_id, purpose), currency,
                               cached=True, limited=True, owner_user_id=user_id)
 
 
 async def user_accounts(session: AsyncSession, user_ids: Iterable[int], purpose: str,
                         currency: str) -> dict[int, AccountRef]:
     """Many users' accounts of one purpose: those not known yet are read in one query."""
-    codes = {user_id: f"user:{user_id}:{purpose}" for user_id in user_ids}
+    codes = {user_id: user_code(user_id, purpose) for user_id in user_ids}
     known = _known.setdefault(session.get_bind(), {})
     unknown = [code for code in codes.values() if code not in known]
     if unknown:

@@ -1,4 +1,7 @@
-"""The ledger audit: proofs that no coin was lost or created, run by ``livegifts audit``."""
+"""The ledger audit: proofs that no coin was lost or created, run by ``livegifts audit``.
+
+Besides the ledger's own invariants it checks every transaction against the record it was
+posted for (:mod:`app.services.provenance`)."""
 
 from __future__ import annotations
 
@@ -25,14 +28,16 @@ class AuditFinding:
         return f"{self.check}: {self.subject}: {self.detail}"
 
 
-async def audit(session: AsyncSession, progress: AuditProgress | None = None
-                ) -> list[AuditFinding]:
+async def audit(session: AsyncSession, progress: AuditProgress | None = None, *,
+                test_grants: bool = False) -> list[AuditFinding]:
     """Return every violation of the ledger's invariants; an empty list means the books hold.
 
     Transactions and accounts are checked in batches of ids, each batch reported to
-    ``progress``.
+    ``progress``. ``test_grants`` accepts the test kit's grants, which have no source
+    record (:func:`app.testing.audit` passes it; a production ledger holds none).
     """
     from app.ledger import journal
+    from app.services import provenance
 
     report = progress or (lambda check, done, total: None)
     findings: list[AuditFinding] = await journal.verify(
@@ -59,6 +64,12 @@ async def audit(session: AsyncSession, progress: AuditProgress | None = None
             findings.append(AuditFinding("balanced transaction", f"transaction {transaction_id}",
                                          f"{currency} entries sum to {total}, expected 0"))
         report("balanced transactions", end, last)
+
+    report("source records", 0, last)
+    for start in range(0, last, BATCH):
+        end = min(start + BATCH, last)
+        findings.extend(await provenance.check(session, start, end, test_grants=test_grants))
+        report("source records", end, last)
 
     last = await session.scalar(select(func.max(Account.id))) or 0
     report("accounts", 0, last)

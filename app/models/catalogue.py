@@ -36,6 +36,27 @@ class BrandOwner(SQLModel, table=True):
     bound_at: datetime = created_at_field()
 
 
+class BrandTransfer(SQLModel, table=True):
+    """Coins an admin moved into a brand's budget (``funding``) or from its revenue into
+    its budget (``settlement``): the source record of that ledger transaction."""
+
+    __tablename__ = "brand_transfer"
+    __table_args__ = (
+        CheckConstraint("kind IN ('funding', 'settlement')", name="kind_known"),
+        CheckConstraint("coins > 0", name="coins_positive"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    brand_id: int = Field(foreign_key="brand.id", index=True, sa_type=BigId)
+    kind: str = Field(max_length=12)
+    coins: int = Field(sa_type=Amount)
+    # Who moved them; unknown for transfers made before these records were kept.
+    admin_id: int | None = Field(default=None, foreign_key="app_user.id", sa_type=BigId)
+    transaction_id: int = Field(foreign_key="ledger_transaction.id", unique=True,
+                                sa_type=BigId)
+    created_at: datetime = created_at_field()
+
+
 class BrandShareCarry(SQLModel, table=True):
     """The part of a coin of revenue share a brand is owed from its sends so far, in
     1/10,000 coin, carried to its next send (see :class:`app.sponsorship.BrandShare`)."""

@@ -24,7 +24,16 @@ from app.ledger import (
 )
 from app.ledger.accounts import open_account
 from app.ledger.idempotency import check_key
-from app.models import Account, Brand, BrandOwner, BrandShareCarry, Gift, GiftSend, User
+from app.models import (
+    Account,
+    Brand,
+    BrandOwner,
+    BrandShareCarry,
+    BrandTransfer,
+    Gift,
+    GiftSend,
+    User,
+)
 from app.plugins import DISTRIBUTION, PluginHost, Sponsor, normalised_distribution
 from app.services.webhooks import ensure_plugin_subscriptions
 from app.sponsorship import SLUG
@@ -39,16 +48,27 @@ def check_coins(coins: object) -> None:
                           f"coins must be between 1 and {MAX_FUNDING:,}.", "coins")
 
 
+BUDGET, REVENUE, PAYOUT_HOLD = "budget", "revenue", "payout_hold"
+
+
+def brand_code(slug: str, purpose: str) -> str:
+    """The ledger code of a brand's account: its ``BUDGET``, ``REVENUE`` or ``PAYOUT_HOLD``."""
+    return f"brand:{slug}:{purpose}"
+
+
+async def brand_account(session: AsyncSession, slug: str, purpose: str) -> AccountRef:
+    return await open_account(session, brand_code(slug, purpose), Currency.COIN, cached=True,
+                              limited=True)
+
+
 async def budget_account(session: AsyncSession, slug: str) -> AccountRef:
     """Coins a brand set aside to subsidise its gifts; never negative."""
-    return await open_account(session, f"brand:{slug}:budget", Currency.COIN, cached=True,
-                              limited=True)
+    return await brand_account(session, slug, BUDGET)
 
 
 async def revenue_account(session: AsyncSession, slug: str) -> AccountRef:
     """Coins a brand earns as its revenue share of its gifts."""
-    return await open_account(session, f"brand:{slug}:revenue", Currency.COIN, cached=True,
-                              limited=True)
+    return await brand_account(session, slug, REVENUE)
 
 
 async def sync_sponsored_catalogue(session: AsyncSession, host: PluginHost,
@@ -190,11 +210,13 @@ async def fund_budget(sessions: async_sessionmaker[AsyncSession], *, admin_id: i
     check_coins(coins)
 
     async def fund(session: AsyncSession) -> dict[str, int]:
-        await brand_by_slug(session, slug)
+        brand = await brand_by_slug(session, slug)
         budget = await budget_account(session, slug)
         transaction_id = await post_transaction(session, kind="brand_funding", memo=slug, legs=[
             Leg(await system_account(session, "sponsorship_funding", Currency.COIN), -coins),
             Leg(budget, coins)])
+        session.add(BrandTransfer(brand_id=brand.id, kind="funding", coins=coins,
+                                  admin_id=admin_id, transaction_id=transaction_id))
         return {"transaction_id": transaction_id}
 
     await run_idempotent(sessions, scope=f"user:{admin_id}", key=idempotency_key,
@@ -206,13 +228,13 @@ async def fund_budget(sessions: async_sessionmaker[AsyncSession], *, admin_id: i
 
 async def budget_balance(session: AsyncSession, slug: str) -> int:
     return await session.scalar(select(Account.balance).where(
-        Account.code == f"brand:{slug}:budget")) or 0
+        Account.code == brand_code(slug, BUDGET))) or 0
 
 
 async def revenue_balance(session: AsyncSession, slug: str) -> int:
     """Coins the brand earned from its revenue share and has not been settled yet."""
     return await session.scalar(select(Account.balance).where(
-        Account.code == f"brand:{slug}:revenue")) or 0
+        Account.code == brand_code(slug, REVENUE))) or 0
 
 
 async def settle_revenue(sessions: async_sessionmaker[AsyncSession], *, admin_id: int,
@@ -224,7 +246,7 @@ async def settle_revenue(sessions: async_sessionmaker[AsyncSession], *, admin_id
     check_coins(coins)
 
     async def settle(session: AsyncSession) -> dict[str, int]:
-        await brand_by_slug(session, slug)
+        brand = await brand_by_slug(session, slug)
         revenue, budget = await revenue_account(session, slug), await budget_account(session, slug)
         earned = (await lock_accounts(session, [revenue]))[revenue.id]
         if earned < coins:
@@ -233,6 +255,8 @@ async def settle_revenue(sessions: async_sessionmaker[AsyncSession], *, admin_id
         transaction_id = await post_transaction(
             session, kind="brand_settlement", memo=f"{slug}: netted against the budget",
             legs=[Leg(revenue, -coins), Leg(budget, coins)])
+        session.add(BrandTransfer(brand_id=brand.id, kind="settlement", coins=coins,
+                                  admin_id=admin_id, transaction_id=transaction_id))
         return {"transaction_id": transaction_id}
 
     await run_idempotent(sessions, scope=f"user:{admin_id}", key=idempotency_key,

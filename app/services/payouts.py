@@ -29,7 +29,6 @@ from app.ledger import (
     Leg,
     lock_account,
     lock_accounts,
-    open_account,
     post_transaction,
     run_idempotent,
     system_account,
@@ -38,7 +37,7 @@ from app.ledger.idempotency import check_key
 from app.models import Brand, Payout
 from app.payments import PayoutOrder, PayoutProvider, PayoutRejected, WebhookRejected
 from app.services import event_log
-from app.services.brands import brand_by_slug, check_coins
+from app.services.brands import PAYOUT_HOLD, brand_account, brand_by_slug, check_coins
 from app.services.brands import revenue_account as brand_revenue_account
 from app.services.rates import current_rate_card
 from app.services.users import diamond_account, payout_hold_account
@@ -160,8 +159,7 @@ def _provider(providers: Mapping[str, PayoutProvider], settings: Settings) -> Pa
 
 async def _brand_hold(session: AsyncSession, slug: str) -> AccountRef:
     """A brand's revenue coins on their way out as cash."""
-    return await open_account(session, f"brand:{slug}:payout_hold", Currency.COIN,
-                              cached=True, limited=True)
+    return await brand_account(session, slug, PAYOUT_HOLD)
 
 
 async def _handed_over(sessions: async_sessionmaker[AsyncSession], provider: PayoutProvider,

@@ -30,6 +30,7 @@ from app.models import (
     PurchaseReversal,
     User,
 )
+from app.services.brands import REVENUE, brand_code
 
 MAX_RANGE_DAYS = 366
 
@@ -171,7 +172,7 @@ async def brand_statement(session: AsyncSession, slug: str, month: str) -> State
     start, end = parse_month(month)
     since, until = day_bounds(start, end)
     account = await session.scalar(select(Account.id).where(
-        Account.code == f"brand:{slug}:revenue"))
+        Account.code == brand_code(slug, REVENUE)))
     statement = Statement(f"Revenue of {slug} for {month}", start, end)
     moved = select(func.count(Entry.id), total(Entry.amount)).join(
         LedgerTransaction, LedgerTransaction.id == Entry.transaction_id).where(

@@ -10,7 +10,14 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import insert_ignoring_conflict
-from app.ledger import AccountRef, Currency, open_account, user_account, user_accounts
+from app.ledger import (
+    AccountRef,
+    Currency,
+    open_account,
+    user_account,
+    user_accounts,
+    user_code,
+)
 from app.models import Profile, User
 
 logger = logging.getLogger(__name__)
@@ -103,5 +110,5 @@ async def payout_hold_account(session: AsyncSession, user_id: int) -> AccountRef
 async def debt_account(session: AsyncSession, user_id: int) -> AccountRef:
     """Coins the user owes after a refund or chargeback of coins already spent: a negative
     balance, settled first by later purchases. The wallet itself never goes negative."""
-    return await open_account(session, f"user:{user_id}:{COIN_DEBT}", Currency.COIN,
+    return await open_account(session, user_code(user_id, COIN_DEBT), Currency.COIN,
                               cached=True, limited=False, owner_user_id=user_id)

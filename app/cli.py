@@ -419,28 +419,71 @@ def documents_list() -> None:
 
 
 @main.command(help="Check the ledger: conservation, cached balances, no negative balances, "
-                   "and the journal's digests and hash chain.")
+                   "and the journal's digests and hash chain. With --checkpoint, also check "
+                   "the seals against a file of signed checkpoints kept outside the database, "
+                   "and add the new seals to it.")
 @click.option("--seal", is_flag=True, help="First seal the transactions not yet sealed.")
+@click.option("--checkpoint", "checkpoint_file", metavar="FILE", default=None,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Verify the seals recorded in FILE (signed JSON lines, created if missing), "
+                   "then append the seals since its last line; nothing is written when "
+                   "anything fails. Needs a key: --checkpoint-key or LIVEGIFTS_CHECKPOINT_KEY.")
+@click.option("--checkpoint-key", "key_file", metavar="FILE", default=None,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The file holding the key that signs checkpoints (else the variable "
+                   "LIVEGIFTS_CHECKPOINT_KEY). Keep it off the database's host.")
 @progress_option
-def audit(seal: bool, show_progress: bool | None) -> None:
+def audit(seal: bool, checkpoint_file: Path | None, key_file: Path | None,
+          show_progress: bool | None) -> None:
     from app.ledger import audit as run_audit
-    from app.ledger import journal
+    from app.ledger import checkpoints, journal
+
+    key = b""
+    if checkpoint_file is None and key_file is not None:
+        raise click.UsageError("--checkpoint-key signs a checkpoint file: give --checkpoint FILE")
+    if checkpoint_file is not None:
+        if not checkpoint_file.parent.is_dir():
+            raise click.BadParameter(f"the directory {checkpoint_file.parent} does not exist",
+                                     param_hint="--checkpoint")
+        try:
+            key = checkpoints.load_key(key_file)
+        except checkpoints.CheckpointError as error:
+            raise click.UsageError(str(error)) from None
 
     async def check(runtime):  # type: ignore[no-untyped-def]
         if seal:
             async with runtime.sessions() as session, session.begin():
                 await journal.seal(session)
         async with runtime.sessions() as session:
-            return await run_audit(session, report)
+            audited = await journal.head(session)  # the audit checks at least these seals
+            findings = await run_audit(session, report)
+            if checkpoint_file is None:
+                return findings, None
+            findings += await checkpoints.verify(session, checkpoint_file, key)
+            if findings:
+                return findings, None
+            try:
+                return [], await checkpoints.append(session, checkpoint_file, key,
+                                                    up_to_seal=audited)
+            except checkpoints.CheckpointDiffers as differs:  # changed since verify()
+                return differs.findings, None
 
     with _progress(show_progress) as report:
-        findings = _with_runtime(check)
+        try:
+            findings, written = _with_runtime(check)
+        except checkpoints.CheckpointError as error:
+            raise click.ClickException(str(error)) from None
     for finding in findings:
         click.echo(f"FAIL {finding}", err=True)
     if findings:
+        if checkpoint_file is not None:
+            click.echo(f"nothing was written to {checkpoint_file}", err=True)
         sys.exit(1)
     click.echo("audit passed: every currency sums to zero, cached balances match their "
                "entries, no limited account is negative, the journal is intact")
+    if checkpoint_file is not None:
+        click.echo(f"checkpoints: the seals in {checkpoint_file} match the database; "
+                   f"{written} new seal(s) recorded")
 
 
 @main.command(help="Create the default coin packages and demo users (safe to repeat). With "

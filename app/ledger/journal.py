@@ -7,6 +7,8 @@ chains their digests onto the previous seal. ``livegifts audit`` recomputes ever
 digest from the rows as they are now and every seal from the digests, so an edited,
 inserted or deleted row in a sealed range is reported. The database itself also
 refuses to update or delete entries and transactions (triggers, migration 0005).
+Someone who can set those aside can also re-seal a rewritten chain: checkpoints kept
+outside the database (:mod:`app.ledger.checkpoints`) show that.
 """
 
 from __future__ import annotations
@@ -65,6 +67,11 @@ async def seal(session: AsyncSession, *, now: datetime | None = None) -> LedgerS
     session.add(sealed)
     await session.flush()
     return sealed
+
+
+async def head(session: AsyncSession) -> int:
+    """The id of the last seal; 0 before the first."""
+    return await session.scalar(select(func.max(LedgerSeal.id))) or 0
 
 
 async def verify(session: AsyncSession, progress: Callable[[int, int], None] | None = None,

@@ -7,6 +7,7 @@ keeps readers out of the writers' way.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from typing import Any
@@ -89,6 +90,15 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    @event.listens_for(engine.sync_engine, "invalidate")
+    def _roll_back_before_closing(dbapi_connection: Any, _record: Any, _error: Any) -> None:
+        # A request cancelled during a statement leaves that statement unfinished, and
+        # SQLite closes a connection with an unfinished statement only once the statement
+        # is garbage-collected: until then its transaction kept the database's write lock,
+        # and every other writer waited. Rolling back first ends the transaction at once.
+        with contextlib.suppress(Exception):
+            dbapi_connection.rollback()
 
 
 def create_session_factory(engine: AsyncEngine) -> SessionFactory:

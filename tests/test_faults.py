@@ -1,9 +1,11 @@
-"""Faults injected at every database statement of a gift, on PostgreSQL: all or nothing.
+"""Faults injected at every database statement: all or nothing.
 
 A gift is sent once to count its statements; then, for each statement k, a new gift
 is sent and (a) the connection fails at statement k, or (b) the request is cancelled
-there. Afterwards either nothing of the gift exists or all of it does, and the audit
-passes.
+there (PostgreSQL). Afterwards either nothing of the gift exists or all of it does, and
+the audit passes. A purchase, whose transaction runs in the request's own task, is
+cancelled at each of its statements the same way, on both databases; on SQLite the
+write lock must be free the moment the request has ended.
 """
 
 from __future__ import annotations
@@ -88,3 +90,52 @@ async def test_a_fault_at_any_statement_of_a_gift_leaves_all_or_nothing(pg_runti
     # Only reading ahead for sponsored gifts' plugins (with partner plugins installed) may
     # fail harmlessly: the batch then reads what it needs itself.
     assert absorbed in ([], [1]), absorbed
+
+
+async def test_a_purchase_cancelled_at_any_statement_leaves_all_or_nothing_and_no_lock(
+        runtime):
+    """A purchase runs its transaction in the request's own task: cancelled at each of its
+    statements in turn, the coins are credited in full or not at all, the audit passes,
+    and on SQLite the database's write lock is free as soon as the request has ended
+    (another connection takes it without waiting), so the next writer is not stuck."""
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+
+    from tests.money_support import buy
+
+    fan = await new_viewer(runtime, "fan")
+    await buy(runtime, fan, txn="warm-up")  # accounts and packages exist
+    injector = Injector(runtime)
+    injector.count = 0
+    await buy(runtime, fan, txn="count")
+    statements = injector.count
+    assert statements > 5
+    sqlite_file = None if runtime.settings.is_sqlite is False else \
+        make_url(runtime.settings.database_url).database
+
+    async def coins() -> tuple[int, list]:
+        async with runtime.sessions() as session:
+            return (await wallets.wallet(session, fan)).coins, await audit(session)
+
+    for k in range(1, statements + 1):
+        before, _ = await coins()
+        injector.count, injector.fail_at = 0, k
+        task = asyncio.create_task(buy(runtime, fan, txn=f"cancelled-{k}"))
+        injector.action = task.cancel
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        injector.fail_at = None
+        if sqlite_file is not None:
+            probe = sqlite3.connect(sqlite_file, timeout=0, isolation_level=None)
+            try:
+                probe.execute("BEGIN IMMEDIATE")  # raises "database is locked" if held
+                probe.execute("ROLLBACK")
+            finally:
+                probe.close()
+        after, findings = await coins()
+        assert after - before in (0, 700), f"statement {k}: {after - before} coins"
+        assert findings == [], f"statement {k}: {findings}"
+    await buy(runtime, fan, txn="after")  # the next writer goes through

@@ -40,6 +40,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Union
 
 from sqlalchemy import insert, select, text, union_all, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import add_to_counters, total, upsert
@@ -334,16 +335,20 @@ def _next_batch(waiting: list[_Request]) -> tuple[list[_Request], list[_Request]
     return batch, rest
 
 
-async def _write(sessions: async_sessionmaker[AsyncSession], batch: list[_Request]
-                 ) -> list[tuple[_Request, Outcome | BaseException]]:
+async def _write(sessions: async_sessionmaker[AsyncSession], batch: list[_Request], *,
+                 again: bool = False) -> list[tuple[_Request, Outcome | BaseException]]:
     """Write a batch; each send's outcome. A batch that fails is written again one send at a
-    time, so that one send's failure does not fail the others."""
+    time, so that one send's failure does not fail the others; a lone send whose connection
+    was lost (at COMMIT, its outcome unknown) is tried once more too: its idempotency key
+    makes that safe, and answers it as written if the lost COMMIT had gone through."""
     try:
         outcomes = await _write_batch(sessions, batch)
     except Exception as failure:
-        if len(batch) == 1:
+        lost = isinstance(failure, DBAPIError) and failure.connection_invalidated
+        if len(batch) == 1 and (again or not lost):
             return [(batch[0], failure)]
-        return [alone for request in batch for alone in await _write(sessions, [request])]
+        return [alone for request in batch
+                for alone in await _write(sessions, [request], again=True)]
     return list(zip(batch, outcomes, strict=True))
 
 

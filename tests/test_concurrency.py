@@ -1,5 +1,8 @@
-"""Real concurrency on PostgreSQL: debits and gifts racing on one wallet, receipts and keys
-racing."""
+"""Concurrency within one process on PostgreSQL: ledger debits racing on one wallet over
+separate connections, receipts, keys and webhooks racing, and gifts racing into one
+process's batching writer (which checks them in order, in one transaction: the writer's
+own checks are what those tests prove). Writers in separate processes contending in the
+database are ``tests/test_races.py``."""
 
 from __future__ import annotations
 
@@ -83,7 +86,8 @@ async def test_one_receipt_sent_concurrently_under_many_keys_and_users_credits_o
         assert await audit(session) == []
 
 
-async def test_two_hundred_concurrent_gifts_from_a_wallet_that_affords_37(pg_runtime):
+async def test_two_hundred_concurrent_gifts_into_one_writer_from_a_wallet_that_affords_37(
+        pg_runtime):
     where = await stage(pg_runtime)
     fan = await new_viewer(pg_runtime, "fan", 37 * 30 + 29)  # 37 Doughnuts of 30 coins, +29
 
@@ -107,7 +111,8 @@ async def test_two_hundred_concurrent_gifts_from_a_wallet_that_affords_37(pg_run
         assert negative == 0
 
 
-async def test_concurrent_sponsored_sends_never_overdraw_the_brand_budget(postgres_database_url):
+async def test_concurrent_sponsored_sends_into_one_writer_never_overdraw_the_brand_budget(
+        postgres_database_url):
     from app.plugins import PluginHost
     from app.runtime import Runtime
     from app.services.brands import budget_balance, fund_budget

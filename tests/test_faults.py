@@ -1,11 +1,15 @@
-"""Faults injected at every database statement: all or nothing.
+"""Faults injected at every database statement, from a SQLAlchemy hook: all or nothing.
 
 A gift is sent once to count its statements; then, for each statement k, a new gift
-is sent and (a) the connection fails at statement k, or (b) the request is cancelled
-there (PostgreSQL). Afterwards either nothing of the gift exists or all of it does, and
-the audit passes. A purchase, whose transaction runs in the request's own task, is
-cancelled at each of its statements the same way, on both databases; on SQLite the
-write lock must be free the moment the request has ended.
+is sent and (a) statement k raises the error a lost connection raises (raised by the
+hook: the connection itself stays up, and COMMIT does not pass through the hook), or (b)
+the caller is cancelled there (PostgreSQL). The gift is written by the process's writer
+task, not the caller's, so (b) proves that a caller going away leaves its gift whole,
+written or not. Afterwards either nothing of the gift exists or all of it does, and the
+audit passes. A purchase, whose transaction runs in the request's own task, is cancelled
+at each of its statements, on both databases: its transaction is interrupted midway, and
+on SQLite the write lock must be free the moment the request has ended. Real dropped
+connections, at COMMIT too, and killed processes are ``tests/test_fault_suite.py``.
 """
 
 from __future__ import annotations

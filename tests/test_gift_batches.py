@@ -199,8 +199,11 @@ async def test_gifts_stand_when_the_bus_fails_and_the_relay_publishes_their_even
         assert await audit(session) == []
 
 
-async def test_two_processes_batching_gifts_to_one_hot_creator_agree(postgres_database_url):
-    """Two servers' writers (two engines) race on one creator's rows, batch against batch."""
+async def test_two_writers_batching_gifts_to_one_hot_creator_agree(postgres_database_url):
+    """Two runtimes in this process, each with its own writer and engine (as two servers
+    have), race on one creator's rows, batch against batch; each viewer uses one of them,
+    so only the creator's rows are contended (viewers' wallets across processes:
+    ``tests/test_races.py``)."""
     runtimes = [Runtime.build(settings_for(postgres_database_url).model_copy(
         update={"database_pool_size": 10})) for _ in range(2)]
     try:

@@ -319,3 +319,44 @@ async def test_events_from_an_older_process_without_the_gift_are_completed(runti
     sent = await _events_until(runtime, where, publish_bare, "GiftSent")
     assert sent["sender"] == {"name": "bob"} and sent["gift"]["name"] == "Rose"
 
+
+
+async def test_leaderboard_and_spending_periods_turn_at_utc_midnight_monday_and_month_start(
+        runtime):
+    """Under a frozen clock, Roses sent on Sunday 2027-05-30 at 23:59:59.999999, on Monday
+    2027-05-31 at 00:00 and at 23:59:59.999999, and on Tuesday 2027-06-01 at 00:00 (UTC)
+    land in the days, ISO weeks and months written out below, not computed."""
+    from datetime import date
+
+    from sqlalchemy import select
+
+    from app.models import CreatorTotal, SupporterTotal, ViewerSpend
+
+    where = await stage(runtime)
+    fan = await new_viewer(runtime, "fan", 100)
+    clock = Clock()
+    for at in (datetime(2027, 5, 30, 23, 59, 59, 999_999, tzinfo=UTC),
+               datetime(2027, 5, 31, tzinfo=UTC),
+               datetime(2027, 5, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+               datetime(2027, 6, 1, tzinfo=UTC)):
+        clock.freeze(at)
+        await send(runtime, fan, where, "rose", clock=clock)
+    async with runtime.sessions() as session:
+        creators = sorted((period, start, gifts) for period, start, gifts in (
+            await session.execute(select(CreatorTotal.period, CreatorTotal.period_start,
+                                         CreatorTotal.gifts))).all())
+        supporters = sorted((period, start, gifts) for period, start, gifts in (
+            await session.execute(select(SupporterTotal.period, SupporterTotal.period_start,
+                                         SupporterTotal.gifts))).all())
+        spend = sorted((await session.execute(select(
+            ViewerSpend.period, ViewerSpend.period_start, ViewerSpend.coins))).all())
+    buckets = [("all", date(1970, 1, 1), 4),
+               ("day", date(2027, 5, 30), 1), ("day", date(2027, 5, 31), 2),
+               ("day", date(2027, 6, 1), 1),
+               ("month", date(2027, 5, 1), 3), ("month", date(2027, 6, 1), 1),
+               ("week", date(2027, 5, 24), 1), ("week", date(2027, 5, 31), 3)]
+    assert creators == supporters == buckets
+    assert [tuple(row) for row in spend] == [
+        ("day", date(2027, 5, 30), 1), ("day", date(2027, 5, 31), 2),
+        ("day", date(2027, 6, 1), 1), ("month", date(2027, 5, 1), 3),
+        ("month", date(2027, 6, 1), 1)]

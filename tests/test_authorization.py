@@ -1,9 +1,15 @@
 """The authorization matrix: every query, mutation, subscription and node type against every
-role. A new operation or node type fails ``test_the_matrix_covers_the_whole_schema`` until it
-gets a row here."""
+role, on SQLite and PostgreSQL, through a real server over HTTP (queries and mutations) and
+WebSocket (subscriptions), and in this process against the schema. A new operation or node
+type fails ``test_the_matrix_covers_the_whole_schema`` until it gets a row here."""
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import httpx
 import pytest
 from strawberry.relay import to_base64
 
@@ -15,8 +21,7 @@ from app.services.brands import fund_budget
 from app.testing import go_live, new_viewer
 from tests.gifting_support import send
 from tests.money_support import buy, earn_diamonds, request
-from tests.sample_plugins.acme import Acme, Globex
-from tests.support import settings_for, token
+from tests.support import ServerProcess, Subscription, settings_for, token
 
 ROLES = {
     "anonymous": None,
@@ -125,11 +130,15 @@ NODES = {
 }
 
 
+PLUGINS = "tests.sample_plugins.acme:plugin,tests.sample_plugins.acme:globex"
+
+
 @pytest.fixture
-async def world(tmp_path):
-    config = settings_for(f"sqlite+aiosqlite:///{tmp_path / 'matrix.db'}")
-    runtime = Runtime.build(config, PluginHost(config, extra_plugins=[("acme", Acme()),
-                                                                       ("globex", Globex())]))
+async def world(database_url):
+    # The plugins load by import path, as the server process loads them: one identity.
+    config = settings_for(database_url).model_copy(update={"plugins": "none",
+                                                           "plugin_modules": PLUGINS})
+    runtime = Runtime.build(config, PluginHost(config))
     await runtime.prepare_database()
     viewer = await new_viewer(runtime, "mx-viewer")
     stage = await go_live(runtime, "mx-creator")
@@ -173,13 +182,64 @@ async def _run(runtime, document: str, variables: dict, bearer: str | None):
     return await schema.execute(document, variable_values=variables, context_value=context)
 
 
-async def test_every_operation_against_every_role(world):
+@dataclass
+class Answer:
+    """A GraphQL answer read off the wire, shaped like the schema's own results."""
+
+    data: dict | None
+    errors: list[SimpleNamespace]
+
+    @classmethod
+    def of(cls, data: dict | None, errors: list[dict] | None) -> Answer:
+        return cls(data, [SimpleNamespace(message=e["message"], extensions=e.get("extensions"))
+                          for e in errors or []])
+
+
+@pytest.fixture
+async def over_the_wire(world):
+    """The world's database served by a real server process, with the same plugins: runs a
+    document over HTTP, or a subscription over WebSocket up to its first message."""
+    runtime, _, _ = world
+    server = ServerProcess(runtime.settings.database_url, LIVEGIFTS_PLUGINS="none",
+                           LIVEGIFTS_PLUGIN_MODULES=PLUGINS,
+                           LIVEGIFTS_RATE_LIMIT_PER_USER="100000",
+                           LIVEGIFTS_RATE_LIMIT_PER_IP="100000")
+    await asyncio.to_thread(server.start)
+    http = httpx.AsyncClient(timeout=30)
+
+    async def run(_runtime, document: str, variables: dict, bearer: str | None) -> Answer:
+        if document.startswith("subscription"):
+            async with Subscription(server.url, bearer, document, variables) as subscription:
+                message = await subscription.receive()
+            if message["type"] == "error":
+                return Answer.of(None, message["payload"])
+            return Answer.of(message["payload"].get("data"), message["payload"].get("errors"))
+        headers = {"authorization": f"Bearer {bearer}"} if bearer else {}
+        answer = await http.post(server.url, headers=headers,
+                                 json={"query": document, "variables": variables})
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        return Answer.of(body.get("data"), body.get("errors"))
+
+    yield run
+    await http.aclose()
+    await asyncio.to_thread(server.stop)
+
+
+@pytest.fixture(params=["in this process", "over the wire"])
+def ask(request):
+    """How the matrix asks: the schema in this process, or a real server."""
+    return _run if request.param == "in this process" else \
+        request.getfixturevalue("over_the_wire")
+
+
+async def test_every_operation_against_every_role(world, ask):
     runtime, ids, stage = world
     variables = {"id": ids["Gift"], "session": ids["LiveSession"], "creator": ids["User"]}
     wrong = []
     for operation, (document, allowed) in OPERATIONS.items():
         for role, bearer in ROLES.items():
-            result = await _run(runtime, document, variables, bearer)
+            result = await ask(runtime, document, variables, bearer)
             unexpected = [e.message for e in result.errors or []
                           if (e.extensions or {}).get("code") not in
                           ("UNAUTHENTICATED", "FORBIDDEN", "BAD_USER_INPUT")]
@@ -191,13 +251,13 @@ async def test_every_operation_against_every_role(world):
     assert wrong == []
 
 
-async def test_every_node_type_against_every_role(world):
+async def test_every_node_type_against_every_role(world, ask):
     runtime, ids, _ = world
     wrong = []
     for type_name, allowed in NODES.items():
         for role, bearer in ROLES.items():
-            result = await _run(runtime, "query($id: ID!) { node(id: $id) { id } }",
-                                {"id": ids[type_name]}, bearer)
+            result = await ask(runtime, "query($id: ID!) { node(id: $id) { id } }",
+                               {"id": ids[type_name]}, bearer)
             seen = result.data is not None and result.data["node"] is not None
             if seen != (role in allowed):
                 wrong.append(f"node({type_name}) as {role}: expected "

@@ -37,6 +37,7 @@ from app.ratelimit import WINDOW_SECONDS
 from app.services import catalogue, safeguards
 from app.services.brands import budget_balance
 from app.services.catalogue import GiftFields, seed_default_gifts
+from app.services.coins import seed_default_packages
 from app.services.rates import current_rate_card
 from app.settings import Settings
 from tests.conftest import BACKENDS, fresh_database
@@ -131,7 +132,8 @@ async def test_connections_return_20_items_when_first_is_omitted(runtime):
     first = await _execute(runtime, page)
     gifts = first.data["gifts"]
     assert (len(gifts["edges"]), gifts["pageInfo"]["hasNextPage"]) == (20, True)
-    assert first.extensions["cost"]["requested"] == 1 + 20 * 3 + 1 + 2  # gifts, 20 x edges
+    # gifts, then 20 times what is inside it: edges, node, sku, pageInfo and its 2 fields
+    assert first.extensions["cost"]["requested"] == 1 + 20 * 6
     rest = (await _execute(runtime, page, {"after": gifts["pageInfo"]["endCursor"]})
             ).data["gifts"]
     assert [e["node"]["sku"] for e in rest["edges"]] == ["extra-7", "extra-8", "extra-9"]
@@ -355,6 +357,8 @@ async def test_a_raised_minimum_age_refuses_a_user_below_it_and_admits_one_at_it
     runtime.settings = settings_for(runtime.settings.database_url)
     assert runtime.settings.minimum_age == 21
     where = await stage(runtime)
+    async with runtime.sessions() as session, session.begin():
+        await seed_default_packages(session)  # for sale before the snapshots
     almost = await new_viewer(runtime, "almost", 100, birthdate=years_ago(21, 1))
     of_age = await new_viewer(runtime, "of-age", 100, birthdate=years_ago(21))
     error = await refused(runtime, ErrorCode.AGE_RESTRICTED, send(runtime, almost, where))

@@ -35,6 +35,7 @@ from app.models import (
     User,
 )
 from app.plugins import DISTRIBUTION, PluginHost, Sponsor, normalised_distribution
+from app.services.catalogue import DEFAULT_GIFTS
 from app.services.webhooks import ensure_plugin_subscriptions
 from app.sponsorship import SLUG
 
@@ -103,8 +104,12 @@ async def sync_sponsored_catalogue(session: AsyncSession, host: PluginHost,
         # Its share carry exists before its first send, so sends only ever lock and update it.
         await session.execute(insert_ignoring_conflict(
             session, BrandShareCarry, {"brand_id": brand_ids[slug], "carry": 0}, ["brand_id"]))
+    core = {sku for sku, *_ in DEFAULT_GIFTS}
     for sku, (plugin, gift) in host.gifts.items():
         if gift.brand not in brand_ids:
+            continue
+        if sku in core:  # the core catalogue's skus are its own, seeded yet or not
+            host.records[plugin].error = f"gift sku {sku!r} already belongs to the core catalogue"
             continue
         image = gift.image_url if gift.image_file is None else \
             media.brand_image(sku, gift.image_file)

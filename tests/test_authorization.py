@@ -113,6 +113,9 @@ OPERATIONS = {
                                'idempotencyKey: "mx"}) { userErrors { code } } }', CREATORS),
     "Mutation.cancelPayout": ('mutation { cancelPayout(input: {payoutId: "x"}) '
                               '{ userErrors { code } } }', CREATORS),
+    "Mutation.setLiveGoal": ('mutation($session: ID!) { setLiveGoal(input: {sessionId: '
+                             '$session, title: "Dance", kind: COINS, target: 100}) '
+                             '{ userErrors { code } } }', CREATORS),
     "Mutation.updateProfile": ('mutation { updateProfile(input: {birthdate: "1900-01-01"}) '
                                '{ userErrors { code } } }', SIGNED_IN),
     "Mutation.setSpendingLimits": ('mutation { setSpendingLimits(input: {dailyCapCoins: -1}) '

@@ -30,7 +30,7 @@ from app.graphql.common import (
 )
 from app.graphql.context import ClientError
 from app.graphql.types import LedgerTransaction, Money, User, _rows_by_id, ctx
-from app.services import catalogue, event_log, gifting, live, rates, recognition
+from app.services import catalogue, event_log, gifting, goals, live, rates, recognition
 from app.services.recognition import Period
 
 strawberry.enum(Period, name="LeaderboardPeriod", description="A leaderboard period, in UTC.")
@@ -168,6 +168,50 @@ class RunningCombo:
     last_at: datetime
 
 
+@strawberry.enum(description="What a live goal counts.")
+class LiveGoalKind(Enum):
+    COINS = "coins"
+    GIFT_COUNT = "gift_count"
+
+
+@strawberry.enum(description="Where a live goal stands.")
+class LiveGoalStatus(Enum):
+    OPEN = "open"
+    REACHED = "reached"
+    MISSED = "missed"
+
+
+@strawberry.type(description=(
+    "A creator's target for a live session, with the progress everyone watches: coins gifted "
+    "into the session (sponsored gifts at their full value) or a number of one gift. Every "
+    "gift counts in its own transaction; `GoalProgress` and one `GoalReached` events follow "
+    "it live. Goals end with the session."))
+class LiveGoal:
+    id: relay.GlobalID
+    title: str
+    kind: LiveGoalKind
+    target: Long
+    progress: Long = strawberry.field(description="May pass the target: gifts keep counting.")
+    reached_at: datetime | None
+    status: LiveGoalStatus
+    gift_id: strawberry.Private[int | None]
+
+    @classmethod
+    def of(cls, row: models.LiveGoal, session_live: bool) -> LiveGoal:
+        status = LiveGoalStatus.REACHED if row.reached_at is not None else \
+            LiveGoalStatus.OPEN if session_live else LiveGoalStatus.MISSED
+        return cls(id=relay.GlobalID("LiveGoal", str(row.id)), title=row.title,
+                   kind=LiveGoalKind(row.kind), target=row.target, progress=row.progress,
+                   reached_at=row.reached_at, status=status, gift_id=row.gift_id)
+
+    @strawberry.field(description="The gift a GIFT_COUNT goal counts; null for COINS.")
+    async def gift(self, info: Info) -> Gift | None:
+        if self.gift_id is None:
+            return None
+        [row] = await _rows_by_id(info, models.Gift, [str(self.gift_id)])
+        return Gift.of(row)
+
+
 @strawberry.type(description="A creator's live broadcast, during which viewers send gifts.")
 class LiveSession(relay.Node):
     id: relay.NodeID[int]
@@ -193,6 +237,12 @@ class LiveSession(relay.Node):
             t = await live.totals(session, self.id)
         return LiveSessionTotals(gifts=t.gifts, coins=t.coins, diamonds=t.diamonds,
                                  viewers=t.viewers, peak_viewers=t.peak_viewers)
+
+    @strawberry.field(description="The goals the creator set for the session, in order.")
+    async def goals(self, info: Info) -> list[LiveGoal]:
+        async with ctx(info).runtime.reads() as session:
+            rows = await goals.goals_of(session, self.id)
+        return [LiveGoal.of(row, self.status == LiveSessionStatus.LIVE) for row in rows]
 
     @strawberry.field(description="The session's gifters ranked by coins sent.")
     async def top_gifters(self, info: Info, first: int | None = None, after: str | None = None
@@ -339,9 +389,30 @@ class SessionEnded(LiveEvent):
     totals: LiveSessionTotals
 
 
+@strawberry.type(description=(
+    "A goal was set (progress 0) or gifts moved it. Progress is the goal's total so far: "
+    "display it; do not add it up."))
+class GoalProgress(LiveEvent):
+    goal_id: relay.GlobalID
+    title: str
+    kind: LiveGoalKind
+    target: Long
+    progress: Long
+
+
+@strawberry.type(description="A goal reached its target. Sent exactly once per goal.")
+class GoalReached(LiveEvent):
+    goal_id: relay.GlobalID
+    title: str
+    kind: LiveGoalKind
+    target: Long
+    progress: Long
+    reached_at: datetime
+
+
 LiveSessionEvent = Annotated[
     SessionStarted | GiftSent | ComboEnded | ViewerCountChanged | TopGiftersChanged
-    | SessionEnded,
+    | GoalProgress | GoalReached | SessionEnded,
     strawberry.union("LiveSessionEvent", description="Something that happened in a live session.")]
 
 
@@ -406,6 +477,13 @@ async def _event(info: Info, event: dict[str, Any]) -> Any:
             LeaderboardEntry(rank=n + 1, user=User(id=e["user_id"], name=e["name"]),
                              coins=e["coins"], diamonds=e.get("diamonds", 0),
                              gifts=e.get("gifts", 0)) for n, e in enumerate(event["top"])])
+    if kind in ("GoalProgress", "GoalReached"):
+        fields = dict(cursor=cursor, goal_id=relay.GlobalID("LiveGoal", str(event["goal_id"])),
+                      title=event["title"], kind=LiveGoalKind(event["kind"]),
+                      target=event["target"], progress=event["progress"])
+        if kind == "GoalProgress":
+            return GoalProgress(**fields)
+        return GoalReached(**fields, reached_at=datetime.fromisoformat(event["reached_at"]))
     if kind == "SessionStarted":
         return SessionStarted(cursor=cursor, title=event["title"],
                               started_at=datetime.fromisoformat(event["started_at"]))
@@ -448,6 +526,23 @@ class LiveSessionInput:
 @strawberry.type
 class LiveSessionPayload:
     live_session: LiveSession | None
+    user_errors: list[UserError]
+
+
+@strawberry.input(description=(
+    "A goal for your live session: `target` coins gifted (COINS), or `target` of the gift "
+    "`giftId` (GIFT_COUNT). A session has at most 5 goals."))
+class SetLiveGoalInput:
+    session_id: strawberry.ID
+    title: str = strawberry.field(description="1 to 80 characters, shown on the overlay.")
+    kind: LiveGoalKind
+    target: Long = strawberry.field(description="1 to 1,000,000,000.")
+    gift_id: strawberry.ID | None = None
+
+
+@strawberry.type
+class LiveGoalPayload:
+    goal: LiveGoal | None
     user_errors: list[UserError]
 
 
@@ -640,6 +735,24 @@ class GiftingMutation:
         except DomainError as error:
             return LiveSessionPayload(live_session=None, user_errors=[UserError.of(error)])
         return LiveSessionPayload(live_session=LiveSession.of(row), user_errors=[])
+
+    @strawberry.mutation(description=(
+        "Creator: set a goal for your live session; gifts sent from now on count toward it."))
+    async def set_live_goal(self, info: Info, input: SetLiveGoalInput) -> LiveGoalPayload:
+        context = ctx(info)
+        context.require(Role.CREATOR)
+        user_id = await context.user_id()
+        try:
+            session_id = decode_id(input.session_id, "LiveSession", "sessionId")
+            gift_id = None if input.gift_id is None else \
+                decode_id(input.gift_id, "Gift", "giftId")
+            row = await goals.set_goal(
+                context.runtime.sessions, context.runtime.relay, creator_id=user_id,
+                session_id=session_id, title=input.title, kind=input.kind.value,
+                target=input.target, gift_id=gift_id)
+        except DomainError as error:
+            return LiveGoalPayload(goal=None, user_errors=[UserError.of(error)])
+        return LiveGoalPayload(goal=LiveGoal.of(row, session_live=True), user_errors=[])
 
     @strawberry.mutation(description="Start watching a live session (counts as a viewer).")
     async def join_live_session(self, info: Info, input: LiveSessionInput) -> LiveSessionPayload:

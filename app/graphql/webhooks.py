@@ -107,7 +107,8 @@ class CreateWebhookSubscriptionInput:
         "API guide's webhooks section."))
     event_types: list[str] = strawberry.field(description=(
         "Creators: SessionStarted, GiftSent, ComboEnded, ViewerCountChanged, "
-        "TopGiftersChanged, SessionEnded of their sessions, and PayoutSettled of their "
+        "TopGiftersChanged, GoalProgress, GoalReached, SessionEnded of their sessions, "
+        "and PayoutSettled of their "
         "payouts. Brand partners: BrandGiftSent, BrandBudgetLow and PayoutSettled of their "
         "brand. Admins: "
         "all of them, everywhere."))

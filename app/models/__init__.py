@@ -27,7 +27,7 @@ from app.models.ledger import (
     LedgerSeal,
     LedgerTransaction,
 )
-from app.models.live import GiftCombo, GiftSend, LiveSession, SessionViewer
+from app.models.live import GiftCombo, GiftSend, LiveGoal, LiveSession, SessionViewer
 from app.models.payouts import Clawback, Payout, PurchaseReversal
 from app.models.recognition import CreatorTotal, SessionGifterTotal, SupporterTotal
 from app.models.safeguards import LimitChange, Profile, ViewerSpend
@@ -48,6 +48,7 @@ __all__ = [
     "GiftCombo",
     "GiftSend",
     "LimitChange",
+    "LiveGoal",
     "LiveSession",
     "Payout",
     "Profile",

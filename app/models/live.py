@@ -1,4 +1,4 @@
-"""Live sessions, who is watching them, the gifts sent in them and their combos."""
+"""Live sessions, who is watching them, their goals, the gifts sent in them and their combos."""
 
 from __future__ import annotations
 
@@ -25,6 +25,33 @@ class LiveSession(SQLModel, table=True):
     status: str = Field(max_length=10)  # live | ended
     started_at: datetime = created_at_field()
     ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # How many goals the creator set: a batch of gifts reads goals only where there are.
+    goals: int = Field(default=0, sa_column_kwargs={"server_default": text("0")})
+
+
+class LiveGoal(SQLModel, table=True):
+    """A creator's target for a live session: coins gifted into it (``coins``, sponsored
+    gifts at their full value) or a number of one gift (``gift_count``). Every gift into the
+    session adds to ``progress`` in the gift's own transaction; ``reached_at`` is set once,
+    by the gift that reaches the target."""
+
+    __tablename__ = "live_goal"
+    __table_args__ = (
+        CheckConstraint("kind IN ('coins', 'gift_count')", name="kind_known"),
+        CheckConstraint("(kind = 'gift_count') = (gift_id IS NOT NULL)",
+                        name="gift_for_gift_count"),
+        CheckConstraint("target > 0 AND progress >= 0", name="amounts_in_range"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    session_id: int = Field(foreign_key="live_session.id", index=True, sa_type=BigId)
+    title: str = Field(max_length=80)
+    kind: str = Field(max_length=12)
+    gift_id: int | None = Field(default=None, foreign_key="gift.id", sa_type=BigId)
+    target: int = Field(sa_type=Amount)
+    progress: int = Field(default=0, sa_type=Amount)
+    reached_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_at: datetime = created_at_field()
 
 
 class SessionViewer(SQLModel, table=True):

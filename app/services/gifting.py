@@ -76,7 +76,7 @@ from app.models.base import utcnow
 from app.observability import REQUEST_ID
 from app.plugins import PluginCallFailed, PluginHost
 from app.relay import Relay
-from app.services import event_log
+from app.services import event_log, goals
 from app.services.brands import budget_account, revenue_account
 from app.services.catalogue import is_available
 from app.services.live import LIVE, end_session, session_not_found
@@ -640,6 +640,11 @@ class _Batch:
             senders = {s.row["sender_id"] for s in self.sent if s.row["session_id"] == session_id}
             if any(entry["user_id"] in senders for entry in podium["top"]):
                 sent.events.append(podium)
+        goal_events = await goals.count_gifts(self.session, self.lives, [
+            goals.Counted(sent.row["session_id"], sent.row["gift_id"], sent.split.value,
+                          sent.row["quantity"]) for sent in self.sent], self.now)
+        for session_id, moved in goal_events.items():
+            last_in_session[session_id].events.extend(moved)
         # Last: a session's stream row is every sender's to that session, held to the commit.
         sponsored = [sent for sent in self.sent if sent.brand is not None]
         brand_events = [_brand_gift_sent(sent) for sent in sponsored]

@@ -46,7 +46,7 @@ from app.services import event_log
 from app.sponsorship import SentGift
 
 SESSION_EVENTS = ("SessionStarted", "GiftSent", "ComboEnded", "ViewerCountChanged",
-                  "TopGiftersChanged", "SessionEnded")
+                  "TopGiftersChanged", "GoalProgress", "GoalReached", "SessionEnded")
 CREATOR_EVENTS = ("PayoutSettled",)
 BRAND_EVENTS = ("BrandGiftSent", "BrandBudgetLow", "PayoutSettled")
 EVENTS_OF_SCOPE = {"creator": SESSION_EVENTS + CREATOR_EVENTS, "brand": BRAND_EVENTS,

@@ -171,6 +171,41 @@ async def test_a_combo_shows_its_running_count_then_its_total(gql, server, open_
         await expect(combo.locator(".combo-label")).to_have_text("3 sends")
 
 
+GOAL = """mutation($input: SetLiveGoalInput!) { setLiveGoal(input: $input) {
+  goal { id } userErrors { code } } }"""
+
+
+async def test_goals_show_as_bars_that_fill_and_turn_gold_when_reached(gql, server,
+                                                                       open_overlay):
+    """A goal set before the page opened is read with the session; one set after arrives as
+    an event; gifts fill both bars; the reached one is marked reached."""
+    gifts = await gift_ids(gql)
+    creator = token("vera", "creator")
+    session_id = await go_live(gql, creator)
+    fan = token("theo")
+    await buy_coins(gql, fan, "coins-350")
+    await gql(GOAL, {"input": {"sessionId": session_id, "title": "Five roses",
+                               "kind": "GIFT_COUNT", "target": 5, "giftId": gifts["rose"]}},
+              token=creator)
+    await gql(SEND, send_input(session_id, gifts["rose"], 2), token=fan)  # before opening
+    async with open_overlay(f"/overlay/{session_id}#token={WATCHER}") as (page, _):
+        await expect(page.locator("body")).to_have_attribute("data-state", "live")
+        roses = page.locator(".goal").filter(has_text="Five roses")
+        await expect(roses.locator(".goal-count")).to_have_text("2 / 5")
+        await gql(GOAL, {"input": {"sessionId": session_id, "title": "A hundred coins",
+                                   "kind": "COINS", "target": 100}}, token=creator)
+        coins = page.locator(".goal").filter(has_text="A hundred coins")
+        await expect(coins.locator(".goal-count")).to_have_text("0 / 100")
+        await gql(SEND, send_input(session_id, gifts["rose"], 3), token=fan)
+        await expect(roses.locator(".goal-count")).to_have_text("5 / 5")
+        await expect(roses).to_have_class(re.compile(r"\breached\b"))
+        await expect(coins.locator(".goal-count")).to_have_text("3 / 100")
+        await expect(coins).not_to_have_class(re.compile(r"\breached\b"))
+        assert await roses.locator("progress").evaluate("bar => [bar.value, bar.max]") == [5, 5]
+        await expect(page.locator(".goal .goal-title")).to_have_text(
+            ["Five roses", "A hundred coins"])
+
+
 async def save_screenshot(page, path: Path) -> None:
     # The overlay is transparent; a dark backdrop stands in for the stream behind it.
     await page.evaluate("document.body.style.background = "

@@ -1,4 +1,5 @@
-// The livegifts live overlay: the gifts, combos, viewers and top gifters of one live session.
+// The livegifts live overlay: the gifts, combos, viewers, top gifters and goals of one live
+// session.
 //
 // The session id is the last path segment (/overlay/<session id>); the token comes from the URL
 // fragment (#token=...), which browsers never send to the server. Events arrive over
@@ -22,11 +23,14 @@
     ... on ComboEnded { comboId totalCount sends }
     ... on ViewerCountChanged { viewers }
     ... on TopGiftersChanged { top { rank user { name } coins } }
+    ... on GoalProgress { goalId title target progress }
+    ... on GoalReached { goalId title target progress }
     ... on SessionEnded { totals { gifts coins } } } }`;
   const SESSION_QUERY = `query($id: ID!) { liveSession(id: $id) {
     topGifters(first: ${TOP_GIFTERS}) { edges { node { rank user { name } coins } } }
     runningCombos(first: ${FEED_SIZE}) {
-      comboId sender { name } gift { name imageUrl } count sends } } }`;
+      comboId sender { name } gift { name imageUrl } count sends }
+    goals { id title target progress status } } }`;
 
   const byId = (id) => document.getElementById(id);
   const segments = location.pathname.split("/").filter(Boolean);
@@ -98,6 +102,32 @@
     byId("top-gifters").hidden = entries.length === 0;
   }
 
+  // A goal's bar: progress only ever grows, so the larger of two reports is the newer one
+  // (the session's state read on opening may arrive after the first events).
+  function showGoal(goal) {
+    const list = byId("goal-list");
+    let item = list.querySelector(`[data-goal-id="${CSS.escape(goal.id)}"]`);
+    if (!item) {
+      item = element("li", "goal");
+      item.dataset.goalId = goal.id;
+      item.dataset.progress = "-1";
+      const bar = element("progress", "goal-bar");
+      item.append(element("span", "goal-title"), bar, element("span", "goal-count"));
+      list.append(item);
+    }
+    if (goal.progress < Number(item.dataset.progress)) return;
+    item.dataset.progress = String(goal.progress);
+    item.querySelector(".goal-title").textContent = goal.title;
+    const bar = item.querySelector(".goal-bar");
+    bar.max = goal.target;
+    bar.value = Math.min(goal.progress, goal.target);
+    bar.setAttribute("aria-label", goal.title);
+    item.querySelector(".goal-count").textContent =
+      `${numbers.format(goal.progress)} / ${numbers.format(goal.target)}`;
+    if (goal.reached) item.classList.add("reached");
+    byId("goals").hidden = false;
+  }
+
   async function loadSession() {
     eventsArrived = false;
     let body;
@@ -124,6 +154,9 @@
     }
     if (!eventsArrived) {
       renderTopGifters(found.topGifters.edges.map((edge) => edge.node));
+    }
+    for (const goal of found.goals) {
+      if (goal.status !== "MISSED") showGoal({ ...goal, reached: goal.status === "REACHED" });
     }
   }
 
@@ -214,6 +247,14 @@
         break;
       case "TopGiftersChanged":
         renderTopGifters(event.top);
+        break;
+      case "GoalProgress":
+        showGoal({ id: event.goalId, title: event.title, target: event.target,
+                   progress: event.progress, reached: event.progress >= event.target });
+        break;
+      case "GoalReached":
+        showGoal({ id: event.goalId, title: event.title, target: event.target,
+                   progress: event.progress, reached: true });
         break;
       case "SessionEnded":
         sessionEnded(event.totals);

@@ -640,11 +640,12 @@ class _Batch:
             senders = {s.row["sender_id"] for s in self.sent if s.row["session_id"] == session_id}
             if any(entry["user_id"] in senders for entry in podium["top"]):
                 sent.events.append(podium)
-        goal_events = await goals.count_gifts(self.session, self.lives, [
-            goals.Counted(sent.row["session_id"], sent.row["gift_id"], sent.split.value,
-                          sent.row["quantity"]) for sent in self.sent], self.now)
-        for session_id, moved in goal_events.items():
-            last_in_session[session_id].events.extend(moved)
+        if any(live.goals for live in self.lives.values()):  # most sessions have none
+            goal_events = await goals.count_gifts(self.session, self.lives, [
+                goals.Counted(sent.row["session_id"], sent.row["gift_id"], sent.split.value,
+                              sent.row["quantity"]) for sent in self.sent], self.now)
+            for session_id, moved in goal_events.items():
+                last_in_session[session_id].events.extend(moved)
         # Last: a session's stream row is every sender's to that session, held to the commit.
         sponsored = [sent for sent in self.sent if sent.brand is not None]
         brand_events = [_brand_gift_sent(sent) for sent in sponsored]

@@ -22,7 +22,7 @@ from app.errors import DomainError, ErrorCode
 from app.models import Gift, LiveGoal, LiveSession
 from app.relay import Relay
 from app.services import event_log
-from app.services.live import LIVE, session_not_found
+from app.services.live import own_live_session
 
 COINS, GIFT_COUNT = "coins", "gift_count"
 MAX_GOALS = 5  # a session's goals, reached or not
@@ -60,15 +60,8 @@ async def set_goal(sessions: async_sessionmaker[AsyncSession], relay: Relay, *,
                           "and only for one.", "giftId")
     async with sessions() as session, session.begin():
         # Locked: no batch of gifts is between reading the session's goal count and writing.
-        live = await session.get(LiveSession, session_id, with_for_update=True)
-        if live is None:
-            raise session_not_found()
-        if live.creator_id != creator_id:
-            raise DomainError(ErrorCode.NOT_SESSION_CREATOR, "Only the creator of a session "
-                              "can set its goals.", "sessionId")
-        if live.status != LIVE:
-            raise DomainError(ErrorCode.SESSION_NOT_LIVE, "This session has ended.",
-                              "sessionId")
+        live = await own_live_session(session, session_id, creator_id, to="set its goals",
+                                      ended="This session has ended.")
         if live.goals >= MAX_GOALS:
             raise DomainError(ErrorCode.TOO_MANY_GOALS, f"A session has at most {MAX_GOALS} "
                               "goals.", "sessionId")

@@ -50,16 +50,24 @@ async def start_session(session: AsyncSession, creator_id: int, title: str
         "started_at": live.started_at.isoformat()}])
 
 
-async def end_session(session: AsyncSession, session_id: int, creator_id: int) -> LiveSession:
+async def own_live_session(session: AsyncSession, session_id: int, creator_id: int, *,
+                           to: str, ended: str) -> LiveSession:
+    """The creator's own live session, locked for update; refused (saying what the creator
+    tried ``to`` do, and ``ended`` once it has) for anyone else or after it ended."""
     live = await session.get(LiveSession, session_id, with_for_update=True)
     if live is None:
         raise session_not_found()
     if live.creator_id != creator_id:
-        raise DomainError(ErrorCode.NOT_SESSION_CREATOR, "Only the creator of a session can "
-                          "end it.", "sessionId")
+        raise DomainError(ErrorCode.NOT_SESSION_CREATOR, f"Only the creator of a session can "
+                          f"{to}.", "sessionId")
     if live.status != LIVE:
-        raise DomainError(ErrorCode.SESSION_NOT_LIVE, "This session has already ended.",
-                          "sessionId")
+        raise DomainError(ErrorCode.SESSION_NOT_LIVE, ended, "sessionId")
+    return live
+
+
+async def end_session(session: AsyncSession, session_id: int, creator_id: int) -> LiveSession:
+    live = await own_live_session(session, session_id, creator_id, to="end it",
+                                  ended="This session has already ended.")
     now = datetime.now(UTC)
     live.status, live.ended_at = ENDED, now
     await session.execute(update(SessionViewer).where(SessionViewer.session_id == session_id,

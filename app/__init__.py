@@ -10,6 +10,8 @@ from app.payments import PaymentProvider, ReceiptRejected, VerifiedReceipt
 from app.sponsorship import (
     Brand,
     BrandShare,
+    MatchBoost,
+    MatchContext,
     Quote,
     RateCardTerms,
     RevenueSplit,
@@ -22,6 +24,8 @@ from app.sponsorship import (
 __all__ = [
     "Brand",
     "BrandShare",
+    "MatchBoost",
+    "MatchContext",
     "PaymentProvider",
     "Quote",
     "RateCardTerms",

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from app.sponsorship import (
         Brand,
         BrandShare,
+        MatchBoost,
+        MatchContext,
         Quote,
         RateCardTerms,
         RevenueSplit,
@@ -141,4 +143,22 @@ def gift_sent(gift: SentGift, config: Mapping[str, Any]) -> None:
         one send. A call that raises or runs out of time is logged, counted and made again
         later (backing off like a webhook); it never undoes the send. The return value is
         ignored.
+    """
+
+
+# A match about to start: asked of every plugin that implements it, behind its bulkhead,
+# before the match's transaction. -------------------------------------------------------
+
+@hookspec
+def boost_match(match: MatchContext, config: Mapping[str, Any]) -> MatchBoost | None:
+    """Offer to sponsor a match between two creators as it starts.
+
+    :param match: the match (:class:`app.sponsorship.MatchContext`).
+    :param config: the plugin's own settings.
+    :returns: ``None`` for no boost, or a :class:`app.sponsorship.MatchBoost` naming a brand
+        this plugin owns: for its first ``seconds`` of the match, each gift of that brand
+        counts ``multiplier`` (2 to 10) times its value in the match's score, never in money.
+        An answer for another plugin's brand, an invalid answer, an error or a time-out
+        gives no boost (logged and counted like any plugin failure); the match starts
+        either way.
     """

@@ -176,7 +176,9 @@ class Runtime:
                 logging.getLogger(__name__).exception("sealing the journal failed")
 
     async def _reap_combos(self) -> None:
+        """End idle combos, and matches whose time is up (every process: each is ended once)."""
         from app.services.gifting import end_stale_combos
+        from app.services.matches import end_due_matches
 
         interval = min(1.0, self.settings.combo_window_seconds / 4)
         while True:
@@ -185,6 +187,10 @@ class Runtime:
                 await end_stale_combos(self.sessions, self.relay, self.combo_window)
             except Exception:
                 logging.getLogger(__name__).exception("ending stale combos failed")
+            try:
+                await end_due_matches(self.sessions, self.relay, self.clock())
+            except Exception:
+                logging.getLogger(__name__).exception("ending matches failed")
 
     async def prepare_database(self) -> None:
         """Migrate to the latest schema; seed demo data into an empty database if enabled."""

@@ -1,4 +1,5 @@
-"""What brand plugins and the core exchange: brands, sponsored gifts, quotes, splits, vetoes.
+"""What brand plugins and the core exchange: brands, sponsored gifts, quotes, splits, vetoes,
+match boosts.
 
 Plugins build these values; the core validates every answer before any coin
 moves (:func:`check_quote`, :func:`check_split`) and refuses the send when an
@@ -137,6 +138,34 @@ class SentGift:
     delivery_id: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class MatchContext:
+    """A match about to start, as plugins see it when asked for a boost. Ids are the core's
+    internal integers; ``at`` is the time the invitee accepted (UTC)."""
+
+    match_id: int
+    inviter_id: int  # the creator who invited
+    invitee_id: int  # the creator who accepted
+    inviter_session_id: int
+    invitee_session_id: int
+    duration_seconds: int
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MatchBoost:
+    """A brand's sponsorship of a match: for its first ``seconds`` (at most the match's
+    duration), each of the brand's gifts counts ``multiplier`` times its value in the score.
+    Scores only: what a gift costs and pays never changes."""
+
+    brand: str
+    multiplier: int  # 2 to 10
+    seconds: int
+
+
+MAX_BOOST_MULTIPLIER = 10
+
+
 def _whole(value: object, name: str, minimum: int) -> int:
     if type(value) is not int or value < minimum:
         raise PluginAnswerInvalid(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -175,3 +204,18 @@ def check_veto(answer: object) -> Veto | None:
         return answer
     raise PluginAnswerInvalid(f"check_send must return None or a Veto with a reason, "
                               f"got {answer!r}")
+
+
+def check_boost(answer: object, duration_seconds: int) -> MatchBoost | None:
+    if answer is None:
+        return None
+    if not isinstance(answer, MatchBoost):
+        raise PluginAnswerInvalid(f"boost_match must return None or a MatchBoost, got "
+                                  f"{answer!r}")
+    if _whole(answer.multiplier, "multiplier", 2) > MAX_BOOST_MULTIPLIER:
+        raise PluginAnswerInvalid(f"multiplier must be at most {MAX_BOOST_MULTIPLIER}, got "
+                                  f"{answer.multiplier}")
+    if _whole(answer.seconds, "seconds", 1) > duration_seconds:
+        raise PluginAnswerInvalid(f"seconds must be at most the match's {duration_seconds}, "
+                                  f"got {answer.seconds}")
+    return answer

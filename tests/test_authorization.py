@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import httpx
@@ -17,6 +18,7 @@ from app.graphql.context import Context
 from app.graphql.schema import schema
 from app.plugins import PluginHost
 from app.runtime import Runtime
+from app.services import matches
 from app.services.brands import fund_budget
 from app.testing import go_live, new_viewer
 from tests.gifting_support import send
@@ -56,6 +58,12 @@ OPERATIONS = {
                             "period: ALL) { edges { node { rank } } } }", SIGNED_IN),
     "Query.topCreators": ("{ topCreators(period: ALL) { edges { node { rank } } } }",
                           SIGNED_IN),
+    "Query.match": ("query($match: ID!) { match(id: $match) { id status } }", SIGNED_IN),
+    "Query.matches": ("query($creator: ID!) { matches(creatorId: $creator) { edges { node "
+                      "{ id } } } }", SIGNED_IN),
+    "Query.matchRecord": ("query($creator: ID!) { matchRecord(creatorId: $creator) { wins } }",
+                          SIGNED_IN),
+    "Query.matchInvitations": ("{ matchInvitations { id } }", CREATORS),
     "Query.plugins": ("{ plugins { name } }", ADMIN),
     "Query.campaignReport": ('{ campaignReport(brand: "acme") { total { sends } } }',
                              {"brand", "admin"}),
@@ -116,6 +124,13 @@ OPERATIONS = {
     "Mutation.setLiveGoal": ('mutation($session: ID!) { setLiveGoal(input: {sessionId: '
                              '$session, title: "Dance", kind: COINS, target: 100}) '
                              '{ userErrors { code } } }', CREATORS),
+    "Mutation.inviteToMatch": ('mutation($session: ID!) { inviteToMatch(input: {sessionId: '
+                               '$session, opponentSessionId: $session, durationSeconds: 60}) '
+                               '{ userErrors { code } } }', CREATORS),
+    "Mutation.acceptMatch": ('mutation($match: ID!) { acceptMatch(input: {matchId: $match}) '
+                             '{ userErrors { code } } }', CREATORS),
+    "Mutation.declineMatch": ('mutation($match: ID!) { declineMatch(input: {matchId: $match}) '
+                              '{ userErrors { code } } }', CREATORS),
     "Mutation.updateProfile": ('mutation { updateProfile(input: {birthdate: "1900-01-01"}) '
                                '{ userErrors { code } } }', SIGNED_IN),
     "Mutation.setSpendingLimits": ('mutation { setSpendingLimits(input: {dailyCapCoins: -1}) '
@@ -127,7 +142,7 @@ OPERATIONS = {
 # node type -> (which object, roles that see it); everyone else gets null or an auth error.
 NODES = {
     "CoinPackage": EVERYONE, "Gift": EVERYONE, "Brand": EVERYONE,
-    "User": SIGNED_IN, "LiveSession": SIGNED_IN,
+    "User": SIGNED_IN, "LiveSession": SIGNED_IN, "Match": SIGNED_IN,
     "Purchase": {"viewer", "admin"}, "LedgerTransaction": {"viewer", "admin"},
     "GiftReceipt": {"viewer", "creator", "admin"}, "Payout": {"creator", "admin"},
 }
@@ -152,6 +167,13 @@ async def world(database_url):
     receipt = (await send(runtime, viewer, stage, "hand-hearts")).receipt
     await earn_diamonds(runtime, stage.creator_id, 5_000)
     payout = (await request(runtime, stage.creator_id, 1_000, "mx")).payout
+    # The matrix's match: an invitation nobody answers, dated a day ahead so that it is
+    # still waiting however long the matrix takes.
+    rival = await go_live(runtime, "mx-rival")
+    match = await matches.invite(runtime.sessions, runtime.relay, creator_id=stage.creator_id,
+                                 session_id=stage.session_id,
+                                 opponent_session_id=rival.session_id, duration_seconds=60,
+                                 now=datetime.now(UTC) + timedelta(days=1))
     from sqlalchemy import select
 
     from app.models import Brand, CoinPackage
@@ -161,7 +183,7 @@ async def world(database_url):
     ids = {"CoinPackage": package, "Gift": stage.gifts["rose"], "Brand": brand,
            "User": stage.creator_id, "LiveSession": stage.session_id,
            "Purchase": purchase.id, "LedgerTransaction": purchase.transaction_id,
-           "GiftReceipt": receipt.id, "Payout": payout.id}
+           "GiftReceipt": receipt.id, "Payout": payout.id, "Match": match.id}
     yield runtime, {name: to_base64(name, value) for name, value in ids.items()}, stage
     await runtime.close()
 
@@ -238,7 +260,8 @@ def ask(request):
 
 async def test_every_operation_against_every_role(world, ask):
     runtime, ids, stage = world
-    variables = {"id": ids["Gift"], "session": ids["LiveSession"], "creator": ids["User"]}
+    variables = {"id": ids["Gift"], "session": ids["LiveSession"], "creator": ids["User"],
+                 "match": ids["Match"]}
     wrong = []
     for operation, (document, allowed) in OPERATIONS.items():
         for role, bearer in ROLES.items():

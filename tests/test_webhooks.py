@@ -178,11 +178,13 @@ async def test_a_creator_gets_every_event_signed_in_order_through_a_failing_rece
      "url must be an https:// URL (or http:// in development) of at most 2000 characters."),
     ({"url": "RECEIVER", "eventTypes": ["BrandGiftSent"]}, "creator", "INVALID_INPUT",
      "eventTypes must name one or more of SessionStarted, GiftSent, ComboEnded, "
-     "ViewerCountChanged, TopGiftersChanged, GoalProgress, GoalReached, SessionEnded, "
+     "ViewerCountChanged, TopGiftersChanged, GoalProgress, GoalReached, MatchInvited, "
+     "MatchDeclined, MatchStarted, MatchScore, MatchEnded, SessionEnded, "
      "PayoutSettled; not BrandGiftSent."),
     ({"url": "RECEIVER", "eventTypes": []}, "creator", "INVALID_INPUT",
      "eventTypes must name one or more of SessionStarted, GiftSent, ComboEnded, "
-     "ViewerCountChanged, TopGiftersChanged, GoalProgress, GoalReached, SessionEnded, "
+     "ViewerCountChanged, TopGiftersChanged, GoalProgress, GoalReached, MatchInvited, "
+     "MatchDeclined, MatchStarted, MatchScore, MatchEnded, SessionEnded, "
      "PayoutSettled."),
     ({"url": "WRONG", "eventTypes": ["GiftSent"]}, "creator", "WEBHOOK_NOT_VERIFIED",
      "The URL was not subscribed: its answer did not echo the challenge. It must answer the "

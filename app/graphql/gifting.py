@@ -29,6 +29,16 @@ from app.graphql.common import (
     page_size,
 )
 from app.graphql.context import ClientError
+from app.graphql.matches import (
+    Match,
+    MatchBoost,
+    MatchSideResult,
+    MatchSideScore,
+    boosts_in,
+    matches_of,
+    side_results,
+    side_scores,
+)
 from app.graphql.types import LedgerTransaction, Money, User, _rows_by_id, ctx
 from app.services import catalogue, event_log, gifting, goals, live, rates, recognition
 from app.services.recognition import Period
@@ -220,11 +230,13 @@ class LiveSession(relay.Node):
     started_at: datetime
     ended_at: datetime | None
     creator_id: strawberry.Private[int]
+    match_id: strawberry.Private[int | None]
 
     @classmethod
     def of(cls, row: models.LiveSession) -> LiveSession:
         return cls(id=row.id, title=row.title, status=LiveSessionStatus(row.status),
-                   started_at=row.started_at, ended_at=row.ended_at, creator_id=row.creator_id)
+                   started_at=row.started_at, ended_at=row.ended_at, creator_id=row.creator_id,
+                   match_id=row.match_id)
 
     @strawberry.field
     async def creator(self, info: Info) -> User:
@@ -243,6 +255,15 @@ class LiveSession(relay.Node):
         async with ctx(info).runtime.reads() as session:
             rows = await goals.goals_of(session, self.id)
         return [LiveGoal.of(row, self.status == LiveSessionStatus.LIVE) for row in rows]
+
+    @strawberry.field(description="The session's latest match (running or ended); null if "
+                                  "it has had none.")
+    async def match(self, info: Info) -> Match | None:
+        if self.match_id is None:
+            return None
+        [match] = await matches_of(info, await _rows_by_id(info, models.LiveMatch,
+                                                           [str(self.match_id)]))
+        return match
 
     @strawberry.field(description="The session's gifters ranked by coins sent.")
     async def top_gifters(self, info: Info, first: int | None = None, after: str | None = None
@@ -410,9 +431,55 @@ class GoalReached(LiveEvent):
     reached_at: datetime
 
 
+@strawberry.type(description=(
+    "The session's creator invited another live creator to a match, or was invited (sent to "
+    "both sessions). The invitee has until `expiresAt` to accept or decline."))
+class MatchInvited(LiveEvent):
+    match_id: relay.GlobalID
+    sides: list[MatchSideScore] = strawberry.field(description="The inviter's side first.")
+    duration_seconds: int
+    expires_at: datetime
+
+
+@strawberry.type(description="The invited creator declined the match.")
+class MatchDeclined(LiveEvent):
+    match_id: relay.GlobalID
+    sides: list[MatchSideScore] = strawberry.field(description="The inviter's side first.")
+
+
+@strawberry.type(description="A match started: both sessions' gifts score until `endsAt`.")
+class MatchStarted(LiveEvent):
+    match_id: relay.GlobalID
+    sides: list[MatchSideScore] = strawberry.field(description="The inviter's side first.")
+    started_at: datetime
+    ends_at: datetime
+    boosts: list[MatchBoost]
+
+
+@strawberry.type(description=(
+    "Gifts moved a running match's scores (sent to both sessions). Scores are the totals so "
+    "far: display them; do not add them up."))
+class MatchScore(LiveEvent):
+    match_id: relay.GlobalID
+    sides: list[MatchSideScore] = strawberry.field(description="The inviter's side first.")
+    ends_at: datetime
+
+
+@strawberry.type(description=(
+    "A match ended: its time was up, or one of its creators ended their session. Sent exactly "
+    "once per match, to both sessions, with each side's top three supporters."))
+class MatchEnded(LiveEvent):
+    match_id: relay.GlobalID
+    sides: list[MatchSideResult] = strawberry.field(description="The inviter's side first.")
+    winner: User | None = strawberry.field(description="Null for a tie.")
+    tie: bool
+    ended_at: datetime
+
+
 LiveSessionEvent = Annotated[
     SessionStarted | GiftSent | ComboEnded | ViewerCountChanged | TopGiftersChanged
-    | GoalProgress | GoalReached | SessionEnded,
+    | GoalProgress | GoalReached | MatchInvited | MatchDeclined | MatchStarted | MatchScore
+    | MatchEnded | SessionEnded,
     strawberry.union("LiveSessionEvent", description="Something that happened in a live session.")]
 
 
@@ -484,12 +551,39 @@ async def _event(info: Info, event: dict[str, Any]) -> Any:
         if kind == "GoalProgress":
             return GoalProgress(**fields)
         return GoalReached(**fields, reached_at=datetime.fromisoformat(event["reached_at"]))
+    if kind.startswith("Match"):
+        return _match_event(event, cursor)
     if kind == "SessionStarted":
         return SessionStarted(cursor=cursor, title=event["title"],
                               started_at=datetime.fromisoformat(event["started_at"]))
     totals = event["totals"]
     return SessionEnded(cursor=cursor, ended_at=datetime.fromisoformat(event["ended_at"]),
                         totals=LiveSessionTotals(**totals))
+
+
+def _match_event(event: dict[str, Any], cursor: str) -> Any:
+    kind, match_id = event["type"], relay.GlobalID("Match", str(event["match_id"]))
+    if kind == "MatchEnded":
+        winner = event["winner_id"]
+        names = {s["creator_id"]: s["creator_name"] for s in event["sides"]}
+        return MatchEnded(cursor=cursor, match_id=match_id, sides=side_results(event),
+                          winner=None if winner is None else User(id=winner, name=names[winner]),
+                          tie=winner is None,
+                          ended_at=datetime.fromisoformat(event["ended_at"]))
+    sides = side_scores(event)
+    if kind == "MatchInvited":
+        return MatchInvited(cursor=cursor, match_id=match_id, sides=sides,
+                            duration_seconds=event["duration_seconds"],
+                            expires_at=datetime.fromisoformat(event["expires_at"]))
+    if kind == "MatchDeclined":
+        return MatchDeclined(cursor=cursor, match_id=match_id, sides=sides)
+    if kind == "MatchStarted":
+        return MatchStarted(cursor=cursor, match_id=match_id, sides=sides,
+                            started_at=datetime.fromisoformat(event["started_at"]),
+                            ends_at=datetime.fromisoformat(event["ends_at"]),
+                            boosts=boosts_in(event))
+    return MatchScore(cursor=cursor, match_id=match_id, sides=sides,
+                      ends_at=datetime.fromisoformat(event["ends_at"]))
 
 
 # Inputs and payloads ---------------------------------------------------------------------

@@ -44,6 +44,7 @@ from app.graphql.gifting import (
     Subscription,
 )
 from app.graphql.limits import HttpForQueriesAndMutations, QueryCost
+from app.graphql.matches import Match, MatchMutation, MatchQuery
 from app.graphql.money import MoneyMutation, Payout, ViewerMoneyFields
 from app.graphql.types import CoinPackage, LedgerTransaction, Purchase, User, Wallet, ctx
 from app.graphql.webhooks import WebhookMutation, WebhookQuery
@@ -75,7 +76,7 @@ class Viewer(ViewerMoneyFields):
 
 
 @strawberry.type
-class Query(GiftingQuery, BrandQuery, WebhookQuery):
+class Query(GiftingQuery, MatchQuery, BrandQuery, WebhookQuery):
     node: relay.Node | None = relay.node(
         description="Fetch any object by its global ID. Returns null when it does not exist "
                     "or the caller may not see it.")
@@ -147,7 +148,7 @@ class CoinPackagePayload:
 
 
 @strawberry.type
-class Mutation(GiftingMutation, BrandMutation, MoneyMutation, WebhookMutation):
+class Mutation(GiftingMutation, MatchMutation, BrandMutation, MoneyMutation, WebhookMutation):
     @strawberry.mutation(description="Buy coins: verify a store receipt and credit the "
                                      "package's coins exactly once per store transaction.")
     async def purchase_coins(self, info: Info, input: PurchaseCoinsInput) -> PurchaseCoinsPayload:
@@ -267,7 +268,7 @@ def create_schema(settings: Settings) -> strawberry.Schema:
         mutation=Mutation,
         subscription=Subscription,
         types=[User, Purchase, LedgerTransaction, CoinPackage, GiftType, LiveSession, GiftReceipt,
-               Brand, Payout],
+               Match, Brand, Payout],
         config=StrawberryConfig(scalar_map={Long: LONG_SCALAR},
                                 disable_field_suggestions=not settings.introspection_enabled),
         extensions=extensions,

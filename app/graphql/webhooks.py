@@ -107,7 +107,8 @@ class CreateWebhookSubscriptionInput:
         "API guide's webhooks section."))
     event_types: list[str] = strawberry.field(description=(
         "Creators: SessionStarted, GiftSent, ComboEnded, ViewerCountChanged, "
-        "TopGiftersChanged, GoalProgress, GoalReached, SessionEnded of their sessions, "
+        "TopGiftersChanged, GoalProgress, GoalReached, MatchInvited, MatchDeclined, "
+        "MatchStarted, MatchScore, MatchEnded, SessionEnded of their sessions, "
         "and PayoutSettled of their "
         "payouts. Brand partners: BrandGiftSent, BrandBudgetLow and PayoutSettled of their "
         "brand. Admins: "

@@ -27,7 +27,15 @@ from app.models.ledger import (
     LedgerSeal,
     LedgerTransaction,
 )
-from app.models.live import GiftCombo, GiftSend, LiveGoal, LiveSession, SessionViewer
+from app.models.live import (
+    GiftCombo,
+    GiftSend,
+    LiveGoal,
+    LiveMatch,
+    LiveSession,
+    MatchSupporter,
+    SessionViewer,
+)
 from app.models.payouts import Clawback, Payout, PurchaseReversal
 from app.models.recognition import CreatorTotal, SessionGifterTotal, SupporterTotal
 from app.models.safeguards import LimitChange, Profile, ViewerSpend
@@ -49,7 +57,9 @@ __all__ = [
     "GiftSend",
     "LimitChange",
     "LiveGoal",
+    "LiveMatch",
     "LiveSession",
+    "MatchSupporter",
     "Payout",
     "Profile",
     "PluginHealth",

@@ -1,10 +1,11 @@
-"""Live sessions, who is watching them, their goals, the gifts sent in them and their combos."""
+"""Live sessions, who is watching them, their goals and matches, the gifts sent in them and
+their combos."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, Index, UniqueConstraint, text
+from sqlalchemy import CheckConstraint, Column, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from app.models.base import Amount, BigId, UTCDateTime, created_at_field
@@ -27,6 +28,9 @@ class LiveSession(SQLModel, table=True):
     ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     # How many goals the creator set: a batch of gifts reads goals only where there are.
     goals: int = Field(default=0, sa_column_kwargs={"server_default": text("0")})
+    # The session's latest accepted match (live_match.id; no foreign key, the tables refer to
+    # each other): a batch of gifts reads matches only where there is one.
+    match_id: int | None = Field(default=None, sa_type=BigId)
 
 
 class LiveGoal(SQLModel, table=True):
@@ -52,6 +56,54 @@ class LiveGoal(SQLModel, table=True):
     progress: int = Field(default=0, sa_type=Amount)
     reached_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = created_at_field()
+
+
+class LiveMatch(SQLModel, table=True):
+    """Two live creators' timed contest: the inviter's and the invitee's sessions score the
+    coins gifted into them while it runs (sponsored gifts at their full value, a boosting
+    brand's gifts times its multiplier). ``status``: invited (until ``expires_at``),
+    declined, expired, running (from ``started_at`` to ``ends_at``), ended. ``boosts`` is a
+    JSON list of the brands' boosts: ``{"brand", "multiplier", "until"}``."""
+
+    __tablename__ = "live_match"
+    __table_args__ = (
+        CheckConstraint("status IN ('invited', 'declined', 'expired', 'running', 'ended')",
+                        name="status_known"),
+        CheckConstraint("duration_seconds BETWEEN 60 AND 600", name="duration_in_range"),
+        CheckConstraint("inviter_id <> invitee_id", name="two_creators"),
+        CheckConstraint("inviter_score >= 0 AND invitee_score >= 0", name="scores_in_range"),
+        Index("ix_live_match_status_ends_at", "status", "ends_at"),
+        Index("ix_live_match_inviter_id", "inviter_id", "id"),
+        Index("ix_live_match_invitee_id", "invitee_id", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    inviter_id: int = Field(foreign_key="app_user.id", sa_type=BigId)
+    invitee_id: int = Field(foreign_key="app_user.id", sa_type=BigId)
+    inviter_session_id: int = Field(foreign_key="live_session.id", sa_type=BigId)
+    invitee_session_id: int = Field(foreign_key="live_session.id", sa_type=BigId)
+    duration_seconds: int
+    status: str = Field(max_length=10)
+    invited_at: datetime = Field(sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    ends_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    inviter_score: int = Field(default=0, sa_type=Amount)
+    invitee_score: int = Field(default=0, sa_type=Amount)
+    boosts: str = Field(default="[]", sa_column=Column(Text, nullable=False))
+
+
+class MatchSupporter(SQLModel, table=True):
+    """What one viewer added to one side's score in a match (boosts included)."""
+
+    __tablename__ = "match_supporter"
+    __table_args__ = (Index("ix_match_supporter_rank", "match_id", "session_id", "score"),)
+
+    match_id: int = Field(primary_key=True, foreign_key="live_match.id", sa_type=BigId)
+    session_id: int = Field(primary_key=True, foreign_key="live_session.id", sa_type=BigId)
+    sender_id: int = Field(primary_key=True, foreign_key="app_user.id", sa_type=BigId)
+    score: int = Field(sa_type=Amount)
 
 
 class SessionViewer(SQLModel, table=True):

@@ -76,7 +76,7 @@ from app.models.base import utcnow
 from app.observability import REQUEST_ID
 from app.plugins import PluginCallFailed, PluginHost
 from app.relay import Relay
-from app.services import event_log, goals
+from app.services import event_log, goals, matches
 from app.services.brands import budget_account, revenue_account
 from app.services.catalogue import is_available
 from app.services.live import LIVE, end_session, session_not_found
@@ -646,6 +646,12 @@ class _Batch:
                               sent.row["quantity"]) for sent in self.sent], self.now)
             for session_id, moved in goal_events.items():
                 last_in_session[session_id].events.extend(moved)
+        if any(live.match_id for live in self.lives.values()):  # and fewer have a match
+            match_events = await matches.count_gifts(self.session, self.lives, [
+                matches.Scored(sent.row["session_id"], sent.row["sender_id"], sent.split.value,
+                               sent.brand) for sent in self.sent], self.now)
+            for moved in match_events.values():  # the other side's session's too
+                self.sent[-1].events.extend(moved)
         # Last: a session's stream row is every sender's to that session, held to the commit.
         sponsored = [sent for sent in self.sent if sent.brand is not None]
         brand_events = [_brand_gift_sent(sent) for sent in sponsored]
@@ -941,13 +947,15 @@ async def end_stale_combos(sessions: async_sessionmaker[AsyncSession], relay: Re
 
 async def end_live_session(sessions: async_sessionmaker[AsyncSession], relay: Relay, *,
                            session_id: int, creator_id: int) -> LiveSession:
-    """The creator ends their session: its open combos end (each reported), then the
-    session, with its totals, in one transaction; its stream's last event is SessionEnded."""
+    """The creator ends their session: its open combos and its running match end (each
+    reported), then the session, with its totals, in one transaction; its stream's last
+    event is SessionEnded."""
     async with sessions() as session, session.begin():
         row = await end_session(session, session_id, creator_id)
-        ended = await _end_combos(session, [GiftCombo.session_id == session_id], row.ended_at)
-        t = await session_totals(session, session_id)
         assert row.ended_at is not None
+        ended = await _end_combos(session, [GiftCombo.session_id == session_id], row.ended_at)
+        ended += await matches.end_with_session(session, row, row.ended_at)
+        t = await session_totals(session, session_id)
         events = await event_log.append_session_events(session, [*ended, {
             "type": "SessionEnded", "session_id": session_id,
             "ended_at": row.ended_at.isoformat(),

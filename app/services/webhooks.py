@@ -46,7 +46,8 @@ from app.services import event_log
 from app.sponsorship import SentGift
 
 SESSION_EVENTS = ("SessionStarted", "GiftSent", "ComboEnded", "ViewerCountChanged",
-                  "TopGiftersChanged", "GoalProgress", "GoalReached", "SessionEnded")
+                  "TopGiftersChanged", "GoalProgress", "GoalReached", "MatchInvited",
+                  "MatchDeclined", "MatchStarted", "MatchScore", "MatchEnded", "SessionEnded")
 CREATOR_EVENTS = ("PayoutSettled",)
 BRAND_EVENTS = ("BrandGiftSent", "BrandBudgetLow", "PayoutSettled")
 EVENTS_OF_SCOPE = {"creator": SESSION_EVENTS + CREATOR_EVENTS, "brand": BRAND_EVENTS,

@@ -8,6 +8,8 @@ from pathlib import Path
 from app import (
     Brand,
     BrandShare,
+    MatchBoost,
+    MatchContext,
     Quote,
     RateCardTerms,
     RevenueSplit,
@@ -23,8 +25,11 @@ class Acme:
     brand = "acme"
     sku = "acme-rocket"
 
-    def __init__(self, mode: str = "ok", subsidy_percent: int = 50, veto: str | None = None):
+    def __init__(self, mode: str = "ok", subsidy_percent: int = 50, veto: str | None = None,
+                 boost: tuple[int, int] | None = None):
         self.mode, self.subsidy_percent, self.veto = mode, subsidy_percent, veto
+        self.boost = boost  # (multiplier, seconds) for every match
+        self.asked: list[MatchContext] = []
         self.sent: list[SentGift] = []
         self.refused: set[str] = set()
 
@@ -78,6 +83,19 @@ class Acme:
             return RevenueSplit(creator_coins=creator / 1, platform_coins=platform,
                                 brand_coins=brand)
         return RevenueSplit(creator_coins=creator, platform_coins=platform, brand_coins=brand)
+
+    @hookimpl
+    def boost_match(self, match: MatchContext) -> object:
+        self.asked.append(match)
+        if self.mode == "boost-raises":
+            raise RuntimeError("sponsorship service down")
+        if self.mode == "boost-hangs":
+            time.sleep(5)
+        if self.boost is None:
+            return None
+        multiplier, seconds = self.boost
+        brand = "someone-else" if self.mode == "boost-other-brand" else self.brand
+        return MatchBoost(brand=brand, multiplier=multiplier, seconds=seconds)
 
     @hookimpl
     def gift_sent(self, gift: SentGift) -> None:

@@ -6,6 +6,9 @@
   the published rate card.
 * The campaign runs from ``starts`` to ``ends`` (ISO 8601 with a UTC offset).
 * Each viewer may send at most ``daily_cap`` cans a day (UTC).
+* Matches that start during the campaign are boosted: for their first
+  ``match_boost_seconds`` (default 60), each can counts ``match_boost_multiplier``
+  (default 2) times its value in the match's score.
 
 The terms come from the core's settings for this plugin, ``LIVEGIFTS_PLUGIN_CONFIG``::
 
@@ -23,13 +26,24 @@ from datetime import datetime
 from importlib.resources import files
 from typing import Any
 
-from app import Brand, Quote, SendContext, SentGift, SponsoredGift, Veto, hookimpl
+from app import (
+    Brand,
+    MatchBoost,
+    MatchContext,
+    Quote,
+    SendContext,
+    SentGift,
+    SponsoredGift,
+    Veto,
+    hookimpl,
+)
 
 BRAND = "sparkle-cola"
 SKU = "sparkle-cola-can"
 LIST_PRICE = 100
 DEFAULTS = {"starts": "2026-11-01T00:00:00+00:00", "ends": "2030-01-01T00:00:00+00:00",
-            "daily_cap": 5, "viewer_pays_percent": 40}
+            "daily_cap": 5, "viewer_pays_percent": 40, "match_boost_multiplier": 2,
+            "match_boost_seconds": 60}
 
 logger = logging.getLogger(__name__)
 
@@ -42,13 +56,16 @@ class Terms:
     ends: datetime
     daily_cap: int
     viewer_pays_percent: int
+    match_boost_multiplier: int
+    match_boost_seconds: int
 
     @classmethod
     def of(cls, config: Mapping[str, Any]) -> Terms:
         values = {**DEFAULTS, **config}
         terms = cls(datetime.fromisoformat(values["starts"]),
                     datetime.fromisoformat(values["ends"]), values["daily_cap"],
-                    values["viewer_pays_percent"])
+                    values["viewer_pays_percent"], values["match_boost_multiplier"],
+                    values["match_boost_seconds"])
         if terms.starts.utcoffset() is None or terms.ends.utcoffset() is None or \
                 terms.ends <= terms.starts or type(terms.daily_cap) is not int or \
                 terms.daily_cap < 1 or type(terms.viewer_pays_percent) is not int or \
@@ -92,6 +109,14 @@ class Campaign:
         value = send.list_price * send.quantity
         viewer_pays = -(-value * Terms.of(config).viewer_pays_percent // 100)  # rounded up
         return Quote(viewer_pays=viewer_pays, brand_subsidy=value - viewer_pays)
+
+    @hookimpl
+    def boost_match(self, match: MatchContext, config: Mapping[str, Any]) -> MatchBoost | None:
+        terms = Terms.of(config)
+        if not terms.starts <= match.at < terms.ends:
+            return None
+        return MatchBoost(brand=BRAND, multiplier=terms.match_boost_multiplier,
+                          seconds=min(terms.match_boost_seconds, match.duration_seconds))
 
     @hookimpl
     def gift_sent(self, gift: SentGift) -> None:

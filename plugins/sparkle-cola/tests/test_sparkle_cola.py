@@ -112,6 +112,37 @@ async def test_the_daily_cap_starts_again_the_next_day_and_the_window_closes(liv
     assert await livegifts.audit() == []
 
 
+async def test_a_match_during_the_campaign_is_boosted_in_its_score_only(livegifts):
+    """A match accepted during the campaign: for its first 90 s each can scores three times
+    its value; after, its value; what the viewer pays is the same throughout."""
+    from app.models import LiveMatch
+    from app.services import matches
+
+    starts = datetime(2027, 3, 1, tzinfo=UTC)
+    await livegifts.start(("sparkle-cola", Campaign()), **terms(
+        starts, starts + timedelta(days=2), match_boost_multiplier=3, match_boost_seconds=90))
+    livegifts.clock.freeze(starts + timedelta(hours=1))
+    await livegifts.fund_brand(BRAND, 10_000)
+    red, blue = await livegifts.go_live("red"), await livegifts.go_live("blue")
+    fan = await livegifts.viewer("fan", 5_000)
+    runtime = livegifts.runtime
+    invited = await matches.invite(runtime.sessions, runtime.relay, creator_id=red.creator_id,
+                                   session_id=red.session_id,
+                                   opponent_session_id=blue.session_id, duration_seconds=300,
+                                   now=livegifts.clock())
+    match = await matches.accept(runtime.sessions, runtime.relay, runtime.plugins,
+                                 creator_id=blue.creator_id, match_id=invited.id,
+                                 now=livegifts.clock())
+    assert [(b["brand"], b["multiplier"]) for b in matches.boosts_of(match)] == [(BRAND, 3)]
+    boosted = await livegifts.send(fan, red, SKU)
+    livegifts.clock.move(timedelta(seconds=91))
+    plain = await livegifts.send(fan, red, SKU)
+    assert (boosted.coins_paid, plain.coins_paid) == (40, 40)
+    async with runtime.sessions() as session:
+        assert (await session.get(LiveMatch, match.id)).inviter_score == 3 * 100 + 100
+    assert await livegifts.audit() == []
+
+
 def test_the_installed_entry_point_loads_the_campaign():
     from app.plugins import PluginHost
     from app.settings import Settings
@@ -119,5 +150,5 @@ def test_the_installed_entry_point_loads_the_campaign():
     host = PluginHost(Settings(plugins="sparkle-cola"))
     record = host.records["sparkle-cola"]
     assert (record.status, record.gifts, record.brands) == ("active", [SKU], [BRAND])
-    assert {"check_send", "quote_gift", "gift_sent"} <= set(record.hooks)
+    assert {"check_send", "quote_gift", "gift_sent", "boost_match"} <= set(record.hooks)
     host.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -59,20 +60,22 @@ def open_overlay(chromium, server):
     script error and break none of its Content-Security-Policy."""
 
     @contextlib.asynccontextmanager
-    async def opened(url: str):
+    async def opened(url: str, fake_clock: bool = False):
         if url.startswith("/"):
             url = f"http://127.0.0.1:{server.port}{url}"
-        async with only_from_its_server(chromium, url) as found:
+        async with only_from_its_server(chromium, url, fake_clock=fake_clock) as found:
             yield found
 
     return opened
 
 
 @contextlib.asynccontextmanager
-async def only_from_its_server(chromium: str, url: str, width: int = 1280, height: int = 720):
+async def only_from_its_server(chromium: str, url: str, width: int = 1280, height: int = 720,
+                               fake_clock: bool = False):
     """``url`` opened in a fresh headless Chromium where every request to another host is
-    refused; yields (page, the refused requests). The page must raise no script error and
-    break none of its Content-Security-Policy."""
+    refused (with the page's clock under the test's control if ``fake_clock``); yields (page,
+    the refused requests). The page must raise no script error and break none of its
+    Content-Security-Policy."""
     origin = "{0.scheme}://{0.netloc}".format(urlsplit(url))
     elsewhere: list[str] = []
     script_errors: list[str] = []
@@ -92,6 +95,8 @@ async def only_from_its_server(chromium: str, url: str, width: int = 1280, heigh
             page.on("console", lambda message: script_errors.append(message.text)
                     if "Content Security Policy" in message.text else None)
             await page.route("**/*", only_the_server)
+            if fake_clock:
+                await page.clock.install()
             await page.goto(url)
             yield page, elsewhere
         finally:
@@ -204,6 +209,52 @@ async def test_goals_show_as_bars_that_fill_and_turn_gold_when_reached(gql, serv
         assert await roses.locator("progress").evaluate("bar => [bar.value, bar.max]") == [5, 5]
         await expect(page.locator(".goal .goal-title")).to_have_text(
             ["Five roses", "A hundred coins"])
+
+
+MATCH_INVITE = """mutation($input: InviteToMatchInput!) { inviteToMatch(input: $input) {
+  match { id } userErrors { code } } }"""
+MATCH_ACCEPT = """mutation($input: MatchInput!) { acceptMatch(input: $input) {
+  match { endsAt } userErrors { code } } }"""
+
+
+async def test_a_match_shows_both_scores_a_countdown_and_the_result(gql, server, open_overlay):
+    """A match accepted after the page opened: both names and scores, this session's side on
+    the left, follow the gifts into either session; the countdown, on the page's clock moved
+    by the test, reads 1:30 ninety seconds before the end, 1:29 a second later and 0:00 after
+    the end; ending the other creator's session ends the match, shown as this side's
+    victory."""
+    gifts = await gift_ids(gql)
+    ours, theirs = token("mila", "creator"), token("omar", "creator")
+    our_session, their_session = await go_live(gql, ours), await go_live(gql, theirs)
+    fan = token("ines")
+    await buy_coins(gql, fan, "coins-350")
+    async with open_overlay(f"/overlay/{our_session}#token={WATCHER}",
+                            fake_clock=True) as (page, _):
+        await expect(page.locator("body")).to_have_attribute("data-state", "live")
+        invited = await gql(MATCH_INVITE, {"input": {
+            "sessionId": their_session, "opponentSessionId": our_session,
+            "durationSeconds": 120}}, token=theirs)  # they invite; this session's side: right
+        match_id = invited["data"]["inviteToMatch"]["match"]["id"]
+        accepted = await gql(MATCH_ACCEPT, {"input": {"matchId": match_id}}, token=ours)
+        ends_at = datetime.fromisoformat(accepted["data"]["acceptMatch"]["match"]["endsAt"])
+        panel = page.locator("#match")
+        await expect(panel).to_be_visible()
+        await expect(page.locator("#match-us-name")).to_have_text("mila")
+        await expect(page.locator("#match-them-name")).to_have_text("omar")
+        await gql(SEND, send_input(our_session, gifts["doughnut"]), token=fan)
+        await gql(SEND, send_input(their_session, gifts["rose"], 5), token=fan)
+        await expect(page.locator("#match-us-score")).to_have_text("30")
+        await expect(page.locator("#match-them-score")).to_have_text("5")
+        await page.clock.pause_at(ends_at - timedelta(seconds=91))
+        await page.clock.run_for(1000)
+        await expect(page.locator("#match-clock")).to_have_text("1:30")
+        await page.clock.run_for(1000)
+        await expect(page.locator("#match-clock")).to_have_text("1:29")
+        await page.clock.fast_forward("02:00")
+        await expect(page.locator("#match-clock")).to_have_text("0:00")
+        await gql(END, {"id": their_session}, token=theirs)
+        await expect(page.locator("#match-result")).to_have_text("Victory!")
+        await expect(page.locator("#match-us-score")).to_have_text("30")
 
 
 async def save_screenshot(page, path: Path) -> None:

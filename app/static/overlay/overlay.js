@@ -1,5 +1,5 @@
-// The livegifts live overlay: the gifts, combos, viewers, top gifters and goals of one live
-// session.
+// The livegifts live overlay: the gifts, combos, viewers, top gifters, goals and match of one
+// live session.
 //
 // The session id is the last path segment (/overlay/<session id>); the token comes from the URL
 // fragment (#token=...), which browsers never send to the server. Events arrive over
@@ -25,12 +25,18 @@
     ... on TopGiftersChanged { top { rank user { name } coins } }
     ... on GoalProgress { goalId title target progress }
     ... on GoalReached { goalId title target progress }
+    ... on MatchStarted { matchId endsAt sides { creator { name } sessionId score } }
+    ... on MatchScore { matchId endsAt sides { creator { name } sessionId score } }
+    ... on MatchEnded { matchId tie winner { name } sides { creator { name } sessionId score } }
     ... on SessionEnded { totals { gifts coins } } } }`;
   const SESSION_QUERY = `query($id: ID!) { liveSession(id: $id) {
     topGifters(first: ${TOP_GIFTERS}) { edges { node { rank user { name } coins } } }
     runningCombos(first: ${FEED_SIZE}) {
       comboId sender { name } gift { name imageUrl } count sends }
-    goals { id title target progress status } } }`;
+    goals { id title target progress status }
+    match { id status endsAt tie winner { name }
+      inviter { creator { name } score session { id } }
+      invitee { creator { name } score session { id } } } } }`;
 
   const byId = (id) => document.getElementById(id);
   const segments = location.pathname.split("/").filter(Boolean);
@@ -38,6 +44,9 @@
   const token = new URLSearchParams(location.hash.slice(1)).get("token");
   const numbers = new Intl.NumberFormat("en");
   const cards = new Map(); // comboId -> the gift card showing that combo
+  const MATCH_RESULT_MS = 15000; // how long a match's result stays on screen
+  let match = null; // the match on screen: { id, endsAt (ms), scores: [us, them], ended }
+  let matchTimer = null;
 
   let state = "connecting";
   let client = null;
@@ -128,6 +137,56 @@
     byId("goals").hidden = false;
   }
 
+  // The match panel: this session's side on the left. Scores only ever grow, so the larger
+  // of two reports is the newer one (an event and the first load may cross).
+  function showMatch(id, endsAt, sides, result) {
+    const ours = sides.findIndex((side) => side.sessionId === sessionId);
+    const [us, them] = ours === 1 ? [sides[1], sides[0]] : [sides[0], sides[1]];
+    if (!match || match.id !== id) {
+      match = { id, endsAt: Date.parse(endsAt), scores: [0, 0], ended: false };
+    }
+    if (match.ended && !result) return;
+    match.scores = [Math.max(match.scores[0], us.score), Math.max(match.scores[1], them.score)];
+    byId("match-us-name").textContent = us.creator.name;
+    byId("match-them-name").textContent = them.creator.name;
+    byId("match-us-score").textContent = numbers.format(match.scores[0]);
+    byId("match-them-score").textContent = numbers.format(match.scores[1]);
+    const total = match.scores[0] + match.scores[1];
+    byId("match-bar-us").style.width = `${total ? (100 * match.scores[0]) / total : 50}%`;
+    const panel = byId("match");
+    panel.hidden = false;
+    if (result) {
+      match.ended = true;
+      clearInterval(matchTimer);
+      byId("match-clock").textContent = "";
+      byId("match-result").textContent = result.tie ? "Tie!"
+        : result.winner && result.winner.name === us.creator.name ? "Victory!"
+        : `${result.winner ? result.winner.name : ""} wins`;
+      panel.classList.add("ended");
+      const shown = match.id;
+      setTimeout(() => { if (match && match.id === shown) panel.hidden = true; }, MATCH_RESULT_MS);
+      return;
+    }
+    panel.classList.remove("ended");
+    byId("match-result").textContent = "";
+    clearInterval(matchTimer);
+    tick();
+    matchTimer = setInterval(tick, 250);
+  }
+
+  // The countdown: whole seconds left, rounded up (it reads 2:00 as a two-minute match starts).
+  function tick() {
+    const left = Math.max(0, Math.ceil((match.endsAt - Date.now()) / 1000));
+    byId("match-clock").textContent =
+      `${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}`;
+    if (!left) clearInterval(matchTimer);
+  }
+
+  function matchEvent(event) {
+    showMatch(event.matchId, event.endsAt, event.sides,
+              event.__typename === "MatchEnded" ? event : null);
+  }
+
   async function loadSession() {
     eventsArrived = false;
     let body;
@@ -157,6 +216,11 @@
     }
     for (const goal of found.goals) {
       if (goal.status !== "MISSED") showGoal({ ...goal, reached: goal.status === "REACHED" });
+    }
+    const running = found.match;
+    if (running && running.status === "RUNNING" && !(match && match.id === running.id)) {
+      showMatch(running.id, running.endsAt, [running.inviter, running.invitee].map((side) => (
+        { creator: side.creator, sessionId: side.session.id, score: side.score })), null);
     }
   }
 
@@ -255,6 +319,11 @@
       case "GoalReached":
         showGoal({ id: event.goalId, title: event.title, target: event.target,
                    progress: event.progress, reached: true });
+        break;
+      case "MatchStarted":
+      case "MatchScore":
+      case "MatchEnded":
+        matchEvent(event);
         break;
       case "SessionEnded":
         sessionEnded(event.totals);

@@ -30,7 +30,7 @@ import functools
 import inspect
 import itertools
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -61,6 +61,7 @@ class Clock:
         self._frozen: datetime | None = None
 
     def __call__(self) -> datetime:
+        """The time now, as the core sees it: timezone-aware, in UTC."""
         return self._frozen or datetime.now(UTC)
 
     def freeze(self, at: datetime | None = None) -> datetime:
@@ -108,6 +109,8 @@ ADULT = date(1990, 1, 1)
 
 async def new_viewer(runtime: Runtime, name: str, coins: int = 0,
                      birthdate: date | None = ADULT) -> int:
+    """A new user (an adult unless ``birthdate`` says otherwise) holding ``coins`` given as
+    if bought; returns the user's id."""
     async with runtime.sessions() as session, session.begin():
         user_id = (await ensure_user(session, name, birthdate)).id
     if coins:
@@ -138,9 +141,13 @@ def _on_core_loop(method: Callable[..., Coroutine[Any, Any, Any]]
 class Harness:
     """The real core, on its own SQLite file, with the plugins a test hands it."""
 
+    directory: Path  # the test's own directory, holding the SQLite file
+    runtime: Runtime | None  # the running core, None until started and after closing
+    clock: Clock  # the time the core sees
+
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.runtime: Runtime | None = None
+        self.runtime = None
         self.clock = Clock()
         self._keys = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -283,7 +290,8 @@ class Harness:
 
 
 @pytest.fixture
-def livegifts(tmp_path: Path) -> Any:
+def livegifts(tmp_path: Path) -> Iterator[Harness]:
+    """A :class:`Harness` in the test's own directory, stopped after the test."""
     harness = Harness(tmp_path)
     yield harness
     harness.stop()

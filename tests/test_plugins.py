@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import inspect
 import logging
@@ -9,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import typing
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -200,30 +202,87 @@ def test_every_hook_is_documented_with_its_exact_signature():
         assert getattr(hookspecs, name).__doc__, f"{name} has no docstring"
 
 
-def kit_signature(owner, prefix: str, name: str) -> str:
-    """How docs/plugins.md heads a test kit method: its call, parameters and return type."""
-    member = getattr(owner, name)
-    if isinstance(member, property):
-        return f"`{prefix}.{name}` (property) -> {inspect.signature(member.fget).return_annotation}"
-    signature, params = inspect.signature(member), []
-    for p in list(signature.parameters.values())[1:]:
+def call_heading(function, call: str, method: bool) -> str:
+    """How docs/plugins.md heads a test kit callable: its call, parameters and return type."""
+    signature, params = inspect.signature(function), []
+    for p in list(signature.parameters.values())[method:]:  # a method's self is not written
         text = f"{p.name}: {p.annotation}"
         text = {p.VAR_POSITIONAL: "*", p.VAR_KEYWORD: "**"}.get(p.kind, "") + text
         params.append(text if p.default is p.empty else f"{text} = {p.default!r}")
-    awaited = "await " if inspect.iscoroutinefunction(member) else ""
-    return f"`{awaited}{prefix}.{name}({', '.join(params)}) -> {signature.return_annotation}`"
+    awaited = "await " if inspect.iscoroutinefunction(function) else ""
+    return f"`{awaited}{call}({', '.join(params)}) -> {signature.return_annotation}`"
 
 
-def test_every_test_kit_method_is_documented_with_its_signature():
+def kit_reference():
+    """(heading, function or class) of every public name of the test kit: the fixture, the
+    module's helpers and classes, and the harness's and clock's attributes and methods."""
+    import app.testing as kit
     from app.testing import Clock, Harness
 
-    docs = (ROOT / "docs" / "plugins.md").read_text()
+    for name in kit.__all__:
+        found = getattr(kit, name)
+        if inspect.isclass(found):
+            yield f"`{name}`", found
+        elif inspect.iscoroutinefunction(found):
+            yield call_heading(found, f"app.testing.{name}", method=False), found
+        else:  # the fixture: documented with what it gives a test
+            function = found.__wrapped__
+            [given] = typing.get_args(typing.get_type_hints(function)["return"])
+            yield f"`{name}` (fixture) -> {given.__name__}", function
+    for name, annotation in Harness.__annotations__.items():
+        yield f"`livegifts.{name}` (attribute) -> {annotation}", None
     for owner, prefix in ((Harness, "livegifts"), (Clock, "livegifts.clock")):
-        for name in (n for n in vars(owner) if not n.startswith("_")):
-            heading = f"#### {kit_signature(owner, prefix, name)}"
-            assert heading in docs, f"docs/plugins.md lacks {heading}"
-            member = getattr(owner, name)
-            assert (member.fget if isinstance(member, property) else member).__doc__, name
+        for name, member in vars(owner).items():
+            if name == "__call__":
+                yield call_heading(member, prefix, method=True), member
+            elif isinstance(member, property):
+                annotation = inspect.signature(member.fget).return_annotation
+                yield f"`{prefix}.{name}` (property) -> {annotation}", member.fget
+            elif not name.startswith("_") and callable(member):
+                yield call_heading(member, f"{prefix}.{name}", method=True), member
+
+
+def kit_returns() -> dict[type, list[str]]:
+    """Every data type a test kit callable returns, nested ones included, with its fields."""
+    import pydantic
+
+    pending = [typing.get_type_hints(f)["return"] for _, f in kit_reference()
+               if inspect.isfunction(f)]
+    found: dict[type, list[str]] = {}
+    while pending:
+        hint = pending.pop()
+        pending.extend(typing.get_args(hint))  # list[AuditFinding], dict[str, Gift]
+        if not isinstance(hint, type) or hint in found:
+            continue
+        if dataclasses.is_dataclass(hint):
+            hints = typing.get_type_hints(hint)
+            fields = {f.name: hints[f.name] for f in dataclasses.fields(hint)}
+        elif issubclass(hint, pydantic.BaseModel):  # the SQLModel rows
+            fields = {name: f.annotation for name, f in hint.model_fields.items()}
+        else:
+            continue
+        found[hint] = list(fields)
+        pending.extend(fields.values())
+    return found
+
+
+def test_every_test_kit_name_is_documented_with_its_signature():
+    docs = (ROOT / "docs" / "plugins.md").read_text()
+    for heading, documented in kit_reference():
+        assert f"\n#### {heading}\n" in docs, f"docs/plugins.md lacks #### {heading}"
+        assert documented is None or documented.__doc__, f"{heading} has no docstring"
+
+
+def test_every_field_of_what_the_test_kit_returns_is_documented():
+    docs = (ROOT / "docs" / "plugins.md").read_text()
+    returned = kit_returns()
+    assert {kind.__name__ for kind in returned} >= {
+        "Stage", "GiftSend", "Gift", "Wallet", "CampaignReport", "ReportLine", "AuditFinding"}
+    for kind, fields in returned.items():
+        section = re.search(rf"^#### `{kind.__name__}`\n(.*?)(?=^#|\Z)", docs, re.M | re.S)
+        assert section, f"docs/plugins.md lacks #### `{kind.__name__}`, which the test kit returns"
+        missing = [name for name in fields if f"`{name}`" not in section.group(1)]
+        assert missing == [], f"docs/plugins.md's `{kind.__name__}` lacks the fields {missing}"
 
 
 def test_the_core_names_no_partner_package():
@@ -521,7 +580,7 @@ async def test_plugin_failures_are_logged_with_their_traceback_and_each_sends_re
 
 
 KIT_ALONE = '''
-import sys
+import importlib
 from datetime import UTC, datetime
 
 import pytest
@@ -547,15 +606,34 @@ def test_a_plain_test_freezes_the_kit_clock(livegifts):
     assert livegifts.clock() == at
 
 
-def test_pytest_asyncio_is_not_loaded():
-    assert "pytest_asyncio" not in sys.modules
+def test_no_async_pytest_plugin_can_be_imported():
+    for name in ASYNC_PYTEST_PLUGINS:
+        with pytest.raises(ImportError):
+            importlib.import_module(name)
 '''
+
+# As if only livegifts and pytest were installed: every async pytest plugin fails to import.
+ASYNC_PYTEST_PLUGINS = ("pytest_asyncio", "anyio.pytest_plugin", "pytest_trio",
+                        "pytest_aiohttp", "pytest_tornasync")
+# PathFinder finds every installed module, for imports and for pytest's assertion rewriter.
+NO_ASYNC_PLUGINS = f"""import importlib.machinery
+
+find_spec = importlib.machinery.PathFinder.find_spec
+
+
+def refusing(cls, name, path=None, target=None):
+    return None if name in {ASYNC_PYTEST_PLUGINS!r} else find_spec(name, path, target)
+
+
+importlib.machinery.PathFinder.find_spec = classmethod(refusing)
+"""
 
 
 def test_the_tutorial_package_runs_on_the_kit_with_pytest_alone(tmp_path):
     """The partner guide's tutorial package, as written there (its pyproject.toml, plugin
-    and test), plus async and plain tests of the kit, run with pytest and no pytest-asyncio
-    (its plugin blocked), without configuration and without a warning."""
+    and test), plus async and plain tests of the kit, run with pytest where no async pytest
+    plugin can be imported (pytest-asyncio, anyio's, ...: refused by a sitecustomize, and
+    their entry points disabled), without configuration and without a warning."""
     guide = (ROOT / "docs" / "plugins.md").read_text()
     package = tmp_path / "livegifts-fizz"
     for block in re.findall(r"```(?:toml|python)\n# (\S+)\n(.*?)```", guide, re.S):
@@ -563,10 +641,14 @@ def test_the_tutorial_package_runs_on_the_kit_with_pytest_alone(tmp_path):
         if name in ("pyproject.toml", "livegifts_fizz/__init__.py", "tests/test_fizz.py"):
             (package / name).parent.mkdir(parents=True, exist_ok=True)
             (package / name).write_text(text)
-    (package / "tests" / "test_partner.py").write_text(KIT_ALONE)
-    ran = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:asyncio", "-p",
-                          "no:cacheprovider", "-q", "livegifts-fizz"], cwd=tmp_path,
+    (package / "tests" / "test_partner.py").write_text(
+        f"ASYNC_PYTEST_PLUGINS = {ASYNC_PYTEST_PLUGINS!r}\n{KIT_ALONE}")
+    refusing = tmp_path / "refusing"
+    refusing.mkdir()
+    (refusing / "sitecustomize.py").write_text(NO_ASYNC_PLUGINS)
+    ran = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:asyncio", "-p", "no:anyio",
+                          "-p", "no:cacheprovider", "-q", "livegifts-fizz"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "PYTHONPATH": str(package)})
+                         env={**os.environ, "PYTHONPATH": f"{refusing}{os.pathsep}{package}"})
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert "4 passed" in ran.stdout and "warning" not in ran.stdout.lower(), ran.stdout

@@ -24,7 +24,8 @@ from tests.test_overlay import (
 )
 
 OPERATIONS = {"Wallet": "query", "GiftCatalogue": "query", "LiveNow": "query",
-              "SendGift": "mutation", "LiveSessionEvents": "subscription"}
+              "GoalsAndMatch": "query", "SendGift": "mutation",
+              "LiveSessionEvents": "subscription"}
 
 
 def operation(name: str) -> str:
@@ -155,6 +156,19 @@ async def test_the_examples_run_against_the_demo_data(demo_server):
     assert (stream["title"], stream["creator"]["name"]) == ("Demo stream: say hi!",
                                                            "demo-creator")
 
+    async with httpx.AsyncClient(timeout=30) as http:  # the demo creator sets a goal
+        goal = (await http.post(demo_server.url, headers={
+            "authorization": f"Bearer {token('demo-creator', 'creator')}"}, json={
+            "query": "mutation($input: SetLiveGoalInput!) { setLiveGoal(input: $input) "
+                     "{ userErrors { code } } }",
+            "variables": {"input": {"sessionId": stream["id"], "title": "Ten roses",
+                                    "kind": "GIFT_COUNT", "target": 10,
+                                    "giftId": rose["id"]}}})).json()
+    assert goal["data"]["setLiveGoal"]["userErrors"] == []
+    board = await run("GoalsAndMatch", {"sessionId": stream["id"]}, bearer=viewer)
+    assert board["liveSession"] == {"goals": [{"title": "Ten roses", "kind": "GIFT_COUNT",
+                                              "target": 10, "progress": 0, "status": "OPEN"}],
+                                    "match": None}
     async with Subscription(demo_server.url, fan, operation("LiveSessionEvents"),
                             {"sessionId": stream["id"]}) as events:
         assert await events.next_data() == {"liveSessionEvents": {
@@ -167,6 +181,11 @@ async def test_the_examples_run_against_the_demo_data(demo_server):
         event = (await events.next_data())["liveSessionEvents"]
         assert (event["__typename"], event["sender"]["name"], event["gift"]["name"],
                 event["quantity"]) == ("GiftSent", "demo-viewer", "Rose", 5)
+        goal_moved = (await events.next_data())["liveSessionEvents"]
+        while goal_moved["__typename"] == "TopGiftersChanged":
+            goal_moved = (await events.next_data())["liveSessionEvents"]
+        assert goal_moved == {"__typename": "GoalProgress", "title": "Ten roses",
+                              "progress": 5, "target": 10}
     again = (await run("SendGift", send, bearer=viewer))["sendGift"]
     assert again["replayed"] and again["walletCoins"] == 1395
 

@@ -12,12 +12,12 @@ import subprocess
 import sys
 import typing
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from app import Brand, SponsoredGift, hookimpl, hookspecs
+from app import Brand, MatchContext, SponsoredGift, hookimpl, hookspecs
 from app.errors import DomainError, ErrorCode
 from app.models.base import utcnow
 from app.plugins import PluginHost, PluginStartupError
@@ -82,7 +82,7 @@ async def test_hook_register_sponsored_gifts(database_url):
         assert (rocket.name, rocket.coin_price, rocket.plugin) == ("Acme Rocket", 50, "acme")
         assert rocket.brand_id is not None
         assert runtime.plugins.records["acme"].hooks == [
-            "check_send", "gift_sent", "quote_gift", "register_brands",
+            "boost_match", "check_send", "gift_sent", "quote_gift", "register_brands",
             "register_sponsored_gifts", "split_revenue"]
 
 
@@ -173,6 +173,34 @@ async def test_hook_gift_sent(database_url):
         assert [(g.receipt_id, g.quantity, g.brand) for g in acme.sent] == \
             [(receipt.id, 2, "acme")]
         assert acme.sent[0].delivery_id.isdigit()
+
+
+async def test_hook_boost_match(database_url):
+    """Asked once as a match starts, with the match; its brand's gifts then score the
+    multiple while the boost is on. (tests/test_matches.py has the failures and money.)"""
+    from app.services import matches
+
+    acme = Acme(boost=(4, 60))
+    async with core_with(database_url, ("acme", acme)) as runtime:
+        red, fan = await funded_stage(runtime)
+        blue = await go_live(runtime, "blue")
+        at = datetime.now(UTC)
+        invited = await matches.invite(runtime.sessions, runtime.relay,
+                                       creator_id=red.creator_id, session_id=red.session_id,
+                                       opponent_session_id=blue.session_id, duration_seconds=90,
+                                       now=at)
+        match = await matches.accept(runtime.sessions, runtime.relay, runtime.plugins,
+                                     creator_id=blue.creator_id, match_id=invited.id, now=at)
+        assert acme.asked == [MatchContext(
+            match_id=match.id, inviter_id=red.creator_id, invitee_id=blue.creator_id,
+            inviter_session_id=red.session_id, invitee_session_id=blue.session_id,
+            duration_seconds=90, at=at)]
+        assert [(b["brand"], b["multiplier"]) for b in matches.boosts_of(match)] == [("acme", 4)]
+        await _send(runtime, red, fan, "acme-rocket", 1, None)
+        async with runtime.sessions() as session:
+            from app.models import LiveMatch
+
+            assert (await session.get(LiveMatch, match.id)).inviter_score == 4 * 50
 
 
 async def test_a_failing_gift_sent_listener_does_not_undo_the_gift(database_url, caplog):

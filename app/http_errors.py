@@ -5,10 +5,10 @@ four others (plain text from the GraphQL view for a batch, a body that is not JS
 mutation over GET; the web framework's ``{"status_code", "detail"}`` for a body over the
 size limit, an unknown route or a wrong method; ``{"error"}`` from the CSV and webhook
 routes). :func:`error_body` builds the one shape, and :class:`OneErrorShape`, the
-outermost middleware, rewrites those (status 400 and above) into it (a route's own JSON
-object, such as ``/ready``'s checks on 503, is left as it is),
-keeping its status and its headers (``Retry-After``, ``Allow``, ``WWW-Authenticate``), so
-a client reads every failure with the same code.
+outermost middleware, rewrites those (status 400 and above) into it, keeping their status
+(415 for a body of another media type, which the GraphQL view answers with 400) and their
+headers (``Retry-After``, ``Allow``, ``WWW-Authenticate``), so a client reads every failure
+with the same code. A route may add keys beside ``errors`` (``/ready``'s checks on 503).
 """
 
 from __future__ import annotations
@@ -54,12 +54,6 @@ def _is_errors(body: Any) -> bool:
     return isinstance(body, dict) and isinstance(body.get("errors"), list) and \
         bool(body["errors"]) and all(isinstance(e, dict) and isinstance(e.get("message"), str)
                                      for e in body["errors"])
-
-
-def _own_shape(body: Any) -> bool:
-    """A JSON object of a route's own (``/ready``'s checks), not another error shape."""
-    return isinstance(body, dict) and not set(body) <= {"status_code", "detail", "extra",
-                                                         "error"}
 
 
 def _message(status: int, body: bytes) -> str:
@@ -113,12 +107,15 @@ async def _reshaped(send: Send, start: dict[str, Any], body: bytes) -> None:
         decoded = None
     headers = [(name, value) for name, value in start.get("headers", [])
                if name.lower() not in (b"content-length", b"content-type")]
-    if _is_errors(decoded) or _own_shape(decoded):
+    if _is_errors(decoded):
         content_type = dict((k.lower(), v) for k, v in start.get("headers", [])).get(
             b"content-type", b"application/json")
     else:
-        body = json.dumps(error_body(status, _message(status, body))).encode()
+        message = _message(status, body)
+        if message == PLAIN_TEXT["Unsupported content type"]:  # the view says 400
+            status = 415
+        body = json.dumps(error_body(status, message)).encode()
         content_type = b"application/json"
     headers += [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
-    await send({**start, "headers": headers})
+    await send({**start, "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -66,6 +66,7 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session, SessionTransaction
 
+from app.http_errors import error_body
 from app.settings import LogFormat, Settings
 
 # Logs and request ids -------------------------------------------------------------------
@@ -359,12 +360,14 @@ DEGRADING = frozenset({"redis"})
 
 @get("/ready")
 async def ready(state: State) -> Response[dict[str, Any]]:
-    """Readiness: 503 when the database does not answer; 200 otherwise, ``degraded``
-    when Redis is configured and does not answer."""
+    """Readiness: 503 when the database does not answer (the one error body, the checks
+    beside it); 200 otherwise, ``degraded`` when Redis is configured and does not answer."""
     checks = await readiness(state.runtime.settings, state.runtime.engine)
     failing = sorted(name for name, result in checks.items() if result != "ok")
     if set(failing) - DEGRADING:
-        return Response({"status": "unavailable", "failing": failing, "checks": checks},
+        why = "; ".join(f"{name}: {checks[name]}" for name in failing)
+        return Response({**error_body(503, f"Not ready: {why.rstrip('.')}."),
+                         "status": "unavailable", "failing": failing, "checks": checks},
                         status_code=503)
     if failing:
         return Response({"status": "degraded", "degraded": failing, "checks": checks},

@@ -156,7 +156,8 @@ async def test_a_brand_partner_sees_its_own_report_and_no_other(gql):
          "Forbidden: a brand partner token sees only its own brand."),
         (token("nosy-viewer"), "Forbidden: this needs the brand role."),
         (None, "Authentication required: send 'Authorization: Bearer <token>' "
-               "(mint one with 'livegifts token')."),
+               "(mint one with '.venv/bin/livegifts token --user NAME', or "
+               "'livegifts token --user NAME' where livegifts is on your PATH)."),
     ]:
         body = await gql(REPORT, {"brand": "acme"}, token=bearer, expect_errors=True)
         assert body["errors"][0]["message"] == message

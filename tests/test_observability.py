@@ -31,7 +31,7 @@ from app.ledger import Currency, Leg, post_transaction, system_account
 from app.observability import readiness
 from tests.conftest import fresh_database
 from tests.sample_plugins.acme import Acme
-from tests.support import REQUIRE_POSTGRES, ServerProcess, settings_for, token
+from tests.support import REQUIRE_POSTGRES, ServerProcess, failure, settings_for, token
 from tests.test_http_gifting import SEND, buy_coins, gift_ids, go_live, person, send_input
 
 ADMIN = token("observer-admin", "admin")
@@ -305,6 +305,9 @@ def test_ready_is_503_naming_the_database_when_it_becomes_unreachable(request, t
         body = answer.json()
         assert answer.status_code == 503, body
         assert (body["status"], body["failing"]) == ("unavailable", ["database"])
+        status, message, code = failure(answer)  # the one error body, checks beside it
+        assert (status, code) == (503, "SERVICE_UNAVAILABLE")
+        assert message.startswith("Not ready: database: "), message
         # The driver's own words: a pooled connection found closed or reset, or a refused
         # new one.
         assert re.match(r"\w+Error: .*(closed|reset|refused|failed)",

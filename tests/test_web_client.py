@@ -14,12 +14,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from graphql import ObjectTypeDefinitionNode, parse
 
 from tests.conftest import fresh_database
 from tests.support import ServerProcess, node_with_packages, sandbox, token
 from tests.test_http_gifting import START
 
-WEB = Path(__file__).resolve().parent.parent / "docs" / "examples" / "web"
+ROOT = Path(__file__).resolve().parent.parent
+WEB = ROOT / "docs" / "examples" / "web"
+SCHEMA = ROOT / "schema.graphql"
 
 
 @pytest.fixture(scope="module")
@@ -71,20 +74,53 @@ def test_the_typed_client_buys_coins_sends_a_gift_and_sees_it_live(built, server
                        "arrived": {"sender": "web-fan", "gift": "Rose", "quantity": 1}}
 
 
+def build_copy(node: Path, directory: Path, schema: str,
+               main_ts: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Generate and type-check a copy of the client in ``directory`` against ``schema`` (an
+    SDL text) and, when given, another ``src/main.ts``: the reports of both steps."""
+    copy = directory / "web"
+    shutil.copytree(WEB, copy, ignore=shutil.ignore_patterns("node_modules", "dist", "gql"),
+                    symlinks=True)
+    (copy / "node_modules").symlink_to(WEB / "node_modules")  # installed once, by `built`
+    (copy / "schema.graphql").write_text(schema)
+    codegen = copy / "codegen.ts"
+    codegen.write_text(codegen.read_text().replace('"../../../schema.graphql"',
+                                                   '"schema.graphql"'))
+    if main_ts is not None:
+        (copy / "src" / "main.ts").write_text(main_ts)
+    steps = [["node_modules/.bin/graphql-codegen", "--config", "codegen.ts"],
+             ["node_modules/typescript/bin/tsc"]]
+    for step in steps:
+        done = subprocess.run([str(node), *step], cwd=copy, capture_output=True, text=True,
+                              timeout=300)
+        if done.returncode != 0:
+            break
+    return done
+
+
 def test_a_document_the_schema_does_not_answer_fails_the_build(built, tmp_path):
     """The generator validates the client's documents against schema.graphql: a field the
     schema does not have stops the build, naming it."""
-    broken = tmp_path / "web"
-    shutil.copytree(WEB, broken, ignore=shutil.ignore_patterns("node_modules", "dist", "gql"),
-                    symlinks=True)
-    (broken / "node_modules").symlink_to(WEB / "node_modules")
-    main = broken / "src" / "main.ts"
-    main.write_text(main.read_text().replace("coinPrice imageUrl", "coinPrice imageURL"))
-    codegen = (broken / "codegen.ts")
-    codegen.write_text(codegen.read_text().replace(
-        '"../../../schema.graphql"', json.dumps(str(WEB.parent.parent.parent / "schema.graphql"))))
-    build = subprocess.run([str(built), "node_modules/.bin/graphql-codegen", "--config",
-                            "codegen.ts"], cwd=broken, capture_output=True, text=True,
-                           timeout=300)
+    main = (WEB / "src" / "main.ts").read_text()
+    build = build_copy(built, tmp_path, SCHEMA.read_text(),
+                       main.replace("coinPrice imageUrl", "coinPrice imageURL"))
     assert build.returncode != 0
     assert 'Cannot query field "imageURL" on type "Gift"' in build.stdout + build.stderr
+
+
+def without_field(sdl: str, type_name: str, field: str) -> str:
+    """``sdl`` with one field of one type removed, as a breaking release would."""
+    [kind] = [d for d in parse(sdl).definitions
+              if isinstance(d, ObjectTypeDefinitionNode) and d.name.value == type_name]
+    [node] = [f for f in kind.fields if f.name.value == field]
+    return sdl[:node.loc.start] + sdl[node.loc.end:]  # its description goes with it
+
+
+def test_a_schema_change_that_breaks_a_document_fails_the_build(built, tmp_path):
+    """A schema.graphql that no longer has a field the client selects (``Gift.imageUrl``)
+    stops the build, naming the field; the same copy builds with the schema as it is."""
+    assert build_copy(built, tmp_path / "as-is", SCHEMA.read_text()).returncode == 0
+    build = build_copy(built, tmp_path / "broken",
+                       without_field(SCHEMA.read_text(), "Gift", "imageUrl"))
+    assert build.returncode != 0
+    assert 'Cannot query field "imageUrl" on type "Gift"' in build.stdout + build.stderr

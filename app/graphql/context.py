@@ -53,7 +53,9 @@ class Context(BaseContext, kw_only=True):
         principal = self.principal()
         if principal is None:
             raise ClientError("Authentication required: send 'Authorization: Bearer <token>' "
-                              "(mint one with 'livegifts token').", "UNAUTHENTICATED")
+                              "(mint one with '.venv/bin/livegifts token --user NAME', or "
+                              "'livegifts token --user NAME' where livegifts is on your PATH).",
+                              "UNAUTHENTICATED")
         if role is not None and not principal.has(role) and not principal.has(Role.ADMIN):
             raise ClientError(f"Forbidden: this needs the {role.value} role.", "FORBIDDEN")
         return principal

@@ -10,10 +10,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
+from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import BigInteger, cast, event, func, insert, text
+from sqlalchemy import BigInteger, any_, cast, event, func, insert, literal, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
@@ -216,6 +218,16 @@ def _counter_upsert(dialect: str, table: Any, keys: tuple[str, ...], columns: tu
         set_={name: table.__table__.c[name] + statement.excluded[name]
               for name in columns if name not in keys},
     )
+
+
+def one_of(session: AsyncSession, column: Any, values: Iterable[Any]) -> Any:
+    """``column IN values``; on PostgreSQL ``column = ANY(<one array>)``, so that the
+    statement's text is the same whatever the number of values: prepared once a connection,
+    not once for every batch size a writer happens to see."""
+    values = list(values)
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(literal(values, ARRAY(column.type)))
+    return column.in_(values)
 
 
 def total(column: Any) -> Any:

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import insert_ignoring_conflict
+from app.db import insert_ignoring_conflict, one_of
 from app.models import Account
 
 
@@ -98,7 +98,8 @@ async def user_accounts(session: AsyncSession, user_ids: Iterable[int], purpose:
     unknown = [code for code in codes.values() if code not in known]
     if unknown:
         opened_here: set[str] = session.info.get("opened_accounts", set())
-        for account in await session.scalars(select(Account).where(Account.code.in_(unknown))):
+        for account in await session.scalars(select(Account).where(
+                one_of(session, Account.code, unknown))):
             if account.code not in opened_here:
                 known[account.code] = _ref(account)
     return {user_id: await user_account(session, user_id, purpose, currency)
@@ -121,7 +122,8 @@ async def lock_accounts(session: AsyncSession, accounts: Iterable[AccountRef]) -
     is every writer's lock order.
     """
     ids = sorted({account.id for account in accounts})
-    rows = await session.execute(select(Account.id, Account.balance).where(Account.id.in_(ids))
+    rows = await session.execute(select(Account.id, Account.balance)
+                                 .where(one_of(session, Account.id, ids))
                                  .order_by(Account.id).with_for_update(key_share=True))
     balances = dict(rows.all())
     assert len(balances) == len(ids)

@@ -43,7 +43,7 @@ from sqlalchemy import insert, select, text, union_all, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db import add_to_counters, total, upsert
+from app.db import add_to_counters, one_of, total, upsert
 from app.errors import BusinessRefusal, DomainError, ErrorCode
 from app.ledger import (
     AccountRef,
@@ -432,10 +432,11 @@ class _Batch:
         senders = sorted({r.sender_id for r in requests})
         # Share-locked, so that no session ends while gifts are sent into it.
         batch.lives = {live.id: live for live in await session.scalars(
-            select(LiveSession).where(LiveSession.id.in_({r.session_id for r in requests}))
+            select(LiveSession).where(one_of(session, LiveSession.id,
+                                              {r.session_id for r in requests}))
             .order_by(LiveSession.id).with_for_update(read=True, key_share=True))}
         batch.gifts = {gift.id: gift for gift in await session.scalars(
-            select(Gift).where(Gift.id.in_({r.gift_id for r in requests})))}
+            select(Gift).where(one_of(session, Gift.id, {r.gift_id for r in requests})))}
         creators = sorted({live.creator_id for live in batch.lives.values()})
         batch.people = await names_and_birthdates(session, [*senders, *creators])
         batch.wallets = await coin_accounts(session, senders)
@@ -461,8 +462,9 @@ class _Batch:
                 .order_by(BrandShareCarry.brand_id).with_for_update())).all())
         batch.combos = {(c.session_id, c.sender_id, c.gift_id): c for c in await session.scalars(
             select(GiftCombo).where(GiftCombo.ended_at.is_(None),
-                                    GiftCombo.session_id.in_({r.session_id for r in requests}),
-                                    GiftCombo.sender_id.in_(senders))
+                                    one_of(session, GiftCombo.session_id,
+                                           {r.session_id for r in requests}),
+                                    one_of(session, GiftCombo.sender_id, senders))
             .order_by(GiftCombo.id).with_for_update())}
         return batch
 

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import one_of
 from app.errors import DomainError, ErrorCode
 from app.models import LimitChange, Profile, ViewerSpend
 from app.settings import Settings
@@ -84,7 +85,8 @@ async def _own_limits_of(session: AsyncSession, user_ids: Iterable[int], at: dat
     ids = set(user_ids)
     latest: dict[int, dict[str, LimitChange]] = {user_id: {} for user_id in ids}
     for change in await session.scalars(
-            select(LimitChange).where(LimitChange.user_id.in_(ids), LimitChange.effective_at <= at)
+            select(LimitChange).where(one_of(session, LimitChange.user_id, ids),
+                                      LimitChange.effective_at <= at)
             .order_by(LimitChange.id)):
         latest[change.user_id][change.kind] = change  # the last one of each kind wins
     limits = {}
@@ -159,7 +161,7 @@ async def spending_of(session: AsyncSession, user_ids: Iterable[int], now: datet
     today, month = now.date(), now.date().replace(day=1)
     spent = {(row.sender_id, row.period): row.coins for row in await session.execute(
         select(ViewerSpend.sender_id, ViewerSpend.period, ViewerSpend.coins).where(
-            ViewerSpend.sender_id.in_(limits),
+            one_of(session, ViewerSpend.sender_id, limits),
             or_(and_(ViewerSpend.period == DAY, ViewerSpend.period_start == today),
                 and_(ViewerSpend.period == MONTH, ViewerSpend.period_start == month))))}
     return {user_id: Spending(own, spent.get((user_id, DAY), 0), spent.get((user_id, MONTH), 0))

@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import insert_ignoring_conflict
+from app.db import insert_ignoring_conflict, one_of
 from app.ledger import (
     AccountRef,
     Currency,
@@ -81,7 +81,8 @@ async def names_and_birthdates(session: AsyncSession, user_ids: list[int]
     """Each user's name and birthdate (None when not on file), in one query."""
     rows = await session.execute(
         select(User.id, User.name, Profile.birthdate)
-        .outerjoin(Profile, Profile.user_id == User.id).where(User.id.in_(user_ids)))
+        .outerjoin(Profile, Profile.user_id == User.id)
+        .where(one_of(session, User.id, user_ids)))
     return {row.id: (row.name, row.birthdate) for row in rows}
 
 

@@ -8,10 +8,11 @@ plugin settings: a 1 s time limit, 4 threads a plugin, the breaker open after 5 
 for 30 s) with ``bench/hanging_plugin.py``, whose every call hangs for 300 s, on the same
 data as ``bench.http``. Each round drives core ``sendGift`` (a Finger Heart over 1,000
 creators) with wrk twice: alone, then while ``--in-flight`` other viewers each keep one
-send of the hanging plugin's gift in flight (a send refused at once is sent again after
-0.5 s). Prints both runs' throughput, p99 and server CPU a gift, their ratios against the
-targets (within 10 %), and the hanging plugin's sends: those that waited for it (answered
-at the time limit) and those refused at once (its breaker open or its places taken).
+send of the hanging plugin's gift in flight (a second wrk, one connection a viewer, timing
+each send in C: ``bench/wrk/timed.lua``; a send refused at once is sent again after 0.5 s).
+Prints both runs' throughput, p99 and server CPU a gift, their ratios against the targets
+(within 10 %), and the hanging plugin's sends: those that waited for it (answered at the
+time limit) and those refused at once (its breaker open or its places taken).
 """
 
 from __future__ import annotations
@@ -22,26 +23,26 @@ import dataclasses
 import os
 import shlex
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import aiohttp
 import asyncpg
 from sqlalchemy.engine import make_url
 from strawberry.relay import to_base64
 
 from bench.common import BENCH_URL
 from bench.hanging_plugin import SKU
-from bench.http import KINDS, Result, audit_ledger, prepare, run_wrk
-from bench.http_gifting import SEND_GIFT, Server
+from bench.http import KINDS, SEND, Result, audit_ledger, prepare, run_wrk
+from bench.http_gifting import Server
 
 LIMIT = 1.0  # the server's plugin time limit (its default)
+TIMED = Path(__file__).with_name("wrk") / "timed.lua"
 WAITED, REFUSED, OTHER = "waited for the plugin", "refused at once", "other answer"
 
 
@@ -57,54 +58,35 @@ async def hanging_gift_id() -> str:
 
 
 class HangingSenders:
-    """Viewers each keeping one send of the hanging plugin's gift in flight, in a thread of
-    their own; every answer's kind and seconds are kept."""
+    """Viewers each keeping one send of the hanging plugin's gift in flight: wrk with one
+    connection a viewer (``bench/wrk/timed.lua``), each answer timed in C around its request
+    (the connections open before, as an app's would be), its kind and its seconds kept, and
+    the server's own seconds (``Server-Timing``)."""
 
-    def __init__(self, url: str, tokens: list[str], sessions: list[str], gift: str) -> None:
-        self.url, self.tokens, self.sessions, self.gift = url, tokens, sessions, gift
+    def __init__(self, port: int, spec: Path, scratch: Path, viewers: int) -> None:
+        self.out = scratch / f"timed-{time.time_ns()}.txt"
+        self.command = ["wrk", f"-t{viewers}", f"-c{viewers}", "-d600s", "-s", str(TIMED),
+                        f"http://127.0.0.1:{port}", "--", str(spec),
+                        f"hang-{time.time_ns()}", str(self.out)]
         self.answers: list[tuple[str, float]] = []
         self.server_seconds: list[tuple[str, float]] = []  # from Server-Timing
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
 
     def __enter__(self) -> HangingSenders:
-        self.thread.start()
+        self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stopping.set()
-        self.thread.join(LIMIT * 5)
-
-    async def _run(self) -> None:
-        async with aiohttp.ClientSession() as http:
-            await asyncio.gather(*(self._sender(http, n) for n in range(len(self.tokens))))
-
-    async def _sender(self, http: aiohttp.ClientSession, n: int) -> None:
-        # Each viewer's connection is open before its first send, as an app's would be:
-        # the timed sends do not include 40 TCP handshakes with a saturated server.
-        async with http.get(self.url.removesuffix("/graphql") + "/health") as reply:
-            await reply.read()
-        sent = 0
-        while not self.stopping.is_set():
-            sent += 1
-            variables = {"input": {"sessionId": self.sessions[n % len(self.sessions)],
-                                   "giftId": self.gift, "quantity": 1,
-                                   "idempotencyKey": f"hang-{time.time_ns()}-{n}-{sent}"}}
-            started = time.monotonic()
-            async with http.post(self.url, json={"query": SEND_GIFT, "variables": variables},
-                                 headers={"authorization": f"Bearer {self.tokens[n]}"}) as reply:
-                body = await reply.json()
-                timing = reply.headers.get("server-timing", "")
-            seconds = time.monotonic() - started
-            errors = (body.get("data") or {}).get("sendGift", {}).get("userErrors") or [{}]
-            message = errors[0].get("message", "")
-            kind = WAITED if message.endswith("plugin failed.") else \
-                REFUSED if message.endswith("not answering for now.") else OTHER
-            self.answers.append((kind, seconds))
-            if timing.startswith("app;dur="):
-                self.server_seconds.append((kind, float(timing.split("=", 1)[1]) / 1000))
-            if kind != WAITED:
-                await asyncio.sleep(0.5)
+        self.process.send_signal(signal.SIGINT)  # wrk stops, and its done() writes the answers
+        output = self.process.communicate(timeout=60)[0].decode()
+        if not self.out.exists():
+            raise RuntimeError(f"wrk wrote no answers:\n{output}")
+        for line in self.out.read_text().splitlines():
+            kind, client, server = line.split()
+            kind = {"waited": WAITED, "refused": REFUSED}.get(kind, OTHER)
+            self.answers.append((kind, float(client)))
+            if float(server) >= 0:
+                self.server_seconds.append((kind, float(server)))
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -187,10 +169,15 @@ def main() -> None:
         try:
             server.wait()
             gift = asyncio.run(hanging_gift_id())
+            hanging_spec = Path(directory) / "hanging.spec"
+            hanging_spec.write_text("\n".join([
+                "body " + SEND.replace("{gift}", gift),
+                *(f"token {token}" for token in data.tokens[options.viewers:]),
+                *(f"session {session}" for session in data.sessions)]) + "\n")
             for _ in range(options.rounds):
                 alone = run_wrk(spread, core, server, options, Path(directory))
-                with HangingSenders(server.url, data.tokens[options.viewers:], data.sessions,
-                                    gift) as senders:
+                with HangingSenders(port, hanging_spec, Path(directory),
+                                    options.in_flight) as senders:
                     beside = run_wrk(spread, core, server, options, Path(directory))
                 answers += senders.answers
                 server_side += senders.server_seconds

@@ -91,13 +91,29 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
 
 def _response_on_the_loop(controller: type[Any]) -> type[Any]:
-    """Strawberry builds each request's Response object in a worker thread; it is one
-    constructor call, cheaper on the event loop than the thread hop per request."""
+    """An HTTP request's dependencies resolved one after another, on the event loop.
 
-    async def response() -> Response[Any]:
+    Strawberry builds each request's Response object in a worker thread; it is one
+    constructor call, cheaper on the loop than the thread hop. And Litestar resolves the
+    dependencies of one level together in a task group (a task each): chained, root value
+    then response then context, each level has one, awaited in place.
+    """
+
+    async def root_value() -> None:
+        return None
+
+    async def response(root_value: None) -> Response[Any]:
         return Response({}, background=BackgroundTasks([]))
 
-    controller.dependencies = {**controller.dependencies, "response": Provide(response)}
+    async def context(response: Response[Any], request: Request[Any, Any, Any],
+                      state: State) -> Context:
+        found = Context(runtime=state.runtime,
+                        authorization=request.headers.get("authorization"))
+        found.request, found.response = request, response
+        return found
+
+    controller.dependencies = {**controller.dependencies, "root_value": Provide(root_value),
+                               "response": Provide(response), "context": Provide(context)}
     return controller
 
 

@@ -188,7 +188,7 @@ class Runtime:
             except Exception:
                 logging.getLogger(__name__).exception("ending stale combos failed")
             try:
-                await end_due_matches(self.sessions, self.relay, self.clock())
+                await end_due_matches(self.sessions, self.relay, self.clock)
             except Exception:
                 logging.getLogger(__name__).exception("ending matches failed")
 

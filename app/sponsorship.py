@@ -212,6 +212,8 @@ def check_boost(answer: object, duration_seconds: int) -> MatchBoost | None:
     if not isinstance(answer, MatchBoost):
         raise PluginAnswerInvalid(f"boost_match must return None or a MatchBoost, got "
                                   f"{answer!r}")
+    if not isinstance(answer.brand, str):
+        raise PluginAnswerInvalid(f"brand must be a brand's slug, got {answer.brand!r}")
     if _whole(answer.multiplier, "multiplier", 2) > MAX_BOOST_MULTIPLIER:
         raise PluginAnswerInvalid(f"multiplier must be at most {MAX_BOOST_MULTIPLIER}, got "
                                   f"{answer.multiplier}")

@@ -9,7 +9,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from app.errors import DomainError, ErrorCode
 from app.models import Event, GiftSend, LiveMatch
@@ -46,7 +46,7 @@ async def invite(runtime, inviter, invitee, seconds=120, at=None, creator_id=Non
 async def accept(runtime, match, invitee, at=None, creator_id=None):
     return await matches.accept(runtime.sessions, runtime.relay, runtime.plugins,
                                 creator_id=creator_id or invitee.creator_id, match_id=match.id,
-                                now=at or now())
+                                clock=(lambda: at) if at else now)
 
 
 async def running_match(runtime, seconds=120):
@@ -54,6 +54,11 @@ async def running_match(runtime, seconds=120):
     red, blue = await stage(runtime, "red"), await start(runtime, "blue")
     match = await accept(runtime, await invite(runtime, red, blue, seconds), blue)
     return match, red, blue
+
+
+async def end_due(runtime, at):
+    """The ending pass, its clock at ``at``."""
+    return await matches.end_due_matches(runtime.sessions, runtime.relay, lambda: at)
 
 
 async def match_row(runtime, match_id):
@@ -83,10 +88,9 @@ async def test_a_match_scores_both_sides_and_ends_once_with_its_winner_and_suppo
     scores = [[side["score"] for side in e["sides"]] for e in red_events.of("MatchScore")]
     assert scores == [[5, 0], [35, 0], [35, 60], [36, 60], [38, 60], [38, 63]]
     assert [[s["score"] for s in e["sides"]] for e in blue_events.of("MatchScore")] == scores
-    assert await matches.end_due_matches(runtime.sessions, runtime.relay,
-                                         match.ends_at - timedelta(seconds=1)) == 0
-    assert await matches.end_due_matches(runtime.sessions, runtime.relay, match.ends_at) == 1
-    assert await matches.end_due_matches(runtime.sessions, runtime.relay, late) == 0
+    assert await end_due(runtime, match.ends_at - timedelta(seconds=1)) == 0
+    assert await end_due(runtime, match.ends_at) == 1
+    assert await end_due(runtime, late) == 0
     [ended] = red_events.of("MatchEnded")
     [ended_blue] = blue_events.of("MatchEnded")
     own = ("session_id", "stream", "seq", "event_id")  # where each copy was logged
@@ -144,6 +148,7 @@ async def test_matches_never_change_what_a_gift_costs_or_pays_and_boosts_count_i
     ("boost-raises", "boost_match raised RuntimeError: sponsorship service down"),
     ("boost-other-brand", "boost_match named the brand 'someone-else', which it does not own"),
     ("boost-hangs", "boost_match did not answer within 0.2 s"),
+    ("boost-brand-not-a-slug", "invalid answer: brand must be a brand's slug, got ['acme']"),
 ])
 async def test_a_failing_boost_gives_no_boost_and_the_match_starts(database_url, mode, failure):
     """A plugin whose boost_match raises, names a brand it does not own or does not answer
@@ -175,12 +180,83 @@ async def test_ending_a_session_ends_its_match_at_once(runtime):
     assert [e["type"] for e in blue_events.events] == ["MatchEnded", "SessionEnded"]
     [ended] = red_events.of("MatchEnded")
     assert (ended["winner_id"], [s["score"] for s in ended["sides"]]) == (red.creator_id, [2, 0])
-    assert await matches.end_due_matches(runtime.sessions, runtime.relay,
-                                         match.ends_at + timedelta(minutes=1)) == 0
+    assert await end_due(runtime, match.ends_at + timedelta(minutes=1)) == 0
     assert (await match_row(runtime, match.id)).status == matches.ENDED
     # Both creators are free again: red may invite someone else at once.
     green = await start(runtime, "green")
     assert (await invite(runtime, red, green)).status == matches.INVITED
+
+
+async def test_ending_a_session_expires_its_waiting_invitations(runtime):
+    """Invitations from and to a session that ends can no longer be accepted: they expire
+    with it, leave the invitee's list, and the inviter, live again, may invite at once."""
+    red, blue, green = (await stage(runtime, "red"), await start(runtime, "blue"),
+                        await start(runtime, "green"))
+    outgoing, incoming = await invite(runtime, red, blue), await invite(runtime, green, red)
+    await gifting.end_live_session(runtime.sessions, runtime.relay, session_id=red.session_id,
+                                   creator_id=red.creator_id)
+    assert [(await match_row(runtime, m.id)).status for m in (outgoing, incoming)] == [
+        matches.EXPIRED, matches.EXPIRED]
+    async with runtime.sessions() as session:
+        assert await matches.invitations(session, blue.creator_id, now()) == []
+    again = await start(runtime, "red")
+    assert (await invite(runtime, again, blue)).status == matches.INVITED
+
+
+async def test_a_match_starts_and_ends_at_the_time_read_once_gifts_in_flight_are_written(
+        postgres_database_url):
+    """A batch of gifts in flight into a session (its row share-locked by another
+    connection, as the gift writer holds it) holds up accepting and ending: both read their
+    time only once it is written, so that a gift counts exactly when written between the
+    start and the end."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    runtime = Runtime.build(settings_for(postgres_database_url))
+    engine = create_async_engine(postgres_database_url)
+    t0 = now()
+    clock = {"now": t0}
+    try:
+        red, blue = await stage(runtime, "red"), await start(runtime, "blue")
+        invited = await invite(runtime, red, blue, at=t0)
+        for step in ("accept", "end"):
+            async with engine.connect() as batch:  # a batch in flight: the session share-locked
+                await batch.execute(text("SELECT id FROM live_session WHERE id = :id "
+                                         "FOR KEY SHARE"), {"id": blue.session_id})
+                if step == "accept":
+                    waiting = asyncio.create_task(matches.accept(
+                        runtime.sessions, runtime.relay, runtime.plugins,
+                        creator_id=blue.creator_id, match_id=invited.id,
+                        clock=lambda: clock["now"]))
+                else:
+                    waiting = asyncio.create_task(matches.end_due_matches(
+                        runtime.sessions, runtime.relay, lambda: clock["now"]))
+                await waiting_for_a_lock(batch, waiting)
+                clock["now"] += timedelta(seconds=30 if step == "accept" else 130)
+                await batch.commit()  # the batch is written
+            done = await waiting
+            if step == "accept":
+                assert done.started_at == t0 + timedelta(seconds=30)
+                clock["now"] = done.ends_at  # due at once; the end waits for the next batch
+            else:
+                assert done == 1
+        row = await match_row(runtime, invited.id)
+        assert (row.status, row.ended_at) == (matches.ENDED, row.ends_at + timedelta(seconds=130))
+    finally:
+        await engine.dispose()
+        await runtime.close()
+
+
+async def waiting_for_a_lock(connection, task) -> None:
+    """Until another session of the database waits for a lock (the task under test)."""
+    while not task.done():
+        waiting = await connection.scalar(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND datname = current_database()"))
+        if waiting:
+            return
+        await asyncio.sleep(0.01)
+    task.result()  # it finished without waiting: raise what it raised, or fail below
+    raise AssertionError("it did not wait for the batch in flight")
 
 
 async def test_a_tie_has_no_winner_and_counts_as_a_tie(runtime):
@@ -189,7 +265,7 @@ async def test_a_tie_has_no_winner_and_counts_as_a_tie(runtime):
     await send(runtime, fan, red, "rose")
     await send(runtime, fan, blue, "rose")
     recorder = Recorder(runtime, red.session_id)
-    await matches.end_due_matches(runtime.sessions, runtime.relay, match.ends_at)
+    await end_due(runtime, match.ends_at)
     [ended] = recorder.of("MatchEnded")
     assert ended["winner_id"] is None
     async with runtime.sessions() as session:
@@ -211,7 +287,7 @@ async def test_an_invitation_declined_or_expired_never_starts(runtime):
         assert [m.id for m in await matches.invitations(session, blue.creator_id, now())] == [
             second.id]
         assert await matches.invitations(session, blue.creator_id, later) == []
-    await matches.end_due_matches(runtime.sessions, runtime.relay, later)
+    await end_due(runtime, later)
     assert (await match_row(runtime, second.id)).status == matches.EXPIRED
 
 
@@ -234,6 +310,8 @@ async def test_an_invitation_declined_or_expired_never_starts(runtime):
     ("opponent-in-match", ErrorCode.ALREADY_IN_MATCH, None,
      "The other creator is in a match until {ends} UTC; a creator is in one match at a "
      "time."),
+    ("inviter-match-ending", ErrorCode.ALREADY_IN_MATCH, None,
+     "You are in a match that is ending now; try again in a moment."),
     ("pending", ErrorCode.MATCH_INVITE_PENDING, "opponentSessionId",
      "Your invitation to a match is waiting for its answer until {expires} UTC; invite again "
      "after it is answered or expires."),
@@ -242,7 +320,7 @@ async def test_a_refused_invitation_says_why_and_changes_nothing(runtime, case, 
                                                                  message):
     red, blue, green = (await stage(runtime, "red"), await start(runtime, "blue"),
                         await start(runtime, "green"))
-    inviter, invitee, seconds, creator_id = red, blue, 120, None
+    inviter, invitee, seconds, creator_id, at = red, blue, 120, None, None
     facts = {}
     if case.startswith("duration-"):
         seconds = int(case.removeprefix("duration-"))
@@ -260,14 +338,18 @@ async def test_a_refused_invitation_says_why_and_changes_nothing(runtime, case, 
         busy = red if case == "inviter-in-match" else blue
         running = await accept(runtime, await invite(runtime, green, busy), busy)
         facts["ends"] = running.ends_at.strftime("%H:%M:%S")
+    elif case == "inviter-match-ending":  # its time is up; the pass has not ended it yet
+        running = await accept(runtime, await invite(runtime, green, red), red)
+        at = running.ends_at + timedelta(seconds=1)
     elif case == "pending":
         waiting = await invite(runtime, red, green)
         facts["expires"] = waiting.expires_at.strftime("%H:%M:%S")
     before = await snapshot(runtime.settings.database_url)
     with pytest.raises(DomainError) as refused:
-        await invite(runtime, inviter, invitee, seconds, creator_id=creator_id)
+        await invite(runtime, inviter, invitee, seconds, at=at, creator_id=creator_id)
     assert (refused.value.code, refused.value.field, refused.value.message) == (
         code, field, message.format(**facts))
+    assert refused.value.retry_after == (1 if case == "inviter-match-ending" else None)
     assert await snapshot(runtime.settings.database_url) == before
 
 
@@ -281,15 +363,17 @@ ANSWER_REFUSALS = [
      "This invitation was already answered (the match is declined)."),
     ("accepted", ErrorCode.MATCH_NOT_PENDING,
      "This invitation was already answered (the match is running)."),
-    ("invitee-ended", ErrorCode.SESSION_NOT_LIVE,
-     "Your session has ended; a match needs both creators live."),
-    ("inviter-ended", ErrorCode.SESSION_NOT_LIVE,
-     "The inviting creator's session has ended; a match needs both creators live."),
+    ("invitee-ended", ErrorCode.MATCH_INVITE_EXPIRED,
+     "This invitation expired when one of its creators ended their session; ask for a new "
+     "one."),
+    ("inviter-ended", ErrorCode.MATCH_INVITE_EXPIRED,
+     "This invitation expired when one of its creators ended their session; ask for a new "
+     "one."),
     ("invitee-busy", ErrorCode.ALREADY_IN_MATCH,
      "You are in a match until {ends} UTC; a creator is in one match at a time."),
 ]
-# An ended creator, or one in a match, may still decline: those refusals are accept's only.
-ACCEPT_ONLY = ("invitee-ended", "inviter-ended", "invitee-busy")
+# A creator in a match may still decline: that refusal is accept's only.
+ACCEPT_ONLY = ("invitee-busy",)
 
 
 @pytest.mark.parametrize("answer, case, code, message", [
@@ -326,7 +410,7 @@ async def test_a_refused_answer_says_why_and_changes_nothing(runtime, answer, ca
     with pytest.raises(DomainError) as refused:
         if answer == "accept":
             await matches.accept(runtime.sessions, runtime.relay, runtime.plugins,
-                                 creator_id=creator_id, match_id=match_id, now=at)
+                                 creator_id=creator_id, match_id=match_id, clock=lambda: at)
         else:
             await matches.decline(runtime.sessions, runtime.relay, creator_id=creator_id,
                                   match_id=match_id, now=at)
@@ -385,7 +469,7 @@ async def test_the_ending_pass_run_by_two_engines_at_once_ends_each_match_once(
         ended = 0
         for _ in range(3):
             ended += sum(await asyncio.gather(*(
-                matches.end_due_matches(rt.sessions, rt.relay, due) for rt in runtimes)))
+                matches.end_due_matches(rt.sessions, rt.relay, lambda: due) for rt in runtimes)))
         assert ended == 6
         async with runtimes[0].sessions() as session:
             logged = await session.scalar(select(func.count()).select_from(Event)

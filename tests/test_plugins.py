@@ -190,7 +190,8 @@ async def test_hook_boost_match(database_url):
                                        opponent_session_id=blue.session_id, duration_seconds=90,
                                        now=at)
         match = await matches.accept(runtime.sessions, runtime.relay, runtime.plugins,
-                                     creator_id=blue.creator_id, match_id=invited.id, now=at)
+                                     creator_id=blue.creator_id, match_id=invited.id,
+                                     clock=lambda: at)
         assert acme.asked == [MatchContext(
             match_id=match.id, inviter_id=red.creator_id, invitee_id=blue.creator_id,
             inviter_session_id=red.session_id, invitee_session_id=blue.session_id,

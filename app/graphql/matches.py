@@ -297,7 +297,7 @@ async def _answer(info: Info, input: MatchInput, *, accept: bool) -> MatchPayloa
         if accept:
             row = await matches.accept(runtime.sessions, runtime.relay, runtime.plugins,
                                        creator_id=user_id, match_id=match_id,
-                                       now=runtime.clock())
+                                       clock=runtime.clock)
         else:
             row = await matches.decline(runtime.sessions, runtime.relay, creator_id=user_id,
                                         match_id=match_id, now=runtime.clock())

@@ -428,13 +428,16 @@ class _Batch:
     @classmethod
     async def load(cls, session: AsyncSession, requests: list[_Request]) -> _Batch:
         """Read what the sends need and lock the wallets and sponsor budgets they debit."""
-        batch = cls(session, requests[0].clock())
         senders = sorted({r.sender_id for r in requests})
-        # Share-locked, so that no session ends while gifts are sent into it.
-        batch.lives = {live.id: live for live in await session.scalars(
+        # Share-locked, so that no session ends while gifts are sent into it, and no match
+        # of theirs starts or ends: the batch's time, read once they are held, says exactly
+        # whether its gifts count in a match (see app.services.matches).
+        lives = {live.id: live for live in await session.scalars(
             select(LiveSession).where(one_of(session, LiveSession.id,
                                               {r.session_id for r in requests}))
             .order_by(LiveSession.id).with_for_update(read=True, key_share=True))}
+        batch = cls(session, requests[0].clock())
+        batch.lives = lives
         batch.gifts = {gift.id: gift for gift in await session.scalars(
             select(Gift).where(one_of(session, Gift.id, {r.gift_id for r in requests})))}
         creators = sorted({live.creator_id for live in batch.lives.values()})

@@ -20,15 +20,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db import add_to_counters
+from app.db import add_to_counters, one_of
 from app.errors import DomainError, ErrorCode
 from app.models import LiveMatch, LiveSession, MatchSupporter, User
 from app.relay import Relay
@@ -66,10 +66,10 @@ def status_of(match: LiveMatch, now: datetime) -> str:
     return match.status
 
 
-def in_match(match: LiveMatch | None, now: datetime) -> bool:
-    """Whether the match holds its creators now (running and its time not up)."""
-    return match is not None and match.status == RUNNING and match.ends_at is not None \
-        and match.ends_at > now
+def in_match(match: LiveMatch | None) -> bool:
+    """Whether the match holds its creators: until it is ended (by the background pass, a
+    moment after its time is up, or with one of its sessions)."""
+    return match is not None and match.status == RUNNING
 
 
 async def invite(sessions: async_sessionmaker[AsyncSession], relay: Relay, *, creator_id: int,
@@ -119,32 +119,33 @@ async def invite(sessions: async_sessionmaker[AsyncSession], relay: Relay, *, cr
 
 async def accept(sessions: async_sessionmaker[AsyncSession], relay: Relay,
                  plugins: PluginHost | None, *, creator_id: int, match_id: int,
-                 now: datetime) -> LiveMatch:
-    """The invitee accepts: the match starts now, with the boosts brands offered.
-    Raises :class:`DomainError` (nothing written) unless the caller is the invitee of a
-    waiting, unexpired invitation and both creators are live and in no other match."""
-    async with sessions() as session:  # checked before plugins are asked
-        _check_answerable(await session.get(LiveMatch, match_id), creator_id, now)
-    boosts = await ask_for_boosts(plugins, await _context(sessions, match_id, now))
+                 clock: Callable[[], datetime]) -> LiveMatch:
+    """The invitee accepts: the match starts, with the boosts brands offered, at the time
+    read once both sessions are locked (no batch of gifts into them is in flight then: a
+    gift counts exactly when written at or after the start). Raises :class:`DomainError`
+    (nothing written) unless the caller is the invitee of a waiting, unexpired invitation
+    and both creators are live and in no other match."""
+    async with sessions() as session:  # checked before plugins are asked, and again below
+        match = await session.get(LiveMatch, match_id)
+        _check_answerable(match, creator_id, clock())
+        assert match is not None
+        await _check_startable(session, match, creator_id, clock())
+    boosts = await ask_for_boosts(plugins, _context(match, clock()))
     async with sessions() as session, session.begin():
-        found = await session.get(LiveMatch, match_id)
-        assert found is not None
         inviter_live, invitee_live = await _lock_sessions(
-            session, found.inviter_session_id, found.invitee_session_id)
+            session, match.inviter_session_id, match.invitee_session_id)
+        now = clock()
         match = await session.get(LiveMatch, match_id, with_for_update=True,
                                   populate_existing=True)
-        assert match is not None and inviter_live is not None and invitee_live is not None
+        assert match is not None
         _check_answerable(match, creator_id, now)
-        for live, whose in ((invitee_live, "Your"), (inviter_live, "The inviting creator's")):
-            if live.status != LIVE:
-                raise DomainError(ErrorCode.SESSION_NOT_LIVE, f"{whose} session has ended; a "
-                                  "match needs both creators live.", "matchId")
-        await _check_free(session, invitee_live, inviter_live, now)
+        await _check_startable(session, match, creator_id, now)
         match.status, match.started_at = RUNNING, now
         match.ends_at = now + timedelta(seconds=match.duration_seconds)
         match.boosts = json.dumps([{"brand": b.brand, "multiplier": b.multiplier,
                                     "until": (now + timedelta(seconds=b.seconds)).isoformat()}
                                    for b in boosts])
+        assert inviter_live is not None and invitee_live is not None
         inviter_live.match_id = invitee_live.match_id = match.id
         await session.flush()
         events = await _to_both(session, match, "MatchStarted", {
@@ -152,6 +153,19 @@ async def accept(sessions: async_sessionmaker[AsyncSession], relay: Relay,
             "boosts": json.loads(match.boosts)})
     await relay.committed(events)
     return match
+
+
+async def _check_startable(session: AsyncSession, match: LiveMatch, creator_id: int,
+                           now: datetime) -> None:
+    """Refuse unless both of the match's sessions are live and in no other match."""
+    inviter_live = await session.get(LiveSession, match.inviter_session_id)
+    invitee_live = await session.get(LiveSession, match.invitee_session_id)
+    assert inviter_live is not None and invitee_live is not None
+    for live, whose in ((invitee_live, "Your"), (inviter_live, "The inviting creator's")):
+        if live.status != LIVE:
+            raise DomainError(ErrorCode.SESSION_NOT_LIVE, f"{whose} session has ended; a "
+                              "match needs both creators live.", "matchId")
+    await _check_free(session, invitee_live, inviter_live, now)
 
 
 async def decline(sessions: async_sessionmaker[AsyncSession], relay: Relay, *,
@@ -245,32 +259,55 @@ async def count_gifts(session: AsyncSession, lives: dict[int, LiveSession],
 
 
 async def end_due_matches(sessions: async_sessionmaker[AsyncSession], relay: Relay,
-                          now: datetime) -> int:
+                          clock: Callable[[], datetime]) -> int:
     """End the running matches whose time is up (one ``MatchEnded`` each) and mark the
     invitations past their time expired; how many matches ended.
 
-    Safe in every server process at once: each match is taken by one of them (its row
-    locked, others skipped), and an ended match is never ended again."""
+    A due match's two sessions are locked first, so the batches of gifts into them in
+    flight are written before it ends and later ones see it ended: a gift counts exactly
+    when its batch's time (read under the same locks) is before ``ends_at``. Safe in every
+    server process at once: an ended match is never ended again."""
     async with sessions() as session, session.begin():
-        due = (await session.scalars(
-            select(LiveMatch).where(LiveMatch.status == RUNNING, LiveMatch.ends_at <= now)
-            .order_by(LiveMatch.id).limit(DUE_PER_PASS)
-            .with_for_update(skip_locked=True))).all()
-        events = [event for match in due for event in await _end(session, match, now)]
+        candidates = (await session.execute(
+            select(LiveMatch.id, LiveMatch.inviter_session_id, LiveMatch.invitee_session_id)
+            .where(LiveMatch.status == RUNNING, LiveMatch.ends_at <= clock())
+            .order_by(LiveMatch.id).limit(DUE_PER_PASS))).all()
+        events: list[dict[str, Any]] = []
+        ended = 0
+        if candidates:
+            await session.execute(  # every writer's order: sessions by id, then matches
+                select(LiveSession.id).where(one_of(session, LiveSession.id, {
+                    side for row in candidates for side in row[1:]}))
+                .order_by(LiveSession.id).with_for_update())
+            now = clock()
+            due = (await session.scalars(
+                select(LiveMatch).where(one_of(session, LiveMatch.id, [row[0] for row in
+                                                                       candidates]),
+                                        LiveMatch.status == RUNNING, LiveMatch.ends_at <= now)
+                .order_by(LiveMatch.id).with_for_update())).all()
+            events = [event for match in due for event in await _end(session, match, now)]
+            ended = len(due)
         expired = (await session.scalars(
-            select(LiveMatch).where(LiveMatch.status == INVITED, LiveMatch.expires_at <= now)
+            select(LiveMatch).where(LiveMatch.status == INVITED, LiveMatch.expires_at <= clock())
             .order_by(LiveMatch.id).limit(DUE_PER_PASS)
             .with_for_update(skip_locked=True))).all()
         for match in expired:
             match.status = EXPIRED
         logged = await event_log.append_session_events(session, events)
     await relay.committed(logged)
-    return len(due)
+    return ended
 
 
 async def end_with_session(session: AsyncSession, live: LiveSession, now: datetime
                            ) -> list[dict[str, Any]]:
-    """A session is ending (its row locked): end its running match now; the events."""
+    """A session is ending (its row locked): its waiting invitations expire, and its running
+    match ends now; the events. (A gift into the other session counts if its batch wrote
+    it before this.)"""
+    await session.execute(
+        update(LiveMatch).where(LiveMatch.status == INVITED,
+                                or_(LiveMatch.inviter_session_id == live.id,
+                                    LiveMatch.invitee_session_id == live.id))
+        .values(status=EXPIRED).execution_options(synchronize_session=False))
     if live.match_id is None:
         return []
     match = await session.get(LiveMatch, live.match_id, with_for_update=True)
@@ -383,8 +420,11 @@ async def _check_free(session: AsyncSession, own: LiveSession, other: LiveSessio
     """Refuse unless neither session is in a match (their rows locked)."""
     for live, who in ((own, "You are"), (other, "The other creator is")):
         current = None if live.match_id is None else await session.get(LiveMatch, live.match_id)
-        if in_match(current, now):
+        if in_match(current):
             assert current is not None and current.ends_at is not None
+            if current.ends_at <= now:
+                raise DomainError(ErrorCode.ALREADY_IN_MATCH, f"{who} in a match that is "
+                                  "ending now; try again in a moment.", None, retry_after=1)
             raise DomainError(ErrorCode.ALREADY_IN_MATCH, f"{who} in a match until "
                               f"{_clock(current.ends_at)} UTC; a creator is in one match at "
                               "a time.", None)
@@ -397,6 +437,9 @@ def _check_answerable(match: LiveMatch | None, creator_id: int, now: datetime) -
         raise DomainError(ErrorCode.NOT_MATCH_INVITEE, "Only the invited creator can accept "
                           "or decline this match.", "matchId")
     status = status_of(match, now)
+    if status == EXPIRED and match.expires_at > now:  # expired early: a session ended
+        raise DomainError(ErrorCode.MATCH_INVITE_EXPIRED, "This invitation expired when one "
+                          "of its creators ended their session; ask for a new one.", "matchId")
     if status == EXPIRED:
         raise DomainError(ErrorCode.MATCH_INVITE_EXPIRED, f"This invitation expired at "
                           f"{_clock(match.expires_at)} UTC; ask for a new one.", "matchId")
@@ -405,16 +448,13 @@ def _check_answerable(match: LiveMatch | None, creator_id: int, now: datetime) -
                           f"answered (the match is {status}).", "matchId")
 
 
-async def _context(sessions: async_sessionmaker[AsyncSession], match_id: int,
-                   now: datetime) -> MatchContext:
-    async with sessions() as session:
-        match = await session.get(LiveMatch, match_id)
-    assert match is not None and match.id is not None
+def _context(match: LiveMatch, at: datetime) -> MatchContext:
+    assert match.id is not None
     return MatchContext(match_id=match.id, inviter_id=match.inviter_id,
                         invitee_id=match.invitee_id,
                         inviter_session_id=match.inviter_session_id,
                         invitee_session_id=match.invitee_session_id,
-                        duration_seconds=match.duration_seconds, at=now)
+                        duration_seconds=match.duration_seconds, at=at)
 
 
 # Events ----------------------------------------------------------------------------------

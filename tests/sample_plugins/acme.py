@@ -94,7 +94,8 @@ class Acme:
         if self.boost is None:
             return None
         multiplier, seconds = self.boost
-        brand = "someone-else" if self.mode == "boost-other-brand" else self.brand
+        brand = {"boost-other-brand": "someone-else",
+                 "boost-brand-not-a-slug": [self.brand]}.get(self.mode, self.brand)
         return MatchBoost(brand=brand, multiplier=multiplier, seconds=seconds)
 
     @hookimpl

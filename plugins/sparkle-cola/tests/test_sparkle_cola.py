@@ -132,7 +132,7 @@ async def test_a_match_during_the_campaign_is_boosted_in_its_score_only(livegift
                                    now=livegifts.clock())
     match = await matches.accept(runtime.sessions, runtime.relay, runtime.plugins,
                                  creator_id=blue.creator_id, match_id=invited.id,
-                                 now=livegifts.clock())
+                                 clock=livegifts.clock)
     assert [(b["brand"], b["multiplier"]) for b in matches.boosts_of(match)] == [(BRAND, 3)]
     boosted = await livegifts.send(fan, red, SKU)
     livegifts.clock.move(timedelta(seconds=91))

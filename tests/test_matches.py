@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select, text
+from strawberry.relay import to_base64
 
 from app.errors import DomainError, ErrorCode
 from app.models import Event, GiftSend, LiveMatch
@@ -257,6 +258,51 @@ async def waiting_for_a_lock(connection, task) -> None:
         await asyncio.sleep(0.01)
     task.result()  # it finished without waiting: raise what it raised, or fail below
     raise AssertionError("it did not wait for the batch in flight")
+
+
+async def test_a_history_page_reads_every_sides_supporters_in_one_query(runtime):
+    """``matches { inviter { topSupporters } invitee { topSupporters } }`` over three
+    matches: each side's own supporters, ranked, read with one query for all six sides."""
+    from sqlalchemy import event
+
+    from app.graphql.context import Context
+    from app.graphql.schema import schema
+
+    red = await stage(runtime, "red")
+    fans = [await new_viewer(runtime, f"fan-{n}", 1_000) for n in range(3)]
+    for n in range(3):
+        rival = await start(runtime, f"rival-{n}")
+        await accept(runtime, await invite(runtime, red, rival), rival)
+        await send(runtime, fans[n], red, "rose", quantity=n + 1)
+        await send(runtime, fans[(n + 1) % 3], red, "doughnut")
+        await send(runtime, fans[n], rival, "rose")
+        await gifting.end_live_session(runtime.sessions, runtime.relay,
+                                       session_id=rival.session_id, creator_id=rival.creator_id)
+    statements = []
+
+    def seen(conn, cursor, statement, *args) -> None:
+        if "match_supporter" in statement:
+            statements.append(statement)
+
+    event.listen(runtime.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        result = await schema.execute(
+            """query($id: ID!) { matches(creatorId: $id, first: 3) { edges { node {
+                inviter { topSupporters { rank score user { name } } }
+                invitee { topSupporters { rank score user { name } } } } } } }""",
+            variable_values={"id": to_base64("User", red.creator_id)},
+            context_value=Context(runtime=runtime, authorization=f"Bearer {token('reader')}"))
+    finally:
+        event.remove(runtime.engine.sync_engine, "before_cursor_execute", seen)
+    assert result.errors is None
+    sides = [(node["node"]["inviter"]["topSupporters"], node["node"]["invitee"]["topSupporters"])
+             for node in result.data["matches"]["edges"]]
+    assert [[(e["user"]["name"], e["score"]) for e in ours] for ours, _ in sides] == [
+        [("fan-0", 30), ("fan-2", 3)], [("fan-2", 30), ("fan-1", 2)],
+        [("fan-1", 30), ("fan-0", 1)]]  # newest first; each match its own supporters
+    assert [[(e["rank"], e["user"]["name"]) for e in theirs] for _, theirs in sides] == [
+        [(1, "fan-2")], [(1, "fan-1")], [(1, "fan-0")]]
+    assert len(statements) == 1
 
 
 async def test_a_tie_has_no_winner_and_counts_as_a_tie(runtime):

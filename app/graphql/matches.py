@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 from strawberry import relay
+from strawberry.dataloader import DataLoader
 from strawberry.types import Info
 
 from app import models
@@ -71,10 +72,23 @@ class MatchSide:
     async def top_supporters(self, info: Info, first: int = 3) -> list[MatchSupporter]:
         if not 1 <= first <= 100:
             raise ClientError("first must be between 1 and 100.", "BAD_USER_INPUT")
-        async with ctx(info).runtime.reads() as session:
-            rows = await matches.top_supporters(session, self.match_id, self.session_id, first)
+        rows = await _supporters_loader(info, first).load((self.match_id, self.session_id))
         return [MatchSupporter(rank=n + 1, user=User(id=u, name=name), score=score)
                 for n, (u, name, score) in enumerate(rows)]
+
+
+def _supporters_loader(info: Info, first: int) -> DataLoader[tuple[int, int], list[Any]]:
+    """Every side's top supporters asked for in one request, in one query (per ``first``)."""
+    context = ctx(info)
+    key = f"match-supporters:{first}"
+    if key not in context.cache:
+        async def load(sides: list[tuple[int, int]]) -> list[list[Any]]:
+            async with context.runtime.reads() as session:
+                found = await matches.top_supporters_of(session, sides, first)
+            return [found[side] for side in sides]
+
+        context.cache[key] = DataLoader(load_fn=load, cache=False)
+    return context.cache[key]
 
 
 @strawberry.type(description=(

@@ -349,6 +349,27 @@ async def top_supporters(session: AsyncSession, match_id: int, session_id: int,
     return [(u, n, s) for u, n, s in rows.all()]
 
 
+async def top_supporters_of(session: AsyncSession, sides: Iterable[tuple[int, int]],
+                            limit: int) -> dict[tuple[int, int], list[tuple[int, str, int]]]:
+    """:func:`top_supporters` of many (match id, session id) sides, in one query."""
+    sides = set(sides)
+    ranked = select(MatchSupporter.match_id, MatchSupporter.session_id,
+                    MatchSupporter.sender_id, User.name, MatchSupporter.score,
+                    func.row_number().over(
+                        partition_by=(MatchSupporter.match_id, MatchSupporter.session_id),
+                        order_by=(MatchSupporter.score.desc(), MatchSupporter.sender_id))
+                    .label("place")) \
+        .join(User, User.id == MatchSupporter.sender_id) \
+        .where(one_of(session, MatchSupporter.match_id, {m for m, _ in sides})).subquery()
+    found: dict[tuple[int, int], list[tuple[int, str, int]]] = {side: [] for side in sides}
+    for row in await session.execute(select(ranked).where(ranked.c.place <= limit)
+                                     .order_by(ranked.c.match_id, ranked.c.session_id,
+                                               ranked.c.place)):
+        if (row.match_id, row.session_id) in found:
+            found[row.match_id, row.session_id].append((row.sender_id, row.name, row.score))
+    return found
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     wins: int

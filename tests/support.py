@@ -4,6 +4,7 @@ database snapshots that prove a refused request changed nothing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import AsyncIterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -162,6 +164,26 @@ class GraphQLClient:
 
     async def close(self) -> None:
         await self.http.aclose()
+
+
+@contextlib.asynccontextmanager
+async def two_servers(database_url: str) -> AsyncIterator[tuple[GraphQLClient, GraphQLClient]]:
+    """Two ``livegifts serve`` processes on one database (the first seeds the demo data),
+    per-user rate limits out of the way: a client of each. Both are stopped afterwards."""
+    limits = {"LIVEGIFTS_RATE_LIMIT_PER_USER": "100000"}
+    servers = [ServerProcess(database_url, LIVEGIFTS_SEED_DEMO_DATA="true", **limits),
+               ServerProcess(database_url, **limits)]
+    clients: list[GraphQLClient] = []
+    try:
+        for server in servers:
+            await asyncio.to_thread(server.start)
+            clients.append(GraphQLClient(server.url))
+        yield clients[0], clients[1]
+    finally:
+        for client in clients:
+            await client.close()
+        for server in servers:
+            await asyncio.to_thread(server.stop)
 
 
 # Written by every process on its own clock (plugin health, every 5 s when it changed):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 
-import httpx
 import pytest
 from sqlalchemy import func, select
 from strawberry.relay import from_base64
@@ -25,6 +24,7 @@ from tests.support import (
     settings_for,
     snapshot,
     token,
+    two_servers,
 )
 from tests.test_http_gifting import SEND, buy_coins, gift_ids, go_live, send_input
 from tests.test_plugins import core_with, funded_stage
@@ -141,13 +141,8 @@ async def test_two_hundred_gifts_across_two_processes_reach_a_goal_exactly_once(
     """Two server processes, twenty viewers sending Roses through both at once, 200 in all,
     toward a 150-coin goal: its progress is 200, and the session's event log holds exactly
     one GoalReached, with a GoalProgress for every batch that moved it."""
-    limits = {"LIVEGIFTS_RATE_LIMIT_PER_USER": "100000"}
-    first = ServerProcess(postgres_database_url, LIVEGIFTS_SEED_DEMO_DATA="true", **limits)
-    second = ServerProcess(postgres_database_url, **limits)
-    await asyncio.to_thread(first.start)
-    await asyncio.to_thread(second.start)
-    client = GraphQLClient(first.url)
-    try:
+    async with two_servers(postgres_database_url) as clients:
+        client = clients[0]
         gifts = await gift_ids(client)
         creator = token("goal-creator", "creator")
         session_id = await go_live(client, creator)
@@ -161,24 +156,16 @@ async def test_two_hundred_gifts_across_two_processes_reach_a_goal_exactly_once(
             await buy_coins(client, fan, "coins-70")
 
         async def sender(n: int, fan: str) -> None:
-            async with httpx.AsyncClient(timeout=60) as http:
-                for m in range(10):
-                    url = (first.url, second.url)[(n + m) % 2]
-                    answer = await http.post(url, json={
-                        "query": SEND, "variables": send_input(session_id, gifts["rose"])},
-                        headers={"authorization": f"Bearer {fan}"})
-                    assert answer.json()["data"]["sendGift"]["receipt"] is not None, \
-                        answer.text
+            for m in range(10):
+                answer = await clients[(n + m) % 2](
+                    SEND, send_input(session_id, gifts["rose"]), token=fan)
+                assert answer["data"]["sendGift"]["receipt"] is not None, answer
 
         await asyncio.gather(*(sender(n, fan) for n, fan in enumerate(fans)))
         read = await client("query($id: ID!) { liveSession(id: $id) { goals { progress status "
                             "reachedAt } } }", {"id": session_id}, token=creator)
         [goal] = read["data"]["liveSession"]["goals"]
         assert (goal["progress"], goal["status"]) == (200, "REACHED")
-    finally:
-        await client.close()
-        await asyncio.to_thread(first.stop)
-        await asyncio.to_thread(second.stop)
     from app.runtime import Runtime
 
     runtime = Runtime.build(settings_for(postgres_database_url))

@@ -27,6 +27,7 @@ from tests.support import (
     settings_for,
     snapshot,
     token,
+    two_servers,
 )
 from tests.test_http_gifting import SEND, buy_coins, gift_ids, go_live, send_input
 from tests.test_plugins import core_with
@@ -533,13 +534,8 @@ async def test_gifts_through_two_server_processes_score_exactly(postgres_databas
     """Two server processes; ten viewers send Roses and Doughnuts into both sessions of a
     running match through both at once: each side's score is exactly the coins its session
     received, and the supporters' parts add up to it."""
-    limits = {"LIVEGIFTS_RATE_LIMIT_PER_USER": "100000"}
-    first = ServerProcess(postgres_database_url, LIVEGIFTS_SEED_DEMO_DATA="true", **limits)
-    second = ServerProcess(postgres_database_url, **limits)
-    await asyncio.to_thread(first.start)
-    await asyncio.to_thread(second.start)
-    client = GraphQLClient(first.url)
-    try:
+    async with two_servers(postgres_database_url) as clients:
+        client = clients[0]
         gifts = await gift_ids(client)
         red, blue = token("match-red", "creator"), token("match-blue", "creator")
         red_session, blue_session = await go_live(client, red), await go_live(client, blue)
@@ -557,16 +553,11 @@ async def test_gifts_through_two_server_processes_score_exactly(postgres_databas
             for m in range(8):
                 where = (red_session, blue_session)[(n + m) % 2]
                 sku = ("rose", "doughnut")[m % 2]
-                answer = await GraphQLClient((first.url, second.url)[m % 2])(
-                    SEND, send_input(where, gifts[sku]), token=fan)
+                answer = await clients[m % 2](SEND, send_input(where, gifts[sku]), token=fan)
                 assert answer["data"]["sendGift"]["receipt"] is not None, answer
 
         await asyncio.gather(*(sender(n, fan) for n, fan in enumerate(fans)))
         read = await client(MATCH, {"id": match_id}, token=fans[0])
-    finally:
-        await client.close()
-        await asyncio.to_thread(first.stop)
-        await asyncio.to_thread(second.stop)
     runtime = Runtime.build(settings_for(postgres_database_url))
     try:
         async with runtime.sessions() as session:

@@ -54,7 +54,14 @@ async def own_live_session(session: AsyncSession, session_id: int, creator_id: i
                            to: str, ended: str) -> LiveSession:
     """The creator's own live session, locked for update; refused (saying what the creator
     tried ``to`` do, and ``ended`` once it has) for anyone else or after it ended."""
-    live = await session.get(LiveSession, session_id, with_for_update=True)
+    return check_own(await session.get(LiveSession, session_id, with_for_update=True),
+                     creator_id, to=to, ended=ended)
+
+
+def check_own(live: LiveSession | None, creator_id: int, *, to: str, ended: str
+              ) -> LiveSession:
+    """``live`` if it is the creator's own live session; refused as :func:`own_live_session`
+    says otherwise."""
     if live is None:
         raise session_not_found()
     if live.creator_id != creator_id:

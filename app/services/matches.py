@@ -33,7 +33,7 @@ from app.errors import DomainError, ErrorCode
 from app.models import LiveMatch, LiveSession, MatchSupporter, User
 from app.relay import Relay
 from app.services import event_log
-from app.services.live import LIVE, session_not_found
+from app.services.live import LIVE, check_own
 from app.sponsorship import MatchBoost, MatchContext, PluginAnswerInvalid, check_boost
 
 if TYPE_CHECKING:
@@ -85,7 +85,8 @@ async def invite(sessions: async_sessionmaker[AsyncSession], relay: Relay, *, cr
                           "durationSeconds")
     async with sessions() as session, session.begin():
         own, other = await _lock_sessions(session, session_id, opponent_session_id)
-        _check_own(own, creator_id, to="invite another creator to a match")
+        check_own(own, creator_id, to="invite another creator to a match",
+                  ended="This session has ended.")
         if other is None:
             raise DomainError(ErrorCode.NOT_FOUND, "No live session has this ID.",
                               "opponentSessionId")
@@ -320,14 +321,16 @@ async def _end(session: AsyncSession, match: LiveMatch, now: datetime) -> list[d
     """End a running match (its row locked): its MatchEnded events, to log."""
     match.status, match.ended_at = ENDED, now
     await session.flush()
-    tops = {side: await top_supporters(session, match.id, side)
-            for side in (match.inviter_session_id, match.invitee_session_id)}
+    assert match.id is not None
+    tops = await top_supporters_of(session, [(match.id, match.inviter_session_id),
+                                             (match.id, match.invitee_session_id)],
+                                   TOP_SUPPORTERS)
     events = _both(match, await _names(session, match), "MatchEnded", {
         "ended_at": now.isoformat(), "winner_id": winner_of(match)})
     for event in events:
         for side in event["sides"]:
             side["top"] = [{"user_id": u, "name": n, "score": s} for u, n, s in
-                           tops[side["session_id"]]]
+                           tops[match.id, side["session_id"]]]
     return events
 
 
@@ -338,20 +341,10 @@ def winner_of(match: LiveMatch) -> int | None:
     return match.inviter_id if match.inviter_score > match.invitee_score else match.invitee_id
 
 
-async def top_supporters(session: AsyncSession, match_id: int, session_id: int,
-                         limit: int = TOP_SUPPORTERS) -> list[tuple[int, str, int]]:
-    """A side's supporters by what they added to its score: (user id, name, score)."""
-    rows = await session.execute(
-        select(MatchSupporter.sender_id, User.name, MatchSupporter.score)
-        .join(User, User.id == MatchSupporter.sender_id)
-        .where(MatchSupporter.match_id == match_id, MatchSupporter.session_id == session_id)
-        .order_by(MatchSupporter.score.desc(), MatchSupporter.sender_id).limit(limit))
-    return [(u, n, s) for u, n, s in rows.all()]
-
-
 async def top_supporters_of(session: AsyncSession, sides: Iterable[tuple[int, int]],
                             limit: int) -> dict[tuple[int, int], list[tuple[int, str, int]]]:
-    """:func:`top_supporters` of many (match id, session id) sides, in one query."""
+    """Each (match id, session id) side's supporters by what they added to its score,
+    the first ``limit``: (user id, name, score). One query for all the sides."""
     sides = set(sides)
     ranked = select(MatchSupporter.match_id, MatchSupporter.session_id,
                     MatchSupporter.sender_id, User.name, MatchSupporter.score,
@@ -423,17 +416,6 @@ async def _lock_sessions(session: AsyncSession, first_id: int, second_id: int
         select(LiveSession).where(LiveSession.id.in_({first_id, second_id}))
         .order_by(LiveSession.id).with_for_update().execution_options(populate_existing=True))}
     return rows.get(first_id), rows.get(second_id)
-
-
-def _check_own(live: LiveSession | None, creator_id: int, *, to: str) -> LiveSession:
-    if live is None:
-        raise session_not_found()
-    if live.creator_id != creator_id:
-        raise DomainError(ErrorCode.NOT_SESSION_CREATOR, f"Only the creator of a session can "
-                          f"{to}.", "sessionId")
-    if live.status != LIVE:
-        raise DomainError(ErrorCode.SESSION_NOT_LIVE, "This session has ended.", "sessionId")
-    return live
 
 
 async def _check_free(session: AsyncSession, own: LiveSession, other: LiveSession,

@@ -15,7 +15,7 @@ from websockets.exceptions import InvalidStatus
 
 from app.graphql.schema import schema
 from tests.conftest import fresh_database
-from tests.support import GraphQLClient, ServerProcess, token
+from tests.support import GraphQLClient, ServerProcess, in_one_window, token
 
 ORIGIN = "https://app.example.com"
 
@@ -146,26 +146,40 @@ def limited(request, tmp_path_factory):
     process.stop()
 
 
+def bearer(value: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {value}"}
+
+
+def from_address(address: str) -> httpx.AsyncClient:
+    """An HTTP client whose connections come from ``address`` (any of 127.0.0.0/8): a
+    client address of its own, so a budget of its own."""
+    return httpx.AsyncClient(timeout=30, transport=httpx.AsyncHTTPTransport(
+        local_address=address))
+
+
 async def test_rate_limits_per_user_and_per_address(limited):
-    client = GraphQLClient(limited.url)
-    try:
-        alice, bob = token("rate-alice"), token("rate-bob")
-        for _ in range(3):
-            await client("{ rateCard { version } }", token=alice)
-        response = await client.http.post(limited.url, json={"query": "{ rateCard { version } }"},
-                                          headers={"authorization": f"Bearer {alice}"})
-        assert response.status_code == 429 and int(response.headers["retry-after"]) > 0
-        error = response.json()["errors"][0]
-        assert error["extensions"]["code"] == "RATE_LIMITED"
-        assert error["message"].startswith("Rate limit reached: at most 3 requests a minute "
-                                           "per user.")
-        await client("{ rateCard { version } }", token=bob)  # another user: still allowed
-        response = await client.http.post(limited.url, json={"query": "{ rateCard { version } }"},
-                                          headers={"authorization": f"Bearer {bob}"})
-        assert response.status_code == 429
-        assert "per client address" in response.json()["errors"][0]["message"]
-    finally:
-        await client.close()
+    query = {"query": "{ rateCard { version } }"}
+
+    async def attempt(n):
+        alice, bob = (bearer(token(f"rate-{name}-{n}")) for name in ("alice", "bob"))
+        async with from_address(f"127.0.0.{n + 2}") as http:
+            allowed = [(await http.post(limited.url, json=query, headers=alice)).status_code
+                       for _ in range(3)]
+            over_user = await http.post(limited.url, json=query, headers=alice)
+            other_user = (await http.post(limited.url, json=query, headers=bob)).status_code
+            over_address = await http.post(limited.url, json=query, headers=bob)
+        return allowed, over_user, other_user, over_address
+
+    allowed, over_user, other_user, over_address = await in_one_window(attempt)
+    assert allowed == [200, 200, 200]
+    assert over_user.status_code == 429 and int(over_user.headers["retry-after"]) > 0
+    error = over_user.json()["errors"][0]
+    assert error["extensions"]["code"] == "RATE_LIMITED"
+    assert error["message"].startswith("Rate limit reached: at most 3 requests a minute "
+                                       "per user.")
+    assert other_user == 200  # another user: still allowed, the fifth of the address
+    assert over_address.status_code == 429  # the sixth of the address
+    assert "per client address" in over_address.json()["errors"][0]["message"]
 
 
 async def test_unexpected_errors_are_masked_and_logged_with_traceback_and_hash(caplog):
@@ -227,19 +241,24 @@ async def test_production_serves_no_openapi_pages(production):
             assert (await http.get(base + path)).status_code == 404
 
 
-@pytest.mark.parametrize("trusted", ["", "127.0.0.1"])
+@pytest.mark.parametrize("trusted", [False, True], ids=["untrusted", "trusted"])
 async def test_forwarded_addresses_count_only_from_trusted_proxies(request, tmp_path, trusted):
     """From an untrusted address X-Forwarded-For is ignored: a client cannot spread its
     requests over made-up addresses. From a trusted proxy, the forwarded address counts."""
     url = fresh_database("sqlite", request, tmp_path)
+    proxy = "127.0.0.2"
     server = ServerProcess(url, LIVEGIFTS_RATE_LIMIT_PER_IP="3",
-                           LIVEGIFTS_TRUSTED_PROXIES=trusted)
+                           LIVEGIFTS_TRUSTED_PROXIES=proxy if trusted else "")
     server.start()
+
+    async def attempt(n):
+        async with from_address(proxy if trusted else f"127.0.0.{n + 3}") as http:
+            return [(await http.post(server.url, json={"query": "{ rateCard { version } }"},
+                                     headers={"x-forwarded-for": f"10.0.{n}.{k}"})
+                     ).status_code for k in range(5)]
+
     try:
-        async with httpx.AsyncClient() as http:
-            statuses = [(await http.post(server.url, json={"query": "{ rateCard { version } }"},
-                                         headers={"x-forwarded-for": f"10.0.0.{n}"})
-                         ).status_code for n in range(5)]
+        statuses = await in_one_window(attempt)
         assert statuses == ([200] * 5 if trusted else [200, 200, 200, 429, 429])
     finally:
         server.stop()

@@ -50,6 +50,7 @@ from tests.support import (
     GraphQLClient,
     ServerProcess,
     Subscription,
+    in_one_window,
     settings_for,
     snapshot,
     token,
@@ -500,18 +501,6 @@ def limited(request, tmp_path_factory):
     process.start()
     yield process
     process.stop()
-
-
-async def in_one_window(attempt):
-    """``attempt(n)``'s outcome, from a run that began and ended in one rate-limit window
-    (the limits count in fixed one-minute windows: a run across a boundary is made again,
-    with new users, rather than judged)."""
-    for n in range(3):
-        window = int(time.time() // WINDOW_SECONDS)
-        outcome = await attempt(n)
-        if int(time.time() // WINDOW_SECONDS) == window:
-            return outcome
-    raise AssertionError("three runs in a row crossed a rate-limit window")
 
 
 @pytest.mark.parametrize("path", ["/statements/{month}.csv", "/earnings.csv?from={month}-01"],

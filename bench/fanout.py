@@ -13,7 +13,9 @@ delivery latency of a (gift, subscriber) pair is that arrival minus the start of
 the ``sendGift`` request, what a phone across the network would see. The time
 the client process got to read the frame is printed too: it adds the client's
 own wait for the cores it shares with the server. The baseline, measured first
-in the same run, is the ``sendGift`` round trip with no subscriber connected.
+in the same run, is the ``sendGift`` round trip with no subscriber connected. The
+watched gifts start once the server workers and client processes are quiet again
+after the crowd of connections (printed: how long that took).
 
 Prints the subscribers connected, deliveries received against expected, the CPU
 the server workers and the client processes used, the p50, p99 and max delivery
@@ -364,6 +366,19 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+async def settle(pids: list[int], quiet: float = 0.1, window: float = 0.25,
+                 longest: float = 15.0) -> float:
+    """Seconds until ``pids`` together use under ``quiet`` of a core over two windows in a
+    row (at most ``longest``): the crowd's connections taken, so the watched gifts measure
+    the fan-out rather than a thousand handshakes still being finished."""
+    started, calm = time.monotonic(), 0
+    while calm < 2 and time.monotonic() - started < longest:
+        before = cpu_seconds(pids)
+        await asyncio.sleep(window)
+        calm = calm + 1 if cpu_seconds(pids) - before < quiet * window else 0
+    return time.monotonic() - started
+
+
 async def main(subscribers: int, gifts: int, workers: int, interval: float, redis_url: str,
                processes: int, profile_to: Path | None) -> None:
     raise_open_files_limit(subscribers + 1024)  # the server's workers inherit it
@@ -394,6 +409,7 @@ async def main(subscribers: int, gifts: int, workers: int, interval: float, redi
         if profile_to:
             spies = profile(server, gifts * interval, profile_to)
         serving, watching = workers_of(server), [p.pid for p in clients.processes]
+        settled = await settle(serving + watching)
         cpu_before = cpu_seconds(serving), cpu_seconds(watching)
         started = time.monotonic()
         sent_at, loaded = await send_gifts(server.url, fan, session_id, rose, gifts, interval,
@@ -438,6 +454,8 @@ async def main(subscribers: int, gifts: int, workers: int, interval: float, redi
           "   (GiftSent and the events that come with it)")
     print(f"CPU while watched                server workers {server_cpu / elapsed:.0%} of a "
           f"core, client processes {client_cpu / elapsed:.0%}")
+    print(f"settled after connecting         {settled:.1f} s   (server workers and client "
+          "processes under 10% of a core before the first watched gift)")
     print(f"sendGift alone (baseline)        {spread(baseline)}")
     print(f"sendGift with subscribers        {spread(loaded)}")
     if latencies:

@@ -192,6 +192,30 @@ async def test_get_answers_carry_validators_and_an_unchanged_one_is_304(http, se
     assert again.status_code == 304
 
 
+@pytest.mark.parametrize(("document", "variables", "caller"), [
+    ("{ viewer { name wallet { coins diamonds } } }", None, "viewer"),
+    ("query Mine($first: Int) { viewer { wallet { coins } } gifts(first: $first) "
+     "{ edges { node { sku } } } }", {"first": 2}, "viewer"),
+    ("{ viewer { wallet { coins } } }", None, None),  # a resolver's error: not signed in
+    ("{ viewer { nothingHere } }", None, "viewer"),  # a validation error
+    ("query A { __typename } query B { rateCard { version } }", None, "viewer"),  # no name
+    ("{ viewer { payouts(first: 1) { edges { node { id } } } } }", None, "viewer"),
+], ids=["wallet", "variables", "anonymous", "invalid", "which-operation", "connection"])
+async def test_a_posted_query_is_answered_as_the_graphql_endpoint_answers_it(
+        http, server, document, variables, caller):
+    """Queries and mutations POSTed as JSON are executed before the framework's GraphQL
+    endpoint, which still serves GET: both give the same status and the same answer,
+    errors and extensions included."""
+    headers = {"authorization": f"Bearer {token('parity-fan')}"} if caller else {}
+    posted = await http.post(server.url, json={"query": document, "variables": variables},
+                             headers=headers)
+    params = {"query": document, **({"variables": json.dumps(variables)} if variables else {})}
+    got = await http.get(f"{server.url}?{urlencode(params)}", headers=headers)
+    assert posted.status_code == got.status_code
+    assert posted.headers["content-type"] == got.headers["content-type"]
+    assert posted.json() == got.json()
+
+
 async def test_a_mutation_over_get_is_refused_and_changes_nothing(http, server):
     before = await snapshot(server.database_url)
     query = 'mutation { startLiveSession(input: {title: "GET"}) { userErrors { code } } }'

@@ -192,6 +192,37 @@ async def test_combo_counts_run_and_end_exactly_once(runtime):
     assert fresh.combo_id not in (counts[0].combo_id, other.combo_id) and fresh.combo_count == 1
 
 
+async def test_the_reaper_ends_many_idle_combos_a_few_a_transaction_each_once(runtime):
+    """Five idle combos, two ended a transaction: all five end, in three transactions (two,
+    two, one), each reported once; a second pass finds none."""
+    where = await stage(runtime)
+    recorder = Recorder(runtime, where.session_id)
+    clock = Clock()
+    clock.freeze()
+    fans = [await new_viewer(runtime, f"idle-{n}", 100) for n in range(5)]
+    for fan in fans:
+        await send(runtime, fan, where, window=0.5, clock=clock)
+    clock.move(timedelta(seconds=0.6))
+    endings: list[str] = []  # the UPDATEs that end combos, one a transaction
+
+    def note(_connection, _cursor, statement, *_args) -> None:
+        if statement.lstrip().startswith("UPDATE gift_combo"):
+            endings.append(statement)
+
+    event.listen(runtime.engine.sync_engine, "before_cursor_execute", note)
+    try:
+        assert await gifting.end_stale_combos(runtime.sessions, runtime.relay,
+                                              timedelta(seconds=0.5), now=clock(),
+                                              per_transaction=2) == 5
+    finally:
+        event.remove(runtime.engine.sync_engine, "before_cursor_execute", note)
+    assert len(endings) == 3
+    assert sorted(e["sender_name"] for e in recorder.of("ComboEnded")) == \
+        [f"idle-{n}" for n in range(5)]
+    assert await gifting.end_stale_combos(runtime.sessions, runtime.relay,
+                                          timedelta(seconds=0.5), now=clock()) == 0
+
+
 async def test_a_stale_combo_is_ended_by_the_next_send_when_no_reaper_ran(runtime):
     where = await stage(runtime)
     fan = await new_viewer(runtime, "fan", 1000)

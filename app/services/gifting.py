@@ -108,6 +108,7 @@ logger = logging.getLogger(__name__)
 MAX_QUANTITY = 1000
 MAX_SPONSORED_VALUE = 10**9
 MAX_BATCH = 200  # sends written in one database transaction
+COMBOS_A_TRANSACTION = 100  # idle combos the reaper ends in one transaction
 MAX_SPONSOR_QUESTIONS = 4  # a sponsored send's rounds of asking before it is refused
 TOP_GIFTERS_IN_EVENTS = 3
 ALL_TIME = date(1970, 1, 1)
@@ -885,12 +886,13 @@ async def _sponsored_split(plugins: PluginHost | None, question: _Question) -> G
                      creator_diamonds=split.creator_coins * question.diamonds_per_coin)
 
 
-async def _end_combos(session: AsyncSession, conditions: list[Any], now: datetime
-                      ) -> list[dict[str, Any]]:
-    """End open combos matching ``conditions``; only the caller that ends one reports it."""
+async def _end_combos(session: AsyncSession, conditions: list[Any], now: datetime,
+                      limit: int | None = None) -> list[dict[str, Any]]:
+    """End open combos matching ``conditions`` (the first ``limit`` by id, if given); only
+    the caller that ends one reports it."""
     # Locked in id order, the order a batch of sends locks combos in: no deadlock with one.
     ending = select(GiftCombo.id).where(GiftCombo.ended_at.is_(None), *conditions) \
-        .order_by(GiftCombo.id).with_for_update()
+        .order_by(GiftCombo.id).limit(limit).with_for_update()
     rows = (await session.execute(
         update(GiftCombo).where(GiftCombo.id.in_(ending.scalar_subquery()),
                                 GiftCombo.ended_at.is_(None))
@@ -934,20 +936,28 @@ def gift_fields(gift: Gift) -> dict[str, Any]:
 
 async def end_stale_combos(sessions: async_sessionmaker[AsyncSession], relay: Relay,
                            window: timedelta, *, session_id: int | None = None,
-                           now: datetime | None = None) -> int:
+                           now: datetime | None = None,
+                           per_transaction: int = COMBOS_A_TRANSACTION) -> int:
     """End combos idle for longer than the window (or all of a session's); report each once.
+    How many it ended.
 
     Safe to run in every server process at once: the conditional UPDATE hands each
-    combo to exactly one of them.
+    combo to exactly one of them. At most ``per_transaction`` end in one transaction, and
+    the process serves others between two: a busy minute's thousands of combos neither
+    hold their rows (which sends continuing a combo wait for) nor the event loop at once.
     """
     now = now or datetime.now(UTC)
     conditions = [GiftCombo.session_id == session_id] if session_id is not None else \
         [GiftCombo.last_at < now - window]
-    async with sessions() as session, session.begin():
-        ended = await event_log.append_session_events(
-            session, await _end_combos(session, conditions, now))
-    await relay.committed(ended)
-    return len(ended)
+    total = 0
+    while True:
+        async with sessions() as session, session.begin():
+            ended = await event_log.append_session_events(
+                session, await _end_combos(session, conditions, now, per_transaction))
+        await relay.committed(ended)
+        total += len(ended)
+        if len(ended) < per_transaction:
+            return total
 
 
 async def end_live_session(sessions: async_sessionmaker[AsyncSession], relay: Relay, *,

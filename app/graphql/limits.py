@@ -1,4 +1,5 @@
-"""What one GraphQL request may ask for: a cost budget, reported in every response.
+"""What one GraphQL request may ask for: its size (tokens, depth, aliases), a cost budget
+reported in every response, and HTTP for queries and mutations.
 
 Every field costs 1; a connection multiplies the cost of what is selected inside
 it by ``first`` (20 when omitted). A request over budget is refused before any
@@ -30,10 +31,22 @@ from strawberry.types.graphql import OperationType
 from app.graphql.common import DEFAULT_PAGE_SIZE
 
 
-class QueryCost(SchemaExtension):
-    def __init__(self, maximum: int) -> None:
-        self.maximum = maximum
+class RequestLimits(SchemaExtension):
+    """Every limit on one request, in one extension (each extension costs every request
+    its hooks): before parsing, the token limit and the validation rules that bound depth
+    and aliases; before execution, queries and mutations kept to HTTP and the cost budget;
+    after, the cost in ``extensions``."""
+
+    def __init__(self, *, max_tokens: int, rules: tuple[type[Any], ...], max_cost: int
+                 ) -> None:
+        self.max_tokens, self.rules, self.maximum = max_tokens, rules, max_cost
         self.cost: int | None = None
+
+    def on_operation(self) -> Iterator[None]:
+        context = self.execution_context
+        context.parse_options["max_tokens"] = self.max_tokens
+        context.validation_rules = context.validation_rules + self.rules
+        yield
 
     def on_execute(self) -> Iterator[None]:
         context = self.execution_context
@@ -46,26 +59,19 @@ class QueryCost(SchemaExtension):
                     f"This query would cost {self.cost}, over the budget of {self.maximum}: "
                     "ask for fewer items (first) or fewer nested fields.",
                     extensions={"code": "QUERY_TOO_COSTLY"})])
-        yield
-
-    def get_results(self) -> dict[str, Any]:
-        if self.cost is None:
-            return {}
-        return {"cost": {"requested": self.cost, "maximum": self.maximum}}
-
-
-class HttpForQueriesAndMutations(SchemaExtension):
-    """Queries and mutations go over HTTP, where rate limits apply; WebSocket is for
-    subscriptions only."""
-
-    def on_execute(self) -> Iterator[None]:
-        context = self.execution_context
+        # Queries and mutations go over HTTP, where rate limits apply; WebSocket is for
+        # subscriptions only.
         over_websocket = getattr(context.context, "websocket", None) is not None
         if over_websocket and context.operation_type is not OperationType.SUBSCRIPTION:
             context.result = GraphQLExecutionResult(data=None, errors=[GraphQLError(
                 "Over WebSocket only subscriptions are served; send queries and mutations "
                 "over HTTP.", extensions={"code": "BAD_REQUEST"})])
         yield
+
+    def get_results(self) -> dict[str, Any]:
+        if self.cost is None:
+            return {}
+        return {"cost": {"requested": self.cost, "maximum": self.maximum}}
 
 
 def _operation_cost(schema: Any, document: Any, operation_name: str | None,
@@ -133,4 +139,4 @@ def _first(field: FieldNode, variables: dict[str, Any]) -> int:
     return DEFAULT_PAGE_SIZE
 
 
-__all__ = ["HttpForQueriesAndMutations", "QueryCost"]
+__all__ = ["RequestLimits"]

@@ -10,11 +10,9 @@ import strawberry
 from graphql import GraphQLError
 from strawberry import relay
 from strawberry.extensions import (
-    AddValidationRules,
     DisableIntrospection,
     MaskErrors,
     MaxAliasesLimiter,
-    MaxTokensLimiter,
     ParserCache,
     QueryDepthLimiter,
     ValidationCache,
@@ -43,7 +41,7 @@ from app.graphql.gifting import (
     LiveSession,
     Subscription,
 )
-from app.graphql.limits import HttpForQueriesAndMutations, QueryCost
+from app.graphql.limits import RequestLimits
 from app.graphql.matches import Match, MatchMutation, MatchQuery
 from app.graphql.money import MoneyMutation, Payout, ViewerMoneyFields
 from app.graphql.types import CoinPackage, LedgerTransaction, Purchase, User, Wallet, ctx
@@ -247,19 +245,17 @@ def create_schema(settings: Settings) -> strawberry.Schema:
     """
     # The limiters' validation rules are built once: a rule class made per request would
     # be a new key for the validation cache, which would then never hit.
-    limit_rules = [rule for limiter in (QueryDepthLimiter(max_depth=settings.max_query_depth),
-                                        MaxAliasesLimiter(max_alias_count=settings.max_aliases))
-                   for rule in limiter.validation_rules]
+    limiters = (QueryDepthLimiter(max_depth=settings.max_query_depth),
+                MaxAliasesLimiter(max_alias_count=settings.max_aliases))
+    limit_rules = tuple(rule for limiter in limiters for rule in limiter.validation_rules)
     extensions: list[Any] = [
         # Factories: a fresh extension per request; the LRU caches are module-level.
         lambda: ParserCache(maxsize=1000),
         lambda: ValidationCache(maxsize=1000),
         lambda: MaskErrors(should_mask_error=_should_mask,
                            error_message=UNEXPECTED_ERROR),
-        lambda: AddValidationRules(limit_rules),
-        lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
-        lambda: QueryCost(maximum=settings.max_query_cost),
-        HttpForQueriesAndMutations,
+        lambda: RequestLimits(max_tokens=settings.max_tokens, rules=limit_rules,
+                              max_cost=settings.max_query_cost),
     ]
     if not settings.introspection_enabled:
         extensions.append(DisableIntrospection)

@@ -72,10 +72,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
                     GraphQLResponseMedia,
                     DefineMiddleware(GraphQLEdge, settings=settings, documents=runtime.documents,
                                      public_data=runtime.public_data,
-                                     # Traced requests go through the framework, which
-                                     # makes their spans.
-                                     run=None if settings.tracing_enabled else
-                                     functools.partial(_run, runtime))],
+                                     run=functools.partial(_run, runtime))],
         cors_config=CORSConfig(allow_origins=_origins(settings.cors_origins),
                                allow_headers=["authorization", "content-type",
                                               observability.REQUEST_ID_HEADER],
@@ -98,7 +95,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 async def _run(runtime: Runtime, document: str, request: dict[str, Any],
                authorization: str | None) -> dict[str, Any]:
     """A query or mutation executed for the caller, its result as GraphQL over HTTP sends it
-    (what the GraphQL endpoint answers a POST, without its routing)."""
+    (what the GraphQL endpoint answers a POST, without its handler). Resolvers get no
+    ``request`` or ``response`` in their context on this path: none reads them."""
     result = await schema.execute(document, variable_values=request.get("variables"),
                                   context_value=Context(runtime=runtime,
                                                         authorization=authorization),

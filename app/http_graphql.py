@@ -9,10 +9,11 @@
   while the public data version (:mod:`app.public_data`) is still the one it was answered
   under: GraphQL does not run at all. Only answers without errors are kept.
 - Any other query or mutation POSTed as JSON is executed here, straight against the schema
-  (when a ``run`` function is given): the framework's routing, dependency injection and
-  response objects, which such a request does not need, cost more than the smallest
-  queries themselves. Everything else (GET, other encodings, subscriptions, documents
-  GraphQL must explain) goes on to the GraphQL endpoint.
+  (when a ``run`` function is given): the GraphQL endpoint's handler (its dependency
+  injection, strawberry's HTTP view reading the body again, the response object), which
+  such a request does not need, costs more than the smallest queries themselves. The
+  answer is the same (status, headers, body). Everything else (GET, other encodings,
+  subscriptions, documents GraphQL must explain) goes on to the endpoint.
 - Answers to GET queries carry an ``ETag``; a request whose ``If-None-Match`` names it gets
   ``304 Not Modified``. Anonymous public ones say ``Cache-Control: public, max-age=N``
   (``LIVEGIFTS_PUBLIC_MAX_AGE_SECONDS``) so browsers and CDNs may keep them; the others

@@ -946,6 +946,7 @@ async def end_stale_combos(sessions: async_sessionmaker[AsyncSession], relay: Re
     the process serves others between two: a busy minute's thousands of combos neither
     hold their rows (which sends continuing a combo wait for) nor the event loop at once.
     """
+    assert per_transaction > 0
     now = now or datetime.now(UTC)
     conditions = [GiftCombo.session_id == session_id] if session_id is not None else \
         [GiftCombo.last_at < now - window]

@@ -9,7 +9,7 @@
   while the public data version (:mod:`app.public_data`) is still the one it was answered
   under: GraphQL does not run at all. Only answers without errors are kept.
 - Any other query or mutation POSTed as JSON is executed here, straight against the schema
-  (when a ``run`` function is given): the GraphQL endpoint's handler (its dependency
+  (by the ``run`` function given): the GraphQL endpoint's handler (its dependency
   injection, strawberry's HTTP view reading the body again, the response object), which
   such a request does not need, costs more than the smallest queries themselves. The
   answer is the same (status, headers, body). Everything else (GET, other encodings,
@@ -79,7 +79,7 @@ class GraphQLEdge:
     queries and mutations POSTed as JSON executed directly."""
 
     def __init__(self, app: ASGIApp, settings: Settings, documents: Documents,
-                 public_data: PublicData, run: Run | None = None) -> None:
+                 public_data: PublicData, run: Run) -> None:
         self.app, self.documents, self.public_data = app, documents, public_data
         self.run = run
         self.settings = settings
@@ -130,8 +130,7 @@ class GraphQLEdge:
             if is_get and shape is not None and shape[0] == "query":
                 answer = await _capture(self.app, scope, receive)
                 await _respond(send, _conditional(answer, headers, b"private, no-cache"))
-            elif not is_get and self.run is not None and shape is not None and \
-                    shape[0] in ("query", "mutation"):
+            elif not is_get and shape is not None and shape[0] in ("query", "mutation"):
                 result = await self.run(document, request, headers.get("authorization"))
                 await _respond(send, Answer(200, [], json.dumps(
                     result, separators=(",", ":")).encode()))

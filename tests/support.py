@@ -167,6 +167,11 @@ class GraphQLClient:
         await self.http.aclose()
 
 
+def bearer(value: str) -> dict[str, str]:
+    """The Authorization header carrying a bearer token."""
+    return {"authorization": f"Bearer {value}"}
+
+
 async def in_one_window(attempt):
     """``attempt(n)``'s outcome, from a run that began and ended in one rate-limit window
     (the limits count in fixed one-minute windows: a run across a boundary is made again,

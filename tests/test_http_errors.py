@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import fresh_database
-from tests.support import REQUIRE_POSTGRES, ServerProcess, failure, token
+from tests.support import REQUIRE_POSTGRES, ServerProcess, bearer, failure, token
 
 VIEWER = token("errors-fan")
 ADMIN = token("errors-admin", "admin")
@@ -39,10 +39,6 @@ def server(request, tmp_path_factory):
     process.start()
     yield process
     process.stop()
-
-
-def bearer(value: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {value}"}
 
 
 # (what, method, path, keyword arguments, status, code, message or None for any)

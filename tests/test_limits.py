@@ -15,7 +15,7 @@ from websockets.exceptions import InvalidStatus
 
 from app.graphql.schema import schema
 from tests.conftest import fresh_database
-from tests.support import GraphQLClient, ServerProcess, in_one_window, token
+from tests.support import GraphQLClient, ServerProcess, bearer, in_one_window, token
 
 ORIGIN = "https://app.example.com"
 
@@ -144,10 +144,6 @@ def limited(request, tmp_path_factory):
     process.start()
     yield process
     process.stop()
-
-
-def bearer(value: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {value}"}
 
 
 def from_address(address: str) -> httpx.AsyncClient:

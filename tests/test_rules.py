@@ -50,6 +50,7 @@ from tests.support import (
     GraphQLClient,
     ServerProcess,
     Subscription,
+    bearer,
     in_one_window,
     settings_for,
     snapshot,
@@ -404,10 +405,6 @@ async def test_the_platform_monthly_cap_refuses_sends_past_it_and_moves_nothing(
 
 def base(server: ServerProcess) -> str:
     return server.url.removesuffix("/graphql")
-
-
-def bearer(value: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {value}"}
 
 
 OTHER_AUDIENCE = mint_token(Settings(jwt_secret=JWT_SECRET, jwt_audience="another-app"),

@@ -11,7 +11,7 @@ import contextlib
 import functools
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import BigInteger, any_, cast, event, func, insert, literal, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -25,9 +25,11 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from app import observability
 from app.settings import Settings
 
 SessionFactory = async_sessionmaker[AsyncSession]
+M = TypeVar("M")
 PREPARED_STATEMENTS_KEPT = 2000  # per connection
 # A pooled connection idle this long is pinged before it is handed out again.
 IDLE_BEFORE_PING_SECONDS = 10.0
@@ -45,6 +47,8 @@ def create_engine(settings: Settings) -> AsyncEngine:
         connect_args=_prepared_statements(settings.database_url),
     )
     _ping_idle_connections(engine)
+    event.listen(engine.sync_engine, "connect",
+                 lambda *_: observability.DATABASE_CONNECTIONS_OPENED.inc())
     return engine
 
 
@@ -218,6 +222,16 @@ def _counter_upsert(dialect: str, table: Any, keys: tuple[str, ...], columns: tu
         set_={name: table.__table__.c[name] + statement.excluded[name]
               for name in columns if name not in keys},
     )
+
+
+def as_loaded(model: type[M], values: dict[str, Any]) -> M:
+    """A detached ``model`` object holding ``values`` just written or read, built as the ORM
+    builds one from a row: no validation, at a few microseconds instead of the hundred a
+    SQLModel constructor takes (which validates every field). Only for values the database
+    has already accepted."""
+    row = model._sa_class_manager.new_instance()  # type: ignore[attr-defined]
+    row.__dict__.update(values)
+    return row
 
 
 def one_of(session: AsyncSession, column: Any, values: Iterable[Any]) -> Any:

@@ -39,11 +39,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Union
 
-from sqlalchemy import insert, select, text, union_all, update
+from sqlalchemy import bindparam, insert, select, text, union_all, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db import add_to_counters, one_of, total, upsert
+from app.db import add_to_counters, as_loaded, one_of, total, upsert
 from app.errors import BusinessRefusal, DomainError, ErrorCode
 from app.ledger import (
     AccountRef,
@@ -396,7 +396,7 @@ class _Sent:
     brand: str | None
     coins: AccountRef  # the sender's wallet
     memo: str
-    combo: GiftCombo
+    combo: _Combo
     wallet_coins: int
     sponsor: dict[str, str] | None
     events: list[dict[str, Any]]
@@ -416,6 +416,42 @@ class _Sent:
                 "gifts": self.row["quantity"]}
 
 
+@dataclass(eq=False, slots=True)
+class _Combo:
+    """An open combo as a batch reads it (locked) and continues it, or one it starts."""
+
+    id: int | None
+    session_id: int
+    sender_id: int
+    gift_id: int
+    count: int
+    sends: int
+    coins: int
+    started_at: datetime
+    last_at: datetime
+    changed: bool = False  # to be written: continued or started by the batch
+
+    @classmethod
+    def of(cls, row: Any) -> _Combo:
+        return cls(*row)
+
+    def row(self) -> dict[str, Any]:
+        """The columns of a started combo."""
+        return {name: getattr(self, name) for name in self.__slots__[1:-1]}
+
+    def progress(self) -> dict[str, Any]:
+        """The parameters of :data:`_EXTEND_COMBO` for a continued one."""
+        return {"b_id": self.id, "b_count": self.count, "b_sends": self.sends,
+                "b_coins": self.coins, "b_last_at": self.last_at}
+
+
+# A continued combo's new count, sends, coins and last time, one row each (executemany).
+_EXTEND_COMBO = update(GiftCombo.__table__) \
+    .where(GiftCombo.__table__.c.id == bindparam("b_id")) \
+    .values(count=bindparam("b_count"), sends=bindparam("b_sends"),
+            coins=bindparam("b_coins"), last_at=bindparam("b_last_at"))
+
+
 class _Batch:
     """One transaction's sends: the rows they read and lock (:meth:`load`), each send
     checked against them and the sends before it (:meth:`accept`), then written together
@@ -425,6 +461,7 @@ class _Batch:
         self.session, self.now = session, now
         self.sent: list[_Sent] = []
         self.budgets_low: list[dict[str, Any]] = []  # BrandBudgetLow events
+        self.ended_combos: list[int] = []  # stale combos a send of the batch ends
 
     @classmethod
     async def load(cls, session: AsyncSession, requests: list[_Request]) -> _Batch:
@@ -464,12 +501,14 @@ class _Batch:
                 select(BrandShareCarry.brand_id, BrandShareCarry.carry)
                 .where(BrandShareCarry.brand_id.in_(batch.brands))
                 .order_by(BrandShareCarry.brand_id).with_for_update())).all())
-        batch.combos = {(c.session_id, c.sender_id, c.gift_id): c for c in await session.scalars(
-            select(GiftCombo).where(GiftCombo.ended_at.is_(None),
-                                    one_of(session, GiftCombo.session_id,
-                                           {r.session_id for r in requests}),
-                                    one_of(session, GiftCombo.sender_id, senders))
-            .order_by(GiftCombo.id).with_for_update())}
+        combos = GiftCombo.__table__.c
+        batch.combos = {(c.session_id, c.sender_id, c.gift_id): c for c in map(
+            _Combo.of, await session.execute(
+                select(*(combos[name] for name in _Combo.__slots__[:-1]))
+                .where(combos.ended_at.is_(None),
+                       one_of(session, combos.session_id, {r.session_id for r in requests}),
+                       one_of(session, combos.sender_id, senders))
+                .order_by(combos.id).with_for_update()))}
         return batch
 
     async def accept(self, request: _Request) -> _Sent:
@@ -592,14 +631,14 @@ class _Batch:
             combo.sends += 1
             combo.coins += value
             combo.last_at = self.now
+            combo.changed = True
             return combo, None
         if combo is not None:
-            combo.ended_at = self.now
+            self.ended_combos.append(combo.id)
             ended = _combo_ended(combo, sender_name, gift)
-        combo = self.combos[key] = GiftCombo(
-            session_id=live.id, sender_id=request.sender_id, gift_id=gift.id,
-            count=request.quantity, sends=1, coins=value, started_at=self.now, last_at=self.now)
-        self.session.add(combo)
+        combo = self.combos[key] = _Combo(
+            None, live.id, request.sender_id, gift.id, request.quantity, 1, value, self.now,
+            self.now, True)
         return combo, ended
 
     async def write(self) -> None:
@@ -611,7 +650,7 @@ class _Batch:
         if not self.sent:
             return
         session = self.session
-        await session.flush()  # combos: ended and extended ones updated, new ones inserted
+        await self._write_combos()
         podiums: dict[int, dict[str, Any]] = {}
 
         async def record(transaction_ids: list[int]) -> None:
@@ -622,7 +661,7 @@ class _Batch:
                 insert(receipts).returning(receipts.c.id, sort_by_parameter_order=True),
                 rows)).all()
             for sent, row, receipt_id in zip(self.sent, rows, receipt_ids, strict=True):
-                sent.receipt = GiftSend(id=receipt_id, **row)
+                sent.receipt = as_loaded(GiftSend, {"id": receipt_id, **row})
             await self._add_to_gifter_totals()
             podiums.update(await _podiums(session, {sent.row["session_id"]
                                                     for sent in self.sent}))
@@ -668,6 +707,26 @@ class _Batch:
             sent.events.append(event)  # published with the rest, on its brand's channel
         if self.budgets_low:
             self.sent[-1].events.extend(self.budgets_low)
+
+    async def _write_combos(self) -> None:
+        """End the stale combos, extend the continued ones, insert the new ones (in that
+        order: a new combo takes the place of the stale one it ends); three statements."""
+        table, session = GiftCombo.__table__, self.session
+        if self.ended_combos:
+            await session.execute(update(table).where(one_of(session, table.c.id,
+                                                             self.ended_combos))
+                                  .values(ended_at=self.now))
+        combos = [combo for combo in self.combos.values() if combo.changed]
+        extended = [combo.progress() for combo in combos if combo.id is not None]
+        if extended:
+            await session.execute(_EXTEND_COMBO, extended)
+        started = [combo for combo in combos if combo.id is None]
+        if started:
+            ids = (await session.scalars(
+                insert(table).returning(table.c.id, sort_by_parameter_order=True),
+                [combo.row() for combo in started])).all()
+            for combo, combo_id in zip(started, ids, strict=True):
+                combo.id = combo_id
 
     @property
     def _periods(self) -> list[tuple[str, date]]:

@@ -149,6 +149,11 @@ PLUGIN_REFUSALS = Counter("livegifts_plugin_refusals", "Plugin calls not made: t
 PLUGIN_BREAKER_OPEN = Gauge("livegifts_plugin_breaker_open", "1 while the plugin's circuit "
                             "breaker is open or probing in any server process.", ["plugin"],
                             multiprocess_mode="max")
+DATABASE_CONNECTIONS_OPENED = Counter(
+    "livegifts_database_connections_opened", "Database connections opened. Under steady load "
+    "it should stay flat: one that keeps rising means more requests use the database at once "
+    "than the pool keeps (LIVEGIFTS_DATABASE_POOL_SIZE), so connections are opened and closed "
+    "again, each preparing its statements anew.")
 UNMATCHED_ROUTE = "unmatched"  # the route label of requests no route answers (a 404)
 # Clients choose the method: any other is labelled OTHER, so they cannot add time series.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

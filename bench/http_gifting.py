@@ -110,7 +110,9 @@ class Server:
                "LIVEGIFTS_SEED_DEMO_DATA": "false", "LIVEGIFTS_PLUGINS": "none",
                "LIVEGIFTS_RATE_LIMIT_PER_USER": "100000000",
                "LIVEGIFTS_RATE_LIMIT_PER_IP": "100000000",
-               "LIVEGIFTS_DATABASE_POOL_SIZE": "20",
+               # A worker serves up to 32 of wrk's 64 connections at once: a pool as large
+               # keeps every connection (and its prepared statements) for the whole run.
+               "LIVEGIFTS_DATABASE_POOL_SIZE": "32",
                # BENCH_LOG_LEVEL=INFO keeps the server's access and shutdown lines.
                "LIVEGIFTS_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING")}
         if source:

@@ -24,11 +24,13 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from app.db import create_engine
 from app.ledger import Currency, Leg, post_transaction, system_account
 from app.observability import readiness
+from app.settings import Settings
 from tests.conftest import fresh_database
 from tests.sample_plugins.acme import Acme
 from tests.support import REQUIRE_POSTGRES, ServerProcess, failure, settings_for, token
@@ -511,3 +513,26 @@ async def test_requests_and_sql_are_traced_when_tracing_is_on(sqlite_url):
                   and s.context.trace_id == served[0].context.trace_id]
     assert any("FROM gift" in s.attributes.get("db.statement", "") for s in statements), \
         [(s.name, dict(s.attributes)) for s in spans]
+
+
+async def test_connections_opened_beyond_the_pool_are_counted(postgres_database_url):
+    """Each connection a process opens counts once: the pool's own, and one opened for a
+    burst beyond it (closed again when returned, so the next burst opens another)."""
+    engine = create_engine(Settings(database_url=postgres_database_url, database_pool_size=1))
+
+    def opened() -> float:
+        return REGISTRY.get_sample_value("livegifts_database_connections_opened_total") or 0.0
+
+    async def burst() -> None:  # two connections at once: the pool's one and one more
+        async with engine.connect() as first, engine.connect() as second:
+            await first.execute(text("SELECT 1"))
+            await second.execute(text("SELECT 1"))
+
+    try:
+        before = opened()
+        await burst()
+        assert opened() == before + 2
+        await burst()  # the pool's connection is reused; the second is opened again
+        assert opened() == before + 3
+    finally:
+        await engine.dispose()

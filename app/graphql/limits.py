@@ -1,5 +1,7 @@
-"""What one GraphQL request may ask for: its size (tokens, depth, aliases), a cost budget
-reported in every response, and HTTP for queries and mutations.
+"""What one GraphQL request may ask for and what it is told: its size (tokens, depth,
+aliases), a cost budget reported in every response, HTTP for queries and mutations, and
+unexpected errors masked; with the parse and validation caches, in one extension (each
+extension costs every request its hooks).
 
 Every field costs 1; a connection multiplies the cost of what is selected inside
 it by ``first`` (20 when omitted). A request over budget is refused before any
@@ -9,7 +11,8 @@ resolver runs, with ``extensions.code`` ``QUERY_TOO_COSTLY``. Every response's
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from graphql import ExecutionResult as GraphQLExecutionResult
@@ -23,22 +26,32 @@ from graphql import (
     SelectionSetNode,
     VariableNode,
     get_named_type,
+    parse,
     value_from_ast_untyped,
 )
-from strawberry.extensions import SchemaExtension
+from strawberry.extensions import MaskErrors
+from strawberry.schema.schema import validate_document
 from strawberry.types.graphql import OperationType
 
 from app.graphql.common import DEFAULT_PAGE_SIZE
 
+# Shared by every request (an extension is made per request); keyed by the document's text
+# and the parse options, and by the document and the rules: bounded, since clients choose
+# the texts.
+_parsed = functools.lru_cache(maxsize=1000)(parse)
+_validated = functools.lru_cache(maxsize=1000)(validate_document)
 
-class RequestLimits(SchemaExtension):
-    """Every limit on one request, in one extension (each extension costs every request
-    its hooks): before parsing, the token limit and the validation rules that bound depth
-    and aliases; before execution, queries and mutations kept to HTTP and the cost budget;
-    after, the cost in ``extensions``."""
 
-    def __init__(self, *, max_tokens: int, rules: tuple[type[Any], ...], max_cost: int
-                 ) -> None:
+class RequestPolicy(MaskErrors):
+    """Every rule of one request, in one extension: before parsing, the token limit and the
+    validation rules that bound depth and aliases (and refuse introspection where it is
+    off); parsing and validation through the caches; before execution, queries and
+    mutations kept to HTTP and the cost budget; after, the cost in ``extensions`` and
+    unexpected errors masked (strawberry's :class:`MaskErrors`, whose hooks this extends)."""
+
+    def __init__(self, *, max_tokens: int, rules: tuple[type[Any], ...], max_cost: int,
+                 should_mask: Callable[[GraphQLError], bool], masked_message: str) -> None:
+        super().__init__(should_mask_error=should_mask, error_message=masked_message)
         self.max_tokens, self.rules, self.maximum = max_tokens, rules, max_cost
         self.cost: int | None = None
 
@@ -46,7 +59,25 @@ class RequestLimits(SchemaExtension):
         context = self.execution_context
         context.parse_options["max_tokens"] = self.max_tokens
         context.validation_rules = context.validation_rules + self.rules
+        yield from super().on_operation()
+
+    def on_parse(self) -> Iterator[None]:
+        context = self.execution_context
+        context.graphql_document = _parsed(context.query, **context.parse_options)
         yield
+
+    def on_validate(self) -> Iterator[None]:
+        context = self.execution_context
+        context.pre_execution_errors = _validated(context.schema._schema,
+                                                  context.graphql_document,
+                                                  context.validation_rules)
+        yield
+
+    def _process_result(self, result: object) -> None:
+        # MaskErrors asks a runtime-checkable Protocol, a costly isinstance on every request.
+        errors = getattr(result, "errors", None)
+        if errors:
+            result.errors = self._process_errors(errors)  # type: ignore[attr-defined]
 
     def on_execute(self) -> Iterator[None]:
         context = self.execution_context
@@ -139,4 +170,4 @@ def _first(field: FieldNode, variables: dict[str, Any]) -> int:
     return DEFAULT_PAGE_SIZE
 
 
-__all__ = ["RequestLimits"]
+__all__ = ["RequestPolicy"]

@@ -8,15 +8,9 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
+from graphql.validation import NoSchemaIntrospectionCustomRule
 from strawberry import relay
-from strawberry.extensions import (
-    DisableIntrospection,
-    MaskErrors,
-    MaxAliasesLimiter,
-    ParserCache,
-    QueryDepthLimiter,
-    ValidationCache,
-)
+from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext, Info
 
@@ -41,7 +35,7 @@ from app.graphql.gifting import (
     LiveSession,
     Subscription,
 )
-from app.graphql.limits import RequestLimits
+from app.graphql.limits import RequestPolicy
 from app.graphql.matches import Match, MatchMutation, MatchQuery
 from app.graphql.money import MoneyMutation, Payout, ViewerMoneyFields
 from app.graphql.types import CoinPackage, LedgerTransaction, Purchase, User, Wallet, ctx
@@ -247,18 +241,13 @@ def create_schema(settings: Settings) -> strawberry.Schema:
     # be a new key for the validation cache, which would then never hit.
     limiters = (QueryDepthLimiter(max_depth=settings.max_query_depth),
                 MaxAliasesLimiter(max_alias_count=settings.max_aliases))
-    limit_rules = tuple(rule for limiter in limiters for rule in limiter.validation_rules)
-    extensions: list[Any] = [
-        # Factories: a fresh extension per request; the LRU caches are module-level.
-        lambda: ParserCache(maxsize=1000),
-        lambda: ValidationCache(maxsize=1000),
-        lambda: MaskErrors(should_mask_error=_should_mask,
-                           error_message=UNEXPECTED_ERROR),
-        lambda: RequestLimits(max_tokens=settings.max_tokens, rules=limit_rules,
-                              max_cost=settings.max_query_cost),
-    ]
+    rules = tuple(rule for limiter in limiters for rule in limiter.validation_rules)
     if not settings.introspection_enabled:
-        extensions.append(DisableIntrospection)
+        rules += (NoSchemaIntrospectionCustomRule,)
+    extensions: list[Any] = [  # a factory: a fresh extension per request
+        lambda: RequestPolicy(max_tokens=settings.max_tokens, rules=rules,
+                              max_cost=settings.max_query_cost, should_mask=_should_mask,
+                              masked_message=UNEXPECTED_ERROR)]
     return LiveGiftsSchema(
         query=Query,
         mutation=Mutation,

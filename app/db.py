@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
-from sqlalchemy import BigInteger, any_, cast, event, func, insert, literal, text
+from sqlalchemy import BigInteger, any_, bindparam, cast, event, func, literal, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import make_url
@@ -154,7 +154,7 @@ async def add_to_counters(session: AsyncSession, table: Any, keys: tuple[str, ..
     if dialect == "postgresql":
         result = await session.execute(
             _counter_upsert_from_arrays(table, keys, columns, returning),
-            _by_column(rows, columns))
+            _by_column(table.__table__, rows, columns, session.get_bind().dialect))
         return list(result.all()) if returning else []
     if returning:  # SQLite: RETURNING needs a single statement, not one per row
         statement = sqlite.insert(table.__table__).values(rows)
@@ -168,18 +168,66 @@ async def add_to_counters(session: AsyncSession, table: Any, keys: tuple[str, ..
     return []
 
 
-async def insert_rows(session: AsyncSession, table: Any, rows: list[dict[str, Any]]) -> None:
-    """Insert rows (all with the same columns) in one statement, without RETURNING."""
-    if session.get_bind().dialect.name == "postgresql":
+async def insert_rows(session: AsyncSession, table: Any, rows: list[dict[str, Any]], *,
+                      returning: tuple[str, ...] = (), skip_conflicts_on: tuple[str, ...] = ()
+                      ) -> list[Any]:
+    """Insert rows (all with the same columns) in one statement, in their order. With
+    ``returning`` (its first column the id), those columns of each row written, in the
+    rows' order; with ``skip_conflicts_on``, a row whose key exists is skipped and returns
+    nothing."""
+    dialect = session.get_bind().dialect
+    if dialect.name == "postgresql":
+        rows = _with_defaults(table, rows)
         columns = tuple(sorted(rows[0]))
-        await session.execute(_insert_from_arrays(table, columns), _by_column(rows, columns))
-        return
-    await session.execute(insert(table), rows)
+        result = await session.execute(
+            _insert_from_arrays(table, columns, returning, skip_conflicts_on),
+            _by_column(table, rows, columns, dialect))
+    else:
+        statement = sqlite.insert(table)
+        if skip_conflicts_on:
+            statement = statement.on_conflict_do_nothing(index_elements=list(skip_conflicts_on))
+        if returning:
+            statement = statement.returning(*(table.c[name] for name in returning))
+        result = await session.execute(statement, rows)
+    # Ids are drawn in the order rows are inserted: sorted by id, the rows' order.
+    return sorted(result.all(), key=lambda row: row[0]) if returning else []
 
 
-def _by_column(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> dict[str, list[Any]]:
-    """The rows as one list a column: the arrays ``_arrays`` unnests."""
-    return {name: [row[name] for row in rows] for name in columns}
+async def update_rows(session: AsyncSession, table: Any, rows: list[dict[str, Any]]) -> None:
+    """Set the other columns of each row (all with the same columns) where ``id`` is the
+    row's ``id``, in one statement."""
+    dialect = session.get_bind().dialect
+    columns = tuple(sorted(rows[0]))
+    if dialect.name == "postgresql":
+        await session.execute(_update_from_arrays(table, columns),
+                              _by_column(table, rows, columns, dialect))
+    else:
+        await session.execute(_update_by_id(table, columns),
+                              [{f"b_{name}": value for name, value in row.items()}
+                               for row in rows])
+
+
+def _with_defaults(table: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows with the Python-side defaults of the columns they leave out: a text
+    INSERT applies none."""
+    missing = [column for column in table.c
+               if column.default is not None and column.name not in rows[0]]
+    if not missing:
+        return rows
+    return [{**row, **{column.name: column.default.arg(None) if column.default.is_callable
+                       else column.default.arg for column in missing}} for row in rows]
+
+
+def _by_column(table: Any, rows: list[dict[str, Any]], columns: tuple[str, ...],
+               dialect: Any) -> dict[str, list[Any]]:
+    """The rows as one list a column, each value as its column's type sends it (JSON
+    serialised, a timestamp checked for its zone): the arrays ``_arrays`` unnests."""
+    arrays = {}
+    for name in columns:
+        values = [row[name] for row in rows]
+        process = table.c[name].type.bind_processor(dialect)
+        arrays[name] = values if process is None else [process(value) for value in values]
+    return arrays
 
 
 def _arrays(table: Any, columns: tuple[str, ...]) -> str:
@@ -191,12 +239,35 @@ def _arrays(table: Any, columns: tuple[str, ...]) -> str:
 
 
 @functools.cache
-def _insert_from_arrays(table: Any, columns: tuple[str, ...]) -> Any:
+def _insert_from_arrays(table: Any, columns: tuple[str, ...], returning: tuple[str, ...] = (),
+                        skip_conflicts_on: tuple[str, ...] = ()) -> Any:
     # PostgreSQL: the rows travel as one array a column, encoded by the driver, in one
     # statement whose text never changes; an INSERT of many parameter sets costs
-    # SQLAlchemy work per row.
-    return text(f"INSERT INTO {table.name} ({', '.join(columns)}) "
-                f"SELECT * FROM {_arrays(table, columns)}")
+    # SQLAlchemy work per row, and one with the rows in VALUES is prepared anew for each
+    # number of rows.
+    names = ", ".join(columns)
+    text_ = (f"INSERT INTO {table.name} ({names}) SELECT {names} "
+             f"FROM {_arrays(table, columns)} WITH ORDINALITY AS u({names}, row_number) "
+             "ORDER BY row_number")
+    if skip_conflicts_on:
+        text_ += f" ON CONFLICT ({', '.join(skip_conflicts_on)}) DO NOTHING"
+    if returning:
+        text_ += f" RETURNING {', '.join(returning)}"
+    return text(text_)
+
+
+@functools.cache
+def _update_from_arrays(table: Any, columns: tuple[str, ...]) -> Any:
+    assignments = ", ".join(f"{name} = u.{name}" for name in columns if name != "id")
+    return text(f"UPDATE {table.name} AS t SET {assignments} "
+                f"FROM {_arrays(table, columns)} AS u({', '.join(columns)}) "
+                "WHERE t.id = u.id")
+
+
+@functools.cache
+def _update_by_id(table: Any, columns: tuple[str, ...]) -> Any:
+    return update(table).where(table.c.id == bindparam("b_id")).values(
+        {name: bindparam(f"b_{name}") for name in columns if name != "id"})
 
 
 @functools.cache

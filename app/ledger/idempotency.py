@@ -12,17 +12,16 @@ same database transaction as the work, so:
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.db import insert_rows, update_rows
 from app.errors import BusinessRefusal, DomainError, ErrorCode
 from app.models import IdempotencyRecord
 
@@ -82,11 +81,12 @@ async def claim_keys(session: AsyncSession, claims: Sequence[Claim]
     A key another transaction is claiming is waited for (the database holds the INSERT
     until that transaction ends), so the answer is always final. The keys must differ.
     """
-    claimed = {(row.scope, row.key): row.id for row in await session.execute(
-        _claim_statement(session.get_bind().dialect.name), [
+    claimed = {(row.scope, row.key): row.id for row in await insert_rows(
+        session, IdempotencyRecord.__table__, [
             dict(scope=c.scope, key=c.key, operation=c.operation, fingerprint=c.fingerprint,
                  status="pending")  # in key order: two claimers of the same keys never deadlock
-            for c in sorted(claims, key=lambda c: (c.scope, c.key))])}
+            for c in sorted(claims, key=lambda c: (c.scope, c.key))],
+        returning=("id", "scope", "key"), skip_conflicts_on=("scope", "key"))}
     used = [c for c in claims if (c.scope, c.key) not in claimed]
     records = {} if not used else {(r.scope, r.key): r for r in await session.scalars(
         select(IdempotencyRecord).where(or_(*(
@@ -104,34 +104,19 @@ async def claim_keys(session: AsyncSession, claims: Sequence[Claim]
     return answers
 
 
-@functools.cache
-def _claim_statement(dialect: str) -> Any:
-    # Built once, and executed with one parameter set per key: a statement with the rows
-    # in its VALUES would be compiled anew for every number of keys.
-    module = postgresql if dialect == "postgresql" else sqlite
-    statement = module.insert(IdempotencyRecord.__table__)
-    return statement.on_conflict_do_nothing(index_elements=["scope", "key"]).returning(
-        statement.table.c.id, statement.table.c.scope, statement.table.c.key)
-
-
-_records = IdempotencyRecord.__table__  # core, for one UPDATE executed with many rows
-_SETTLE = update(_records).where(_records.c.id == bindparam("claim_id")).values(
-    status=bindparam("status"), result=bindparam("result"))
-
-
 async def settle_keys(session: AsyncSession, outcomes: Mapping[int, dict[str, Any] | DomainError]
                       ) -> None:
     """Record each claimed key's outcome (by record id), in the caller's transaction: a
     result or a business refusal is kept for replays; a key whose request was refused
     for its input is released, as if never used."""
-    kept = [dict(claim_id=claim_id, status="succeeded" if isinstance(outcome, dict) else
+    kept = [dict(id=claim_id, status="succeeded" if isinstance(outcome, dict) else
                  "failed", result=outcome if isinstance(outcome, dict) else outcome.as_dict())
             for claim_id, outcome in outcomes.items()
             if isinstance(outcome, dict) or outcome.recorded]
     released = [claim_id for claim_id, outcome in outcomes.items()
                 if not isinstance(outcome, dict) and not outcome.recorded]
     if kept:
-        await session.execute(_SETTLE, kept)
+        await update_rows(session, IdempotencyRecord.__table__, kept)
     if released:
         await session.execute(delete(IdempotencyRecord).where(
             IdempotencyRecord.id.in_(released)).execution_options(synchronize_session=False))

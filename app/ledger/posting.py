@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import case, insert, or_, select, text, update
+from sqlalchemy import case, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import insert_rows
@@ -104,14 +104,12 @@ async def post_transactions(session: AsyncSession, postings: Sequence[Posting], 
     # (a popular creator's account), so it comes as late as possible.
     created_at = datetime.now(UTC)
     # Core tables, not ORM entities, for the many-row INSERTs: far less work per row.
-    transactions = LedgerTransaction.__table__
-    ids = list((await session.scalars(
-        insert(transactions).returning(transactions.c.id, sort_by_parameter_order=True),
-        [dict(kind=p.kind, memo=p.memo, reverses_id=p.reverses_id, created_at=created_at,
-              digest=journal.digest(p.kind, p.memo, p.reverses_id, created_at,
-                                    [(leg.account.id, leg.account.currency, leg.amount)
-                                     for leg in p.legs]))
-         for p in postings])).all())
+    ids = [row.id for row in await insert_rows(session, LedgerTransaction.__table__, [
+        dict(kind=p.kind, memo=p.memo, reverses_id=p.reverses_id, created_at=created_at,
+             digest=journal.digest(p.kind, p.memo, p.reverses_id, created_at,
+                                   [(leg.account.id, leg.account.currency, leg.amount)
+                                    for leg in p.legs]))
+        for p in postings], returning=("id",))]
     await insert_rows(session, Entry.__table__, [
         dict(transaction_id=transaction_id, account_id=leg.account.id,
              currency=leg.account.currency, amount=leg.amount)

@@ -39,11 +39,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Union
 
-from sqlalchemy import bindparam, insert, select, text, union_all, update
+from sqlalchemy import select, text, union_all, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db import add_to_counters, as_loaded, one_of, total, upsert
+from app.db import add_to_counters, as_loaded, insert_rows, one_of, total, update_rows, upsert
 from app.errors import BusinessRefusal, DomainError, ErrorCode
 from app.ledger import (
     AccountRef,
@@ -440,16 +440,9 @@ class _Combo:
         return {name: getattr(self, name) for name in self.__slots__[1:-1]}
 
     def progress(self) -> dict[str, Any]:
-        """The parameters of :data:`_EXTEND_COMBO` for a continued one."""
-        return {"b_id": self.id, "b_count": self.count, "b_sends": self.sends,
-                "b_coins": self.coins, "b_last_at": self.last_at}
-
-
-# A continued combo's new count, sends, coins and last time, one row each (executemany).
-_EXTEND_COMBO = update(GiftCombo.__table__) \
-    .where(GiftCombo.__table__.c.id == bindparam("b_id")) \
-    .values(count=bindparam("b_count"), sends=bindparam("b_sends"),
-            coins=bindparam("b_coins"), last_at=bindparam("b_last_at"))
+        """The columns a continued combo changes."""
+        return {"id": self.id, "count": self.count, "sends": self.sends, "coins": self.coins,
+                "last_at": self.last_at}
 
 
 class _Batch:
@@ -656,12 +649,9 @@ class _Batch:
         async def record(transaction_ids: list[int]) -> None:
             rows = [{**sent.row, "transaction_id": transaction_id, "combo_id": sent.combo.id}
                     for sent, transaction_id in zip(self.sent, transaction_ids, strict=True)]
-            receipts = GiftSend.__table__  # Core: far less work per row than the ORM
-            receipt_ids = (await session.scalars(
-                insert(receipts).returning(receipts.c.id, sort_by_parameter_order=True),
-                rows)).all()
-            for sent, row, receipt_id in zip(self.sent, rows, receipt_ids, strict=True):
-                sent.receipt = as_loaded(GiftSend, {"id": receipt_id, **row})
+            written = await insert_rows(session, GiftSend.__table__, rows, returning=("id",))
+            for sent, row, receipt in zip(self.sent, rows, written, strict=True):
+                sent.receipt = as_loaded(GiftSend, {"id": receipt.id, **row})
             await self._add_to_gifter_totals()
             podiums.update(await _podiums(session, {sent.row["session_id"]
                                                     for sent in self.sent}))
@@ -717,16 +707,13 @@ class _Batch:
                                                              self.ended_combos))
                                   .values(ended_at=self.now))
         combos = [combo for combo in self.combos.values() if combo.changed]
-        extended = [combo.progress() for combo in combos if combo.id is not None]
-        if extended:
-            await session.execute(_EXTEND_COMBO, extended)
-        started = [combo for combo in combos if combo.id is None]
-        if started:
-            ids = (await session.scalars(
-                insert(table).returning(table.c.id, sort_by_parameter_order=True),
-                [combo.row() for combo in started])).all()
-            for combo, combo_id in zip(started, ids, strict=True):
-                combo.id = combo_id
+        if extended := [combo.progress() for combo in combos if combo.id is not None]:
+            await update_rows(session, table, extended)
+        if started := [combo for combo in combos if combo.id is None]:
+            written = await insert_rows(session, table, [combo.row() for combo in started],
+                                        returning=("id",))
+            for combo, row in zip(started, written, strict=True):
+                combo.id = row.id
 
     @property
     def _periods(self) -> list[tuple[str, date]]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import BigInteger, any_, bindparam, cast, event, func, literal, text, update
@@ -148,14 +149,13 @@ async def add_to_counters(session: AsyncSession, table: Any, keys: tuple[str, ..
                           ) -> list[Any]:
     """Upsert counter rows: insert each row, or add its other columns to the existing row.
     The rows' keys must differ (one row per counter). With ``returning``, those columns of
-    every row written (its new totals)."""
+    every row written (its new totals), a tuple each."""
     dialect = session.get_bind().dialect.name
     columns = tuple(sorted(rows[0]))
     if dialect == "postgresql":
-        result = await session.execute(
-            _counter_upsert_from_arrays(table, keys, columns, returning),
+        return await execute_arrays(
+            session, _counter_upsert_from_arrays(table, keys, columns, returning),
             _by_column(table.__table__, rows, columns, session.get_bind().dialect))
-        return list(result.all()) if returning else []
     if returning:  # SQLite: RETURNING needs a single statement, not one per row
         statement = sqlite.insert(table.__table__).values(rows)
         statement = statement.on_conflict_do_update(
@@ -172,15 +172,15 @@ async def insert_rows(session: AsyncSession, table: Any, rows: list[dict[str, An
                       returning: tuple[str, ...] = (), skip_conflicts_on: tuple[str, ...] = ()
                       ) -> list[Any]:
     """Insert rows (all with the same columns) in one statement, in their order. With
-    ``returning`` (its first column the id), those columns of each row written, in the
-    rows' order; with ``skip_conflicts_on``, a row whose key exists is skipped and returns
-    nothing."""
+    ``returning`` (its first column the id), those columns of each row written (a tuple
+    each), in the rows' order; with ``skip_conflicts_on``, a row whose key exists is
+    skipped and returns nothing."""
     dialect = session.get_bind().dialect
     if dialect.name == "postgresql":
         rows = _with_defaults(table, rows)
         columns = tuple(sorted(rows[0]))
-        result = await session.execute(
-            _insert_from_arrays(table, columns, returning, skip_conflicts_on),
+        written = await execute_arrays(
+            session, _insert_from_arrays(table, columns, returning, skip_conflicts_on),
             _by_column(table, rows, columns, dialect))
     else:
         statement = sqlite.insert(table)
@@ -189,8 +189,9 @@ async def insert_rows(session: AsyncSession, table: Any, rows: list[dict[str, An
         if returning:
             statement = statement.returning(*(table.c[name] for name in returning))
         result = await session.execute(statement, rows)
+        written = list(result.all()) if returning else []
     # Ids are drawn in the order rows are inserted: sorted by id, the rows' order.
-    return sorted(result.all(), key=lambda row: row[0]) if returning else []
+    return sorted(written, key=lambda row: row[0])
 
 
 async def update_rows(session: AsyncSession, table: Any, rows: list[dict[str, Any]]) -> None:
@@ -199,8 +200,8 @@ async def update_rows(session: AsyncSession, table: Any, rows: list[dict[str, An
     dialect = session.get_bind().dialect
     columns = tuple(sorted(rows[0]))
     if dialect.name == "postgresql":
-        await session.execute(_update_from_arrays(table, columns),
-                              _by_column(table, rows, columns, dialect))
+        await execute_arrays(session, _update_from_arrays(table, columns),
+                                 _by_column(table, rows, columns, dialect))
     else:
         await session.execute(_update_by_id(table, columns),
                               [{f"b_{name}": value for name, value in row.items()}
@@ -230,38 +231,76 @@ def _by_column(table: Any, rows: list[dict[str, Any]], columns: tuple[str, ...],
     return arrays
 
 
-def _arrays(table: Any, columns: tuple[str, ...]) -> str:
+@dataclass(frozen=True, slots=True)
+class ArrayStatement:
+    """A PostgreSQL statement whose parameters are arrays, one a column: its text for
+    SQLAlchemy (``:name`` parameters) and for the driver (``$n``, in ``parameters``
+    order)."""
+
+    sqlalchemy: Any
+    driver: str
+    parameters: tuple[str, ...]
+
+    @classmethod
+    def of(cls, template: Callable[[Callable[[str], str]], str],
+           parameters: tuple[str, ...]) -> ArrayStatement:
+        """``template(parameter)`` writes the text; ``parameter(name)`` is a placeholder."""
+        numbers = {name: f"${number}" for number, name in enumerate(parameters, start=1)}
+        return cls(text(template(lambda name: f":{name}")), template(numbers.__getitem__),
+                   parameters)
+
+
+async def execute_arrays(session: AsyncSession, statement: ArrayStatement,
+                             arrays: dict[str, list[Any]]) -> list[Any]:
+    """Run ``statement`` in the session's transaction; its rows, as tuples. Once the
+    transaction has begun on the connection, the driver runs it directly: SQLAlchemy's
+    work around a statement (execution context, cursor, result) costs more than a batch's
+    arrays themselves. The first statement of a transaction goes through SQLAlchemy,
+    which begins it."""
+    connection = await session.connection()
+    driver = (await connection.get_raw_connection()).driver_connection
+    if driver is not None and driver.is_in_transaction():
+        return [tuple(record) for record in await driver.fetch(
+            statement.driver, *(arrays[name] for name in statement.parameters))]
+    result = await session.execute(statement.sqlalchemy, arrays)
+    return [tuple(row) for row in result] if result.returns_rows else []
+
+
+def _arrays(table: Any, columns: tuple[str, ...], parameter: Callable[[str], str]) -> str:
     """``unnest`` of one array parameter per column, each cast to its column's type."""
     dialect = postgresql.dialect()
     return "unnest(" + ", ".join(
-        f"CAST(:{name} AS {table.c[name].type.compile(dialect=dialect)}[])"
+        f"CAST({parameter(name)} AS {table.c[name].type.compile(dialect=dialect)}[])"
         for name in columns) + ")"
 
 
 @functools.cache
 def _insert_from_arrays(table: Any, columns: tuple[str, ...], returning: tuple[str, ...] = (),
-                        skip_conflicts_on: tuple[str, ...] = ()) -> Any:
+                        skip_conflicts_on: tuple[str, ...] = ()) -> ArrayStatement:
     # PostgreSQL: the rows travel as one array a column, encoded by the driver, in one
     # statement whose text never changes; an INSERT of many parameter sets costs
     # SQLAlchemy work per row, and one with the rows in VALUES is prepared anew for each
     # number of rows.
     names = ", ".join(columns)
-    text_ = (f"INSERT INTO {table.name} ({names}) SELECT {names} "
-             f"FROM {_arrays(table, columns)} WITH ORDINALITY AS u({names}, row_number) "
-             "ORDER BY row_number")
-    if skip_conflicts_on:
-        text_ += f" ON CONFLICT ({', '.join(skip_conflicts_on)}) DO NOTHING"
-    if returning:
-        text_ += f" RETURNING {', '.join(returning)}"
-    return text(text_)
+
+    def template(parameter: Callable[[str], str]) -> str:
+        sql = (f"INSERT INTO {table.name} ({names}) SELECT {names} "
+               f"FROM {_arrays(table, columns, parameter)} WITH ORDINALITY "
+               f"AS u({names}, row_number) ORDER BY row_number")
+        if skip_conflicts_on:
+            sql += f" ON CONFLICT ({', '.join(skip_conflicts_on)}) DO NOTHING"
+        return sql + (f" RETURNING {', '.join(returning)}" if returning else "")
+
+    return ArrayStatement.of(template, columns)
 
 
 @functools.cache
-def _update_from_arrays(table: Any, columns: tuple[str, ...]) -> Any:
+def _update_from_arrays(table: Any, columns: tuple[str, ...]) -> ArrayStatement:
     assignments = ", ".join(f"{name} = u.{name}" for name in columns if name != "id")
-    return text(f"UPDATE {table.name} AS t SET {assignments} "
-                f"FROM {_arrays(table, columns)} AS u({', '.join(columns)}) "
-                "WHERE t.id = u.id")
+    return ArrayStatement.of(
+        lambda parameter: f"UPDATE {table.name} AS t SET {assignments} "
+                          f"FROM {_arrays(table, columns, parameter)} "
+                          f"AS u({', '.join(columns)}) WHERE t.id = u.id", columns)
 
 
 @functools.cache
@@ -272,14 +311,16 @@ def _update_by_id(table: Any, columns: tuple[str, ...]) -> Any:
 
 @functools.cache
 def _counter_upsert_from_arrays(model: Any, keys: tuple[str, ...], columns: tuple[str, ...],
-                                returning: tuple[str, ...] = ()) -> Any:
+                                returning: tuple[str, ...] = ()) -> ArrayStatement:
     table = model.__table__
     added = ", ".join(f"{name} = t.{name} + excluded.{name}"
                       for name in columns if name not in keys)
     returned = f" RETURNING {', '.join(f't.{name}' for name in returning)}" if returning else ""
-    return text(f"INSERT INTO {table.name} AS t ({', '.join(columns)}) "
-                f"SELECT * FROM {_arrays(table, columns)} "
-                f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {added}{returned}")
+    return ArrayStatement.of(
+        lambda parameter: f"INSERT INTO {table.name} AS t ({', '.join(columns)}) "
+                          f"SELECT * FROM {_arrays(table, columns, parameter)} "
+                          f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {added}{returned}",
+        columns)
 
 
 @functools.cache

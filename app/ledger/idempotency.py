@@ -81,7 +81,7 @@ async def claim_keys(session: AsyncSession, claims: Sequence[Claim]
     A key another transaction is claiming is waited for (the database holds the INSERT
     until that transaction ends), so the answer is always final. The keys must differ.
     """
-    claimed = {(row.scope, row.key): row.id for row in await insert_rows(
+    claimed = {(scope, key): claim_id for claim_id, scope, key in await insert_rows(
         session, IdempotencyRecord.__table__, [
             dict(scope=c.scope, key=c.key, operation=c.operation, fingerprint=c.fingerprint,
                  status="pending")  # in key order: two claimers of the same keys never deadlock

@@ -7,10 +7,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import case, or_, select, text, update
+from sqlalchemy import case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import insert_rows
+from app.db import ArrayStatement, execute_arrays, insert_rows
 from app.errors import BusinessRefusal, ErrorCode
 from app.ledger import journal
 from app.ledger.accounts import AccountRef, lock_accounts
@@ -104,7 +104,7 @@ async def post_transactions(session: AsyncSession, postings: Sequence[Posting], 
     # (a popular creator's account), so it comes as late as possible.
     created_at = datetime.now(UTC)
     # Core tables, not ORM entities, for the many-row INSERTs: far less work per row.
-    ids = [row.id for row in await insert_rows(session, LedgerTransaction.__table__, [
+    ids = [row[0] for row in await insert_rows(session, LedgerTransaction.__table__, [
         dict(kind=p.kind, memo=p.memo, reverses_id=p.reverses_id, created_at=created_at,
              digest=journal.digest(p.kind, p.memo, p.reverses_id, created_at,
                                    [(leg.account.id, leg.account.currency, leg.amount)
@@ -131,11 +131,12 @@ async def post_transactions(session: AsyncSession, postings: Sequence[Posting], 
 
 
 # PostgreSQL: one statement text however many accounts move (see _move_balances).
-_MOVE_BALANCES = text("""
+_MOVE_BALANCES = ArrayStatement.of(lambda parameter: f"""
 UPDATE ledger_account AS a SET balance = a.balance + d.delta
-FROM unnest(CAST(:ids AS BIGINT[]), CAST(:deltas AS BIGINT[])) AS d(id, delta)
+FROM unnest(CAST({parameter("ids")} AS BIGINT[]), CAST({parameter("deltas")} AS BIGINT[]))
+    AS d(id, delta)
 WHERE a.id = d.id AND (NOT a.limited OR a.balance + d.delta >= 0)
-RETURNING a.id, a.balance""")
+RETURNING a.id, a.balance""", ("ids", "deltas"))
 
 
 async def _move_balances(session: AsyncSession, net: dict[int, int],
@@ -149,8 +150,8 @@ async def _move_balances(session: AsyncSession, net: dict[int, int],
         await lock_accounts(session, [accounts[account_id] for account_id in net])
     if session.get_bind().dialect.name == "postgresql":
         ids = sorted(net)
-        moved = dict((await session.execute(_MOVE_BALANCES, {
-            "ids": ids, "deltas": [net[account_id] for account_id in ids]})).all())
+        moved = dict(await execute_arrays(session, _MOVE_BALANCES, {
+            "ids": ids, "deltas": [net[account_id] for account_id in ids]}))
     else:
         delta = case(net, value=Account.id) if len(net) > 1 else next(iter(net.values()))
         moved = dict((await session.execute(

@@ -650,8 +650,8 @@ class _Batch:
             rows = [{**sent.row, "transaction_id": transaction_id, "combo_id": sent.combo.id}
                     for sent, transaction_id in zip(self.sent, transaction_ids, strict=True)]
             written = await insert_rows(session, GiftSend.__table__, rows, returning=("id",))
-            for sent, row, receipt in zip(self.sent, rows, written, strict=True):
-                sent.receipt = as_loaded(GiftSend, {"id": receipt.id, **row})
+            for sent, row, (receipt_id,) in zip(self.sent, rows, written, strict=True):
+                sent.receipt = as_loaded(GiftSend, {"id": receipt_id, **row})
             await self._add_to_gifter_totals()
             podiums.update(await _podiums(session, {sent.row["session_id"]
                                                     for sent in self.sent}))
@@ -712,8 +712,8 @@ class _Batch:
         if started := [combo for combo in combos if combo.id is None]:
             written = await insert_rows(session, table, [combo.row() for combo in started],
                                         returning=("id",))
-            for combo, row in zip(started, written, strict=True):
-                combo.id = row.id
+            for combo, (combo_id,) in zip(started, written, strict=True):
+                combo.id = combo_id
 
     @property
     def _periods(self) -> list[tuple[str, date]]:

@@ -251,19 +251,75 @@ class ArrayStatement:
 
 
 async def execute_arrays(session: AsyncSession, statement: ArrayStatement,
-                             arrays: dict[str, list[Any]]) -> list[Any]:
-    """Run ``statement`` in the session's transaction; its rows, as tuples. Once the
-    transaction has begun on the connection, the driver runs it directly: SQLAlchemy's
-    work around a statement (execution context, cursor, result) costs more than a batch's
-    arrays themselves. The first statement of a transaction goes through SQLAlchemy,
-    which begins it."""
-    connection = await session.connection()
-    driver = (await connection.get_raw_connection()).driver_connection
-    if driver is not None and driver.is_in_transaction():
+                         arrays: dict[str, list[Any]]) -> list[Any]:
+    """Run ``statement`` in the session's transaction; its rows, as tuples."""
+    driver = await _driver_in_transaction(session)
+    if driver is not None:
         return [tuple(record) for record in await driver.fetch(
             statement.driver, *(arrays[name] for name in statement.parameters))]
     result = await session.execute(statement.sqlalchemy, arrays)
     return [tuple(row) for row in result] if result.returns_rows else []
+
+
+async def _driver_in_transaction(session: AsyncSession) -> Any | None:
+    """The PostgreSQL driver connection of the session's transaction, once the transaction
+    has begun on it: statements of a hot path run there directly, since SQLAlchemy's work
+    around a statement (execution context, cursor, result) costs more than a small
+    statement itself. None before (the first statement of a transaction goes through
+    SQLAlchemy, which begins it) and on SQLite."""
+    if session.get_bind().dialect.name != "postgresql":
+        return None
+    connection = await session.connection()
+    driver = (await connection.get_raw_connection()).driver_connection
+    return driver if driver is not None and driver.is_in_transaction() else None
+
+
+class Query:
+    """A statement of a hot path, built once a database from bind parameters (a list
+    through :func:`among`); its rows as tuples. On PostgreSQL, once the session's
+    transaction has begun, the driver runs its compiled text directly; otherwise
+    SQLAlchemy runs it."""
+
+    def __init__(self, build: Callable[[str], Any]) -> None:
+        self._build = functools.cache(build)
+        self._compiled: dict[str, tuple[str, tuple[str, ...], dict[str, Any], list[Any]]] = {}
+
+    async def rows(self, session: AsyncSession, **parameters: Any) -> list[tuple[Any, ...]]:
+        dialect = session.get_bind().dialect
+        statement = self._build(dialect.name)
+        driver = await _driver_in_transaction(session)
+        if driver is None:
+            return [tuple(row) for row in await session.execute(statement, parameters)]
+        text_, names, fixed, processors = self._compiled_for(statement, dialect)
+        records = await driver.fetch(text_, *(parameters[name] if name in parameters
+                                              else fixed[name] for name in names))
+        if not any(processors):
+            return [tuple(record) for record in records]
+        return [tuple(value if process is None else process(value)
+                      for process, value in zip(processors, record, strict=True))
+                for record in records]
+
+    def _compiled_for(self, statement: Any, dialect: Any
+                      ) -> tuple[str, tuple[str, ...], dict[str, Any], list[Any]]:
+        """The driver's text, its parameters in order, the values of those the statement
+        fixes itself (a LIMIT), and each column's result processing (what SQLAlchemy would
+        apply to a value read: a zone, JSON decoding)."""
+        if dialect.name not in self._compiled:
+            compiled = statement.compile(dialect=dialect)
+            processors = [column.type.result_processor(dialect, None)
+                          for column in statement.selected_columns]
+            self._compiled[dialect.name] = (
+                compiled.string, tuple(compiled.positiontup or ()), dict(compiled.params),
+                processors)
+        return self._compiled[dialect.name]
+
+
+def among(dialect: str, column: Any, name: str) -> Any:
+    """``column IN <the list parameter name>``, for a :class:`Query`; on PostgreSQL
+    ``column = ANY(<one array>)`` (see :func:`one_of`)."""
+    if dialect == "postgresql":
+        return column == any_(bindparam(name, type_=ARRAY(column.type)))
+    return column.in_(bindparam(name, expanding=True))
 
 
 def _arrays(table: Any, columns: tuple[str, ...], parameter: Callable[[str], str]) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import insert_ignoring_conflict, one_of
+from app.db import Query, among, insert_ignoring_conflict, one_of
 from app.models import Account
 
 
@@ -122,9 +122,11 @@ async def lock_accounts(session: AsyncSession, accounts: Iterable[AccountRef]) -
     is every writer's lock order.
     """
     ids = sorted({account.id for account in accounts})
-    rows = await session.execute(select(Account.id, Account.balance)
-                                 .where(one_of(session, Account.id, ids))
-                                 .order_by(Account.id).with_for_update(key_share=True))
-    balances = dict(rows.all())
+    balances = dict(await _LOCK.rows(session, ids=ids))
     assert len(balances) == len(ids)
     return balances
+
+
+_LOCK = Query(lambda dialect: select(Account.id, Account.balance)
+              .where(among(dialect, Account.id, "ids"))
+              .order_by(Account.id).with_for_update(key_share=True))

@@ -43,7 +43,17 @@ from sqlalchemy import select, text, union_all, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db import add_to_counters, as_loaded, insert_rows, one_of, total, update_rows, upsert
+from app.db import (
+    Query,
+    add_to_counters,
+    among,
+    as_loaded,
+    insert_rows,
+    one_of,
+    total,
+    update_rows,
+    upsert,
+)
 from app.errors import BusinessRefusal, DomainError, ErrorCode
 from app.ledger import (
     AccountRef,
@@ -445,6 +455,28 @@ class _Combo:
                 "last_at": self.last_at}
 
 
+def _loaded(model: Any, rows: list[tuple[Any, ...]]) -> list[Any]:
+    """``model`` objects from rows of all its columns."""
+    names = [column.name for column in model.__table__.c]
+    return [as_loaded(model, dict(zip(names, row, strict=True))) for row in rows]
+
+
+_combos = GiftCombo.__table__.c
+# What a batch reads, built once (a statement built for every batch costs more than its
+# round trip): the sessions it gifts into, share-locked (see _Batch.load), its gifts, and
+# the open combos of its senders in its sessions, locked in id order.
+_LIVES = Query(lambda dialect: select(*LiveSession.__table__.c)
+               .where(among(dialect, LiveSession.__table__.c.id, "ids"))
+               .order_by(LiveSession.__table__.c.id).with_for_update(read=True, key_share=True))
+_GIFTS = Query(lambda dialect: select(*Gift.__table__.c)
+               .where(among(dialect, Gift.__table__.c.id, "ids")))
+_OPEN_COMBOS = Query(lambda dialect: select(*(_combos[name] for name in _Combo.__slots__[:-1]))
+                     .where(_combos.ended_at.is_(None),
+                            among(dialect, _combos.session_id, "sessions"),
+                            among(dialect, _combos.sender_id, "senders"))
+                     .order_by(_combos.id).with_for_update())
+
+
 class _Batch:
     """One transaction's sends: the rows they read and lock (:meth:`load`), each send
     checked against them and the sends before it (:meth:`accept`), then written together
@@ -463,14 +495,12 @@ class _Batch:
         # Share-locked, so that no session ends while gifts are sent into it, and no match
         # of theirs starts or ends: the batch's time, read once they are held, says exactly
         # whether its gifts count in a match (see app.services.matches).
-        lives = {live.id: live for live in await session.scalars(
-            select(LiveSession).where(one_of(session, LiveSession.id,
-                                              {r.session_id for r in requests}))
-            .order_by(LiveSession.id).with_for_update(read=True, key_share=True))}
+        lives = {live.id: live for live in _loaded(LiveSession, await _LIVES.rows(
+            session, ids=sorted({r.session_id for r in requests})))}
         batch = cls(session, requests[0].clock())
         batch.lives = lives
-        batch.gifts = {gift.id: gift for gift in await session.scalars(
-            select(Gift).where(one_of(session, Gift.id, {r.gift_id for r in requests})))}
+        batch.gifts = {gift.id: gift for gift in _loaded(Gift, await _GIFTS.rows(
+            session, ids=sorted({r.gift_id for r in requests})))}
         creators = sorted({live.creator_id for live in batch.lives.values()})
         batch.people = await names_and_birthdates(session, [*senders, *creators])
         batch.wallets = await coin_accounts(session, senders)
@@ -494,14 +524,9 @@ class _Batch:
                 select(BrandShareCarry.brand_id, BrandShareCarry.carry)
                 .where(BrandShareCarry.brand_id.in_(batch.brands))
                 .order_by(BrandShareCarry.brand_id).with_for_update())).all())
-        combos = GiftCombo.__table__.c
         batch.combos = {(c.session_id, c.sender_id, c.gift_id): c for c in map(
-            _Combo.of, await session.execute(
-                select(*(combos[name] for name in _Combo.__slots__[:-1]))
-                .where(combos.ended_at.is_(None),
-                       one_of(session, combos.session_id, {r.session_id for r in requests}),
-                       one_of(session, combos.sender_id, senders))
-                .order_by(combos.id).with_for_update()))}
+            _Combo.of, await _OPEN_COMBOS.rows(
+                session, sessions=sorted({r.session_id for r in requests}), senders=senders))}
         return batch
 
     async def accept(self, request: _Request) -> _Sent:

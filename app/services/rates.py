@@ -12,9 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import Query, as_loaded
 from app.errors import DomainError, ErrorCode
 from app.models import RateCard
 from app.sponsorship import RateCardTerms
@@ -61,11 +62,16 @@ def split_gift(value: int, card: RateCard | RateCardTerms, *, brand_coins: int =
 
 async def current_rate_card(session: AsyncSession, at: datetime | None = None) -> RateCard:
     at = at or datetime.now(UTC)
-    card = await session.scalar(select(RateCard).where(RateCard.effective_from <= at)
-                                .order_by(RateCard.version.desc()).limit(1))
-    if card is None:
+    rows = await _IN_FORCE.rows(session, at=at)
+    if not rows:
         raise RuntimeError("no rate card is in force; run 'livegifts migrate'")
-    return card
+    return as_loaded(RateCard, dict(zip(_CARD_COLUMNS, rows[0], strict=True)))
+
+
+_CARD_COLUMNS = [column.name for column in RateCard.__table__.c]
+_IN_FORCE = Query(lambda dialect: select(*RateCard.__table__.c)
+                  .where(RateCard.__table__.c.effective_from <= bindparam("at"))
+                  .order_by(RateCard.__table__.c.version.desc()).limit(1))
 
 
 async def rate_cards(session: AsyncSession) -> list[RateCard]:

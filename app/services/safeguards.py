@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import one_of
+from app.db import Query, among
 from app.errors import DomainError, ErrorCode
 from app.models import LimitChange, Profile, ViewerSpend
 from app.settings import Settings
@@ -83,19 +83,24 @@ async def own_limits(session: AsyncSession, user_id: int, at: datetime) -> Limit
 async def _own_limits_of(session: AsyncSession, user_ids: Iterable[int], at: datetime
                          ) -> dict[int, Limits]:
     ids = set(user_ids)
-    latest: dict[int, dict[str, LimitChange]] = {user_id: {} for user_id in ids}
-    for change in await session.scalars(
-            select(LimitChange).where(one_of(session, LimitChange.user_id, ids),
-                                      LimitChange.effective_at <= at)
-            .order_by(LimitChange.id)):
-        latest[change.user_id][change.kind] = change  # the last one of each kind wins
+    latest: dict[int, dict[str, tuple[int | None, datetime | None]]] = {
+        user_id: {} for user_id in ids}
+    for user_id, kind, amount, until in await _LIMIT_CHANGES.rows(session, ids=sorted(ids),
+                                                                  at=at):
+        latest[user_id][kind] = (amount, until)  # the last one of each kind wins
     limits = {}
     for user_id, changes in latest.items():
         daily, monthly, cooloff = (changes.get(kind) for kind in (DAILY, MONTHLY, COOLOFF))
-        limits[user_id] = Limits(daily_cap=daily.amount if daily else None,
-                                 monthly_cap=monthly.amount if monthly else None,
-                                 cooloff_until=cooloff.until if cooloff else None)
+        limits[user_id] = Limits(daily_cap=daily[0] if daily else None,
+                                 monthly_cap=monthly[0] if monthly else None,
+                                 cooloff_until=cooloff[1] if cooloff else None)
     return limits
+
+
+_LIMIT_CHANGES = Query(lambda dialect: select(
+    LimitChange.user_id, LimitChange.kind, LimitChange.amount, LimitChange.until)
+    .where(among(dialect, LimitChange.user_id, "ids"), LimitChange.effective_at <= bindparam("at"))
+    .order_by(LimitChange.id))
 
 
 async def pending_changes(session: AsyncSession, user_id: int, at: datetime
@@ -159,13 +164,20 @@ async def spending_of(session: AsyncSession, user_ids: Iterable[int], now: datet
     are counted exactly), in two queries however many viewers and gifts."""
     limits = await _own_limits_of(session, user_ids, now)
     today, month = now.date(), now.date().replace(day=1)
-    spent = {(row.sender_id, row.period): row.coins for row in await session.execute(
-        select(ViewerSpend.sender_id, ViewerSpend.period, ViewerSpend.coins).where(
-            one_of(session, ViewerSpend.sender_id, limits),
-            or_(and_(ViewerSpend.period == DAY, ViewerSpend.period_start == today),
-                and_(ViewerSpend.period == MONTH, ViewerSpend.period_start == month))))}
+    spent = {(sender_id, period): coins for sender_id, period, coins in
+             await _SPENT.rows(session, ids=sorted(limits), day=DAY, today=today, month=MONTH,
+                               this_month=month)}
     return {user_id: Spending(own, spent.get((user_id, DAY), 0), spent.get((user_id, MONTH), 0))
             for user_id, own in limits.items()}
+
+
+_SPENT = Query(lambda dialect: select(ViewerSpend.sender_id, ViewerSpend.period,
+                                      ViewerSpend.coins).where(
+    among(dialect, ViewerSpend.sender_id, "ids"),
+    or_(and_(ViewerSpend.period == bindparam("day"),
+             ViewerSpend.period_start == bindparam("today")),
+        and_(ViewerSpend.period == bindparam("month"),
+             ViewerSpend.period_start == bindparam("this_month")))))
 
 
 def spend_rows(sender_id: int, coins: int, now: datetime) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import insert_ignoring_conflict, one_of
+from app.db import Query, among, insert_ignoring_conflict
 from app.ledger import (
     AccountRef,
     Currency,
@@ -79,11 +79,13 @@ async def _vouched(session: AsyncSession, user_id: int, birthdate: date) -> None
 async def names_and_birthdates(session: AsyncSession, user_ids: list[int]
                                ) -> dict[int, tuple[str, date | None]]:
     """Each user's name and birthdate (None when not on file), in one query."""
-    rows = await session.execute(
-        select(User.id, User.name, Profile.birthdate)
-        .outerjoin(Profile, Profile.user_id == User.id)
-        .where(one_of(session, User.id, user_ids)))
-    return {row.id: (row.name, row.birthdate) for row in rows}
+    return {user_id: (name, birthdate) for user_id, name, birthdate in
+            await _NAMES_AND_BIRTHDATES.rows(session, ids=list(user_ids))}
+
+
+_NAMES_AND_BIRTHDATES = Query(lambda dialect: select(User.id, User.name, Profile.birthdate)
+                              .outerjoin(Profile, Profile.user_id == User.id)
+                              .where(among(dialect, User.id, "ids")))
 
 
 async def coin_account(session: AsyncSession, user_id: int) -> AccountRef:

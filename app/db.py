@@ -233,9 +233,9 @@ def _by_column(table: Any, rows: list[dict[str, Any]], columns: tuple[str, ...],
 
 @dataclass(frozen=True, slots=True)
 class ArrayStatement:
-    """A PostgreSQL statement whose parameters are arrays, one a column: its text for
-    SQLAlchemy (``:name`` parameters) and for the driver (``$n``, in ``parameters``
-    order)."""
+    """A PostgreSQL statement whose parameters are mostly arrays (one a column of the rows
+    it writes): its text for SQLAlchemy (``:name`` parameters) and for the driver (``$n``,
+    in ``parameters`` order)."""
 
     sqlalchemy: Any
     driver: str

@@ -17,10 +17,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, text, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import add_to_counters, insert_ignoring_conflict, insert_rows
+from app.db import (
+    ArrayStatement,
+    add_to_counters,
+    execute_arrays,
+    insert_ignoring_conflict,
+    insert_rows,
+)
 from app.models import Event, EventRelay, EventStream, WebhookDelivery
 from app.models.base import utcnow
 
@@ -144,12 +150,16 @@ class Span:
     upto: int
 
 
-_LOCK_POSITIONS = text("SELECT stream, relayed_seq FROM event_relay "
-                       "WHERE stream = ANY(CAST(:streams AS VARCHAR[])) ORDER BY stream "
-                       "FOR UPDATE")
-_MOVE_POSITIONS = text("UPDATE event_relay AS r SET relayed_seq = t.seq FROM unnest("
-                       "CAST(:streams AS VARCHAR[]), CAST(:seqs AS BIGINT[])) AS t(stream, seq) "
-                       "WHERE r.stream = t.stream")
+_LOCK_POSITIONS = ArrayStatement.of(
+    lambda parameter: "SELECT stream, relayed_seq FROM event_relay WHERE stream = "
+                      f"ANY(CAST({parameter('streams')} AS VARCHAR[])) ORDER BY stream FOR UPDATE",
+    ("streams",))
+_MOVE_POSITIONS = ArrayStatement.of(
+    lambda parameter: "UPDATE event_relay AS r SET relayed_seq = t.seq FROM unnest("
+                      f"CAST({parameter('streams')} AS VARCHAR[]), "
+                      f"CAST({parameter('seqs')} AS BIGINT[])) AS t(stream, seq) "
+                      "WHERE r.stream = t.stream",
+    ("streams", "seqs"))
 
 
 async def _relay_positions(session: AsyncSession, streams: list[str],
@@ -159,7 +169,7 @@ async def _relay_positions(session: AsyncSession, streams: list[str],
     stream's position is made with its first event.)"""
     streams = sorted(set(streams))
     if session.get_bind().dialect.name == "postgresql" and not skip_locked:
-        return dict((await session.execute(_LOCK_POSITIONS, {"streams": streams})).all())
+        return dict(await execute_arrays(session, _LOCK_POSITIONS, {"streams": streams}))
     query = select(EventRelay.stream, EventRelay.relayed_seq) \
         .where(EventRelay.stream.in_(streams)).order_by(EventRelay.stream)
     if session.get_bind().dialect.name == "postgresql":
@@ -179,8 +189,8 @@ async def relayed(session: AsyncSession, upto: dict[str, int]) -> list[Span]:
     if not spans:
         return []
     if session.get_bind().dialect.name == "postgresql":
-        await session.execute(_MOVE_POSITIONS, {"streams": [span.stream for span in spans],
-                                                "seqs": [span.upto for span in spans]})
+        await execute_arrays(session, _MOVE_POSITIONS, {"streams": [span.stream for span in spans],
+                                                        "seqs": [span.upto for span in spans]})
     else:
         await session.execute(update(EventRelay), [  # by primary key
             {"stream": span.stream, "relayed_seq": span.upto} for span in spans])

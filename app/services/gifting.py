@@ -39,15 +39,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Union
 
-from sqlalchemy import select, text, union_all, update
+from sqlalchemy import select, union_all, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import (
+    ArrayStatement,
     Query,
     add_to_counters,
     among,
     as_loaded,
+    execute_arrays,
     insert_rows,
     one_of,
     total,
@@ -792,20 +794,21 @@ async def _sent_today(session: AsyncSession, requests: list[_Request], gifts: di
 
 # PostgreSQL: one statement text whatever the number of sessions, so it is compiled and
 # prepared once (a UNION of one part per session is a new statement for every count).
-_PODIUMS = text("""
+_PODIUMS = ArrayStatement.of(lambda parameter: f"""
 SELECT s.session_id, t.sender_id, t.name, t.coins
-FROM unnest(CAST(:session_ids AS BIGINT[])) AS s(session_id)
+FROM unnest(CAST({parameter("session_ids")} AS BIGINT[])) AS s(session_id)
 CROSS JOIN LATERAL (
   SELECT g.sender_id, u.name, g.coins FROM session_gifter_total AS g
   JOIN app_user AS u ON u.id = g.sender_id WHERE g.session_id = s.session_id
-  ORDER BY g.coins DESC, g.sender_id DESC LIMIT :top) AS t""")
+  ORDER BY g.coins DESC, g.sender_id DESC LIMIT {parameter("top")}) AS t""",
+                              ("session_ids", "top"))
 
 
 async def _podiums(session: AsyncSession, session_ids: set[int]) -> dict[int, dict[str, Any]]:
     """Each session's top gifters, as a TopGiftersChanged event, in one query."""
     if session.get_bind().dialect.name == "postgresql":
-        rows = await session.execute(_PODIUMS, {"session_ids": sorted(session_ids),
-                                                "top": TOP_GIFTERS_IN_EVENTS})
+        rows = await execute_arrays(session, _PODIUMS, {"session_ids": sorted(session_ids),
+                                                        "top": TOP_GIFTERS_IN_EVENTS})
     else:
         parts = [select(SessionGifterTotal.session_id, SessionGifterTotal.sender_id, User.name,
                         SessionGifterTotal.coins)
@@ -813,14 +816,15 @@ async def _podiums(session: AsyncSession, session_ids: set[int]) -> dict[int, di
                  .where(SessionGifterTotal.session_id == session_id)
                  .order_by(SessionGifterTotal.coins.desc(), SessionGifterTotal.sender_id.desc())
                  .limit(TOP_GIFTERS_IN_EVENTS).subquery() for session_id in sorted(session_ids)]
-        rows = await session.execute(union_all(*(select(part) for part in parts)))
-    podiums: dict[int, list[Any]] = defaultdict(list)
-    for row in rows:
-        podiums[row.session_id].append(row)
+        rows = [tuple(row) for row in await session.execute(
+            union_all(*(select(part) for part in parts)))]
+    podiums: dict[int, list[tuple[int, str, int]]] = defaultdict(list)
+    for session_id, sender_id, name, coins in rows:
+        podiums[session_id].append((sender_id, name, coins))
     return {session_id: {"type": "TopGiftersChanged", "session_id": session_id, "top": [
-        {"user_id": r.sender_id, "name": r.name, "coins": r.coins}
-        for r in sorted(podiums[session_id], key=lambda r: (r.coins, r.sender_id),
-                        reverse=True)]} for session_id in session_ids}
+        {"user_id": sender_id, "name": name, "coins": coins}
+        for sender_id, name, coins in sorted(podiums[session_id], key=lambda r: (r[2], r[0]),
+                                             reverse=True)]} for session_id in session_ids}
 
 
 @dataclass(frozen=True, slots=True)

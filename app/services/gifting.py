@@ -9,6 +9,9 @@ sponsor's plugin, coins, spending caps) is checked in Python against the locked 
 INSERT each writes the ledger transactions, their entries and the receipts; one statement
 each moves the balances and the leaderboard totals. A popular creator's rows are updated
 once a batch, not once a gift. When idle, a send is written at once (a batch of one).
+Every statement is built once; on PostgreSQL, rows travel as one array a column, and after
+the first statement the driver runs them in the batch's transaction (see
+:class:`app.db.Query` and :class:`app.db.ArrayStatement`).
 
 Each gift is priced with the rate card in force and posted as its own balanced
 transaction: the viewer's coins out; the creator's share converted to diamonds; the

@@ -35,11 +35,16 @@ from strawberry.types.graphql import OperationType
 
 from app.graphql.common import DEFAULT_PAGE_SIZE
 
-# Shared by every request (an extension is made per request); keyed by the document's text
-# and the parse options, and by the document and the rules: bounded, since clients choose
-# the texts.
+# Shared by every request (an extension is made per request); keyed by the document's text,
+# the parse options and the rules (a parsed document hashes every node of its tree on each
+# lookup; its text's hash is kept): bounded, since clients choose the texts.
 _parsed = functools.lru_cache(maxsize=1000)(parse)
-_validated = functools.lru_cache(maxsize=1000)(validate_document)
+
+
+@functools.lru_cache(maxsize=1000)
+def _validated(schema: Any, query: str, options: tuple[tuple[str, Any], ...],
+               rules: tuple[type[Any], ...]) -> list[GraphQLError]:
+    return validate_document(schema, _parsed(query, **dict(options)), rules)
 
 
 class RequestPolicy(MaskErrors):
@@ -68,9 +73,15 @@ class RequestPolicy(MaskErrors):
 
     def on_validate(self) -> Iterator[None]:
         context = self.execution_context
-        context.pre_execution_errors = _validated(context.schema._schema,
-                                                  context.graphql_document,
-                                                  context.validation_rules)
+        options = tuple(sorted(context.parse_options.items()))
+        if context.query is not None and \
+                context.graphql_document is _parsed(context.query, **dict(options)):
+            errors = _validated(context.schema._schema, context.query, options,
+                                tuple(context.validation_rules))
+        else:  # a document that did not come from the parse cache
+            errors = validate_document(context.schema._schema, context.graphql_document,
+                                       context.validation_rules)
+        context.pre_execution_errors = errors
         yield
 
     def _process_result(self, result: object) -> None:

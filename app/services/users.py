@@ -46,7 +46,12 @@ async def ensure_user(session: AsyncSession, name: str, birthdate: date | None =
 
     A ``birthdate`` vouched for by the identity provider (the token) is recorded once.
     """
-    user = await session.scalar(select(User).where(User.name == name))
+    found = (await session.execute(
+        select(User, Profile.vouched, Profile.birthdate)
+        .outerjoin(Profile, Profile.user_id == User.id).where(User.name == name))).first()
+    user = None if found is None else found[0]
+    if found is not None and (birthdate is None or (found[1] and found[2] == birthdate)):
+        return user  # known, and nothing new to record: one query
     if user is None:
         await session.execute(insert_ignoring_conflict(session, User, {"name": name}, ["name"]))
         user = await session.scalar(select(User).where(User.name == name))

@@ -32,6 +32,7 @@ from app.settings import Settings
 SessionFactory = async_sessionmaker[AsyncSession]
 M = TypeVar("M")
 PREPARED_STATEMENTS_KEPT = 2000  # per connection
+DRIVER_STATEMENTS_KEPT = 500  # per connection, of the statements run on asyncpg directly
 # A pooled connection idle this long is pinged before it is handed out again.
 IDLE_BEFORE_PING_SECONDS = 10.0
 
@@ -45,7 +46,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         settings.database_url,
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_pool_size,
-        connect_args=_prepared_statements(settings.database_url),
+        connect_args=driver_arguments(settings.database_url),
     )
     _ping_idle_connections(engine)
     event.listen(engine.sync_engine, "connect",
@@ -74,13 +75,18 @@ def _ping_idle_connections(engine: AsyncEngine) -> None:
                     from error
 
 
-def _prepared_statements(url: str) -> dict[str, Any]:
-    # A batch of gifts writes with statements whose text varies with the batch's size (one
-    # placeholder per row): keep each size's prepared statements, not just asyncpg's 100,
-    # unless the URL says otherwise (0 behind a transaction-pooling PgBouncer).
-    if "prepared_statement_cache_size" in make_url(url).query:
-        return {}
-    return {"prepared_statement_cache_size": PREPARED_STATEMENTS_KEPT}
+def driver_arguments(url: str) -> dict[str, Any]:
+    """The driver's prepared-statement caches: SQLAlchemy's (its statements) and asyncpg's
+    own (what the hot paths run on the driver directly, see :class:`Query`)."""
+    # Statements whose text varies with their number of rows (an INSERT of many VALUES)
+    # are prepared once for each number: keep up to 2,000, not just 100, unless the URL
+    # says otherwise (0 behind a transaction-pooling PgBouncer, where the driver's own
+    # cache must stay off too).
+    kept = make_url(url).query.get("prepared_statement_cache_size")
+    if kept is not None:
+        return {} if str(kept) != "0" else {"statement_cache_size": 0}
+    return {"prepared_statement_cache_size": PREPARED_STATEMENTS_KEPT,
+            "statement_cache_size": DRIVER_STATEMENTS_KEPT}
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import event, func, select
 
+from app.db import driver_arguments
 from app.errors import DomainError, ErrorCode
 from app.models import GiftCombo, GiftSend, IdempotencyRecord, LedgerTransaction
 from app.runtime import Runtime
@@ -227,3 +228,23 @@ async def test_two_writers_batching_gifts_to_one_hot_creator_agree(postgres_data
     finally:
         for runtime in runtimes:
             await runtime.close()
+
+
+async def test_gifts_are_written_with_the_statement_caches_turned_off(postgres_database_url):
+    """Behind a transaction-pooling PgBouncer the URL turns prepared-statement caching off;
+    that turns asyncpg's own cache off too (the gift writer runs statements on it), and a
+    batch is written whole with both off."""
+    url = postgres_database_url + ("&" if "?" in postgres_database_url else "?") + \
+        "prepared_statement_cache_size=0"
+    assert driver_arguments(url) == {"statement_cache_size": 0}
+    runtime = Runtime.build(settings_for(url))
+    try:
+        where = await stage(runtime, "cacheless")
+        viewers = [await new_viewer(runtime, f"cacheless-{n}", 100) for n in range(5)]
+        results = await asyncio.gather(*(send(runtime, viewer, where) for viewer in viewers))
+        assert sorted(result.receipt.sender_id for result in results) == sorted(viewers)
+        assert [result.wallet_coins for result in results] == [99] * 5
+        async with runtime.sessions() as session:
+            assert await audit(session) == []
+    finally:
+        await runtime.close()

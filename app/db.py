@@ -3,6 +3,11 @@
 SQLite transactions start with ``BEGIN IMMEDIATE`` so that concurrent writers
 queue on the database lock instead of failing on a read-to-write upgrade; WAL
 keeps readers out of the writers' way.
+
+Hot paths (a batch of gifts) write many rows with one statement a table: on PostgreSQL
+one array a column (:func:`insert_rows`, :func:`update_rows`, :func:`add_to_counters`),
+and their statements, built once (:class:`ArrayStatement`, :class:`Query`), run on the
+driver directly once the transaction has begun.
 """
 
 from __future__ import annotations
@@ -207,7 +212,7 @@ async def update_rows(session: AsyncSession, table: Any, rows: list[dict[str, An
     columns = tuple(sorted(rows[0]))
     if dialect.name == "postgresql":
         await execute_arrays(session, _update_from_arrays(table, columns),
-                                 _by_column(table, rows, columns, dialect))
+                             _by_column(table, rows, columns, dialect))
     else:
         await session.execute(_update_by_id(table, columns),
                               [{f"b_{name}": value for name, value in row.items()}
@@ -283,8 +288,9 @@ async def _driver_in_transaction(session: AsyncSession) -> Any | None:
 class Query:
     """A statement of a hot path, built once a database from bind parameters (a list
     through :func:`among`); its rows as tuples. On PostgreSQL, once the session's
-    transaction has begun, the driver runs its compiled text directly; otherwise
-    SQLAlchemy runs it."""
+    transaction has begun, the driver runs its compiled text directly, with the values
+    as given (numbers, text, dates and times, lists of them: no type's bind processing);
+    otherwise SQLAlchemy runs it."""
 
     def __init__(self, build: Callable[[str], Any]) -> None:
         self._build = functools.cache(build)

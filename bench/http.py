@@ -21,12 +21,12 @@ counted:
                    bench.http_gifting's raw SQL), pgbench -M prepared, 16 clients, once the
                    server has stopped
 
-``--against REF`` also serves the sendGift phases from git revision REF (a worktree of it, on
-the same database), after this checkout's, and prints this checkout against it: the cost of
-a change to the gift path, measured in the same run. ``--rounds N`` runs N rounds of both,
-alternating which goes first (ABBA: the first phases of a run tend to be the slower ones),
-and prints each round's ratios of throughput and of server + PostgreSQL CPU a gift, and
-their medians.
+``--against REF`` also serves the wallet and sendGift phases from git revision REF (a
+worktree of it, on the same database), after this checkout's, and prints this checkout
+against it: the cost of a change to the request or gift path, measured in the same run.
+``--rounds N`` runs N rounds of both, alternating which goes first (ABBA: the first phases
+of a run tend to be the slower ones), and prints each round's ratios of throughput and of
+server + PostgreSQL CPU a request, and their medians.
 
 wrk checks every response (status 200, GraphQL data and no errors, no userErrors). Server CPU per
 request is the serving processes' user and system time (``/proc``) over a phase divided by
@@ -477,16 +477,21 @@ def report(results: dict[str, Result], options: argparse.Namespace, verdict: str
     print("reproduce:", shlex.join([".venv/bin/python", "-m", "bench.http", *sys.argv[1:]]))
 
 
-def send_phases(data: Data, port: int, options: argparse.Namespace, scratch: Path,
-                only: list[str], source: str | None = None, suffix: str = "",
-                label: str = "") -> dict[str, Result]:
-    """The sendGift phases, served by this checkout's code or by ``source``'s."""
+# The phases --against serves from both revisions: the ones whose cost a change to the
+# request or gift path moves.
+COMPARED = ("wallet", "gift-spread", "gift-hot")
+
+
+def compared_phases(data: Data, port: int, options: argparse.Namespace, scratch: Path,
+                    only: list[str], source: str | None = None, suffix: str = "",
+                    label: str = "") -> dict[str, Result]:
+    """The compared phases, served by this checkout's code or by ``source``'s."""
     results = {}
     server = Server(options.workers, port, source=source)
     try:
         server.wait()
         for kind in KINDS:
-            if kind.name in only and kind.check == "send":
+            if kind.name in only and kind.name in COMPARED:
                 result = run_wrk(kind, data, server, options, scratch)
                 result.title = f"{kind.title}{label}"
                 results[f"{kind.name}{suffix}"] = result
@@ -498,18 +503,18 @@ def send_phases(data: Data, port: int, options: argparse.Namespace, scratch: Pat
 def against(ref: str, data: Data, port: int, options: argparse.Namespace, scratch: Path,
             only: list[str], first: dict[str, Result]) -> tuple[dict[str, Result],
                                                                list[dict[str, Result]]]:
-    """The sendGift phases served by git revision ``ref``'s code (a worktree of it), and
+    """The compared phases served by git revision ``ref``'s code (a worktree of it), and
     with ``--rounds`` more rounds of both, alternating which goes first (ABBA), so that
     neither side always runs on the fresher machine or database: every round's results."""
     source = scratch / "against"
     run(["git", "worktree", "add", "--detach", str(source), ref])
     try:
-        theirs = send_phases(data, port, options, scratch, only, str(source), "@against",
+        theirs = compared_phases(data, port, options, scratch, only, str(source), "@against",
                              f" @{ref}")
         rounds = [first | theirs]
         for number in range(1, options.rounds):
-            sides = [lambda: send_phases(data, port, options, scratch, only),
-                     lambda: send_phases(data, port, options, scratch, only, str(source),
+            sides = [lambda: compared_phases(data, port, options, scratch, only),
+                     lambda: compared_phases(data, port, options, scratch, only, str(source),
                                          "@against", f" @{ref}")]
             if number % 2:
                 sides.reverse()
@@ -520,9 +525,10 @@ def against(ref: str, data: Data, port: int, options: argparse.Namespace, scratc
 
 
 def report_rounds(rounds: list[dict[str, Result]], ref: str) -> None:
-    """Each round's ratios against ``ref`` (throughput and CPU a gift), and their medians."""
+    """Each round's ratios against ``ref`` (throughput and CPU a request), and their
+    medians."""
     print(f"rounds against {ref} (ABBA order): this / {ref}")
-    for name in ("gift-spread", "gift-hot"):
+    for name in COMPARED:
         if name not in rounds[0]:
             continue
         rates = [r[name].rate / r[f"{name}@against"].rate for r in rounds]
@@ -531,7 +537,7 @@ def report_rounds(rounds: list[dict[str, Result]], ref: str) -> None:
                for r in rounds]
         print(f"  {name:<12} throughput {', '.join(f'{x:.2f}' for x in rates)}"
               f"  median {statistics.median(rates):.2f}x")
-        print(f"  {'':<12} server+PG CPU a gift {', '.join(f'{x:.2f}' for x in cpu)}"
+        print(f"  {'':<12} server+PG CPU a request {', '.join(f'{x:.2f}' for x in cpu)}"
               f"  median {statistics.median(cpu):.2f}x")
 
 
@@ -550,7 +556,7 @@ def main() -> None:
     parser.add_argument("--profile", choices=PHASES[:-1], default=None,
                         help="record a server worker with py-spy during this phase")
     parser.add_argument("--against", default=None, metavar="REF",
-                        help="also run the sendGift phases on git revision REF's code")
+                        help="also run the wallet and sendGift phases on git revision REF's code")
     parser.add_argument("--rounds", type=int, default=1,
                         help="with --against: rounds of both, alternating which goes first")
     options = parser.parse_args()

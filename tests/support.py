@@ -270,3 +270,44 @@ class Subscription:
 
     async def __aexit__(self, *exc_info: Any) -> None:
         await self.socket.close()
+
+
+class StatementWatch:
+    """Sees every statement a runtime's engine runs: through SQLAlchemy (its
+    ``before_cursor_execute`` event) and, on PostgreSQL, those the hot paths run on the
+    driver directly once their transaction has begun (:mod:`app.db`). ``before(driver)``
+    is called before each (``driver`` says which way it goes); what it raises is what the
+    statement raises. Undo it with :meth:`close` (the driver hook is ``monkeypatch``'s)."""
+
+    def __init__(self, runtime: Any, monkeypatch: Any, before: Any) -> None:
+        from sqlalchemy import event
+
+        from app import db
+
+        self.before, self._engine = before, runtime.engine
+        event.listen(self._engine.sync_engine, "before_cursor_execute", self._through_sqlalchemy)
+        found = db._driver_in_transaction
+        watch = self
+
+        class Watched:
+            def __init__(self, driver: Any) -> None:
+                self.driver = driver
+
+            async def fetch(self, *args: Any) -> Any:
+                watch.before(True)
+                return await self.driver.fetch(*args)
+
+        async def in_transaction(session: Any) -> Any:
+            driver = await found(session)
+            return None if driver is None else Watched(driver)
+
+        monkeypatch.setattr(db, "_driver_in_transaction", in_transaction)
+
+    def _through_sqlalchemy(self, *_args: Any) -> None:
+        self.before(False)
+
+    def close(self) -> None:
+        from sqlalchemy import event
+
+        event.remove(self._engine.sync_engine, "before_cursor_execute",
+                     self._through_sqlalchemy)

@@ -53,9 +53,8 @@ async def test_a_catalogue_page_with_brands_costs_the_same_statements_at_any_siz
 
 
 async def test_the_validation_cache_hits_for_a_document_seen_before(runtime):
-    from strawberry.extensions.validation_cache import _get_validate_cache
+    from app.graphql.limits import _validated as cache
 
-    cache = _get_validate_cache(1000)
     document = "query Repeated { rateCard { version } }"
     await schema.execute(document, context_value=Context(runtime=runtime))
     before = cache.cache_info()

@@ -1,8 +1,9 @@
-"""Faults injected at every database statement, from a SQLAlchemy hook: all or nothing.
+"""Faults injected at every database statement, from a hook: all or nothing.
 
-A gift is sent once to count its statements; then, for each statement k, a new gift
-is sent and (a) statement k raises the error a lost connection raises (raised by the
-hook: the connection itself stays up, and COMMIT does not pass through the hook), or (b)
+A gift is sent once to count its statements (those through SQLAlchemy and those run on the
+driver directly); then, for each statement k, a new gift is sent and (a) statement k raises
+the error a lost connection raises (SQLAlchemy's, or the driver's; raised by the hook: the
+connection itself stays up, and COMMIT does not pass through the hook), or (b)
 the caller is cancelled there (PostgreSQL). The gift is written by the process's writer
 task, not the caller's, so (b) proves that a caller going away leaves its gift whole,
 written or not. Afterwards either nothing of the gift exists or all of it does, and the
@@ -17,24 +18,36 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sqlalchemy import event, func, select
+from asyncpg.exceptions import ConnectionDoesNotExistError
+from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from app.models import GiftSend, SessionGifterTotal
 from app.services import gifting, wallets
 from app.testing import audit
 from tests.gifting_support import new_viewer, send, stage
+from tests.support import StatementWatch
 
 
 class Injector:
-    def __init__(self, runtime) -> None:
-        self.count, self.fail_at, self.action = 0, None, None
-        event.listen(runtime.engine.sync_engine, "before_cursor_execute", self._before)
+    """Counts statements, and runs ``action(driver)`` before the ``fail_at``-th."""
 
-    def _before(self, *args) -> None:
+    def __init__(self, runtime, monkeypatch) -> None:
+        self.count, self.fail_at, self.action = 0, None, None
+        self.watch = StatementWatch(runtime, monkeypatch, self._before)
+
+    def _before(self, driver: bool) -> None:
         self.count += 1
         if self.fail_at is not None and self.count == self.fail_at:
-            self.action()
+            self.action(driver)
+
+
+def drop(driver: bool) -> None:
+    """What a statement raises when its connection is lost: SQLAlchemy's error, or the
+    driver's for a statement run on it directly."""
+    if driver:
+        raise ConnectionDoesNotExistError("connection lost")
+    raise OperationalError("injected", None, ConnectionResetError("connection lost"))
 
 
 async def state(runtime, where, fan):
@@ -48,11 +61,12 @@ async def state(runtime, where, fan):
 
 
 @pytest.mark.parametrize("fault", ["dropped connection", "cancelled"])
-async def test_a_fault_at_any_statement_of_a_gift_leaves_all_or_nothing(pg_runtime, fault):
+async def test_a_fault_at_any_statement_of_a_gift_leaves_all_or_nothing(pg_runtime, fault,
+                                                                         monkeypatch):
     runtime = pg_runtime
     where = await stage(runtime)
     fan = await new_viewer(runtime, "fan", 100_000)
-    injector = Injector(runtime)
+    injector = Injector(runtime, monkeypatch)
     for warm_up in range(2):  # create and then remember every account
         await send(runtime, fan, where, "hand-hearts", key=f"warm-up-{warm_up}")
     injector.count = 0
@@ -65,18 +79,16 @@ async def test_a_fault_at_any_statement_of_a_gift_leaves_all_or_nothing(pg_runti
         before = await state(runtime, where, fan)
         injector.count, injector.fail_at = 0, k
         if fault == "dropped connection":
-            def drop():
-                raise OperationalError("injected", None, ConnectionResetError("connection lost"))
             injector.action = drop
             try:
                 await send(runtime, fan, where, "hand-hearts", key=f"{fault}-{k}")
                 absorbed.append(k)
-            except OperationalError as error:
+            except (OperationalError, ConnectionDoesNotExistError) as error:
                 assert "connection lost" in str(error)
         else:
             task = asyncio.create_task(send(runtime, fan, where, "hand-hearts",
                                             key=f"{fault}-{k}"))
-            injector.action = task.cancel
+            injector.action = lambda _driver, task=task: task.cancel()
             try:
                 await task
             except asyncio.CancelledError:
@@ -97,7 +109,7 @@ async def test_a_fault_at_any_statement_of_a_gift_leaves_all_or_nothing(pg_runti
 
 
 async def test_a_purchase_cancelled_at_any_statement_leaves_all_or_nothing_and_no_lock(
-        runtime):
+        runtime, monkeypatch):
     """A purchase runs its transaction in the request's own task: cancelled at each of its
     statements in turn, the coins are credited in full or not at all, the audit passes,
     and on SQLite the database's write lock is free as soon as the request has ended
@@ -110,7 +122,7 @@ async def test_a_purchase_cancelled_at_any_statement_leaves_all_or_nothing_and_n
 
     fan = await new_viewer(runtime, "fan")
     await buy(runtime, fan, txn="warm-up")  # accounts and packages exist
-    injector = Injector(runtime)
+    injector = Injector(runtime, monkeypatch)
     injector.count = 0
     await buy(runtime, fan, txn="count")
     statements = injector.count
@@ -126,7 +138,7 @@ async def test_a_purchase_cancelled_at_any_statement_leaves_all_or_nothing_and_n
         before, _ = await coins()
         injector.count, injector.fail_at = 0, k
         task = asyncio.create_task(buy(runtime, fan, txn=f"cancelled-{k}"))
-        injector.action = task.cancel
+        injector.action = lambda _driver, task=task: task.cancel()
         try:
             await task
         except asyncio.CancelledError:

@@ -425,6 +425,13 @@ def as_loaded(model: type[M], values: dict[str, Any]) -> M:
     return row
 
 
+def all_loaded(model: type[M], rows: list[tuple[Any, ...]]) -> list[M]:
+    """:func:`as_loaded` objects from rows of all of ``model``'s columns, in table order
+    (what ``select(*table.c)`` returns)."""
+    names = [column.name for column in model.__table__.c]  # type: ignore[attr-defined]
+    return [as_loaded(model, dict(zip(names, row, strict=True))) for row in rows]
+
+
 def one_of(session: AsyncSession, column: Any, values: Iterable[Any]) -> Any:
     """``column IN values``; on PostgreSQL ``column = ANY(<one array>)``, so that the
     statement's text is the same whatever the number of values: prepared once a connection,

@@ -50,11 +50,11 @@ from app.db import (
     ArrayStatement,
     Query,
     add_to_counters,
+    all_loaded,
     among,
     as_loaded,
     execute_arrays,
     insert_rows,
-    one_of,
     total,
     update_rows,
     upsert,
@@ -460,12 +460,6 @@ class _Combo:
                 "last_at": self.last_at}
 
 
-def _loaded(model: Any, rows: list[tuple[Any, ...]]) -> list[Any]:
-    """``model`` objects from rows of all its columns."""
-    names = [column.name for column in model.__table__.c]
-    return [as_loaded(model, dict(zip(names, row, strict=True))) for row in rows]
-
-
 _combos = GiftCombo.__table__.c
 # What a batch reads, built once (a statement built for every batch costs more than its
 # round trip): the sessions it gifts into, share-locked (see _Batch.load), its gifts, and
@@ -500,11 +494,11 @@ class _Batch:
         # Share-locked, so that no session ends while gifts are sent into it, and no match
         # of theirs starts or ends: the batch's time, read once they are held, says exactly
         # whether its gifts count in a match (see app.services.matches).
-        lives = {live.id: live for live in _loaded(LiveSession, await _LIVES.rows(
+        lives = {live.id: live for live in all_loaded(LiveSession, await _LIVES.rows(
             session, ids=sorted({r.session_id for r in requests})))}
         batch = cls(session, requests[0].clock())
         batch.lives = lives
-        batch.gifts = {gift.id: gift for gift in _loaded(Gift, await _GIFTS.rows(
+        batch.gifts = {gift.id: gift for gift in all_loaded(Gift, await _GIFTS.rows(
             session, ids=sorted({r.gift_id for r in requests})))}
         creators = sorted({live.creator_id for live in batch.lives.values()})
         batch.people = await names_and_birthdates(session, [*senders, *creators])
@@ -733,9 +727,8 @@ class _Batch:
         order: a new combo takes the place of the stale one it ends); three statements."""
         table, session = GiftCombo.__table__, self.session
         if self.ended_combos:
-            await session.execute(update(table).where(one_of(session, table.c.id,
-                                                             self.ended_combos))
-                                  .values(ended_at=self.now))
+            await update_rows(session, table, [{"id": combo_id, "ended_at": self.now}
+                                               for combo_id in self.ended_combos])
         combos = [combo for combo in self.combos.values() if combo.changed]
         if extended := [combo.progress() for combo in combos if combo.id is not None]:
             await update_rows(session, table, extended)

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import Query, as_loaded
+from app.db import Query, all_loaded
 from app.errors import DomainError, ErrorCode
 from app.models import RateCard
 from app.sponsorship import RateCardTerms
@@ -65,10 +65,9 @@ async def current_rate_card(session: AsyncSession, at: datetime | None = None) -
     rows = await _IN_FORCE.rows(session, at=at)
     if not rows:
         raise RuntimeError("no rate card is in force; run 'livegifts migrate'")
-    return as_loaded(RateCard, dict(zip(_CARD_COLUMNS, rows[0], strict=True)))
+    return all_loaded(RateCard, rows)[0]
 
 
-_CARD_COLUMNS = [column.name for column in RateCard.__table__.c]
 _IN_FORCE = Query(lambda dialect: select(*RateCard.__table__.c)
                   .where(RateCard.__table__.c.effective_from <= bindparam("at"))
                   .order_by(RateCard.__table__.c.version.desc()).limit(1))

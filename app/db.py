@@ -280,20 +280,9 @@ async def _driver_in_transaction(session: AsyncSession) -> Any | None:
     SQLAlchemy, which begins it) and on SQLite."""
     if session.get_bind().dialect.name != "postgresql":
         return None
-    transaction = session.sync_session.get_transaction()
-    if transaction is None:
-        return None
-    known = session.info.get(_DRIVER)
-    if known is not None and known[0] is transaction:  # one connection a transaction
-        driver = known[1]
-    else:
-        connection = await session.connection()
-        driver = (await connection.get_raw_connection()).driver_connection
-        session.info[_DRIVER] = (transaction, driver)
+    connection = await session.connection()
+    driver = (await connection.get_raw_connection()).driver_connection
     return driver if driver is not None and driver.is_in_transaction() else None
-
-
-_DRIVER = "livegifts.driver"  # session.info: the transaction and its driver connection
 
 
 class Query:

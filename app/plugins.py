@@ -46,6 +46,7 @@ import pluggy
 
 from app import hookspecs, media
 from app.observability import (
+    LOOP_LAG,
     PLUGIN_BREAKER_OPEN,
     PLUGIN_FAILURES,
     PLUGIN_REFUSALS,
@@ -607,9 +608,20 @@ def _version(entry_point: importlib.metadata.EntryPoint) -> str:
 FAIR_SHARE = 0.25
 
 
+# Under load a request waits in the server before it is read and again before its answer is
+# written, each time about as long as the event loop's lag: a call in a request leaves twice
+# the recent lag for that, up to this share of the limit, so the sender's whole wait stays
+# within the limit.
+QUEUEING_SHARE = 0.2
+
+
 def _left(limit: float) -> float:
     """How long a plugin call may still take: the time limit counts from the arrival of
     the request being served (all of a send's plugin calls share it, and its queueing
-    and reads count), or from now outside a request (notifications)."""
+    and reads count) and leaves room for the answer's own queueing, or from now outside a
+    request (notifications)."""
     started = REQUEST_STARTED.get()
-    return limit if started is None else max(limit - (time.perf_counter() - started), 0)
+    if started is None:
+        return limit
+    room = min(2 * LOOP_LAG.recent(), limit * QUEUEING_SHARE)
+    return max(limit - (time.perf_counter() - started) - room, 0)

@@ -26,6 +26,7 @@ from app.events import EventBus, create_event_bus
 from app.migrate import upgrade
 from app.models import CoinPackage
 from app.models.base import utcnow
+from app.observability import LOOP_LAG
 from app.payments import PaymentProvider, PayoutProvider
 from app.plugins import PluginHost
 from app.public_data import PublicData
@@ -102,6 +103,7 @@ class Runtime:
         self._tasks.append(asyncio.create_task(self._report_plugin_health()))
         self._tasks.append(asyncio.create_task(self._prune_events()))
         self._tasks.append(asyncio.create_task(self._deliver_webhooks()))
+        self._tasks.append(asyncio.create_task(LOOP_LAG.watch()))
 
     async def _submit_stranded_payouts(self) -> None:
         from app.services.payouts import submit_stranded

@@ -156,6 +156,37 @@ async def test_requests_arriving_together_each_note_their_arrival_before_any_is_
     assert len(arrived) == 3 and max(arrived) < min(served)
 
 
+def test_the_loop_lag_is_the_largest_noted_in_the_last_one_to_two_windows():
+    from app.observability import LoopLag
+
+    lag = LoopLag(window=1.0)
+    assert lag.recent() == 0
+    lag.note(0.02, now=10.0)
+    lag.note(0.01, now=10.5)
+    assert lag.recent() == 0.02
+    lag.note(0.005, now=11.2)  # the next window: the one before still counts
+    assert lag.recent() == 0.02
+    lag.note(0.004, now=12.3)  # the one after: the first is forgotten
+    assert lag.recent() == 0.005
+    lag.note(0.001, now=20.0)  # after a silence, nothing older is kept
+    assert lag.recent() == 0.001
+
+
+async def test_the_loop_lag_watch_notes_a_loop_held_by_a_callback():
+    """A callback that holds the event loop for 0.2 s delays the watch's timer by at least
+    that (less its own 10 ms period), and the watch notes it."""
+    from app.observability import LoopLag
+
+    lag = LoopLag(every=0.01)
+    watch = asyncio.create_task(lag.watch())
+    await asyncio.sleep(0.03)  # the watch has started and waits on its timer
+    time.sleep(0.2)  # noqa: ASYNC251 - holding the loop is the point
+    for _ in range(5):  # let its timer fire
+        await asyncio.sleep(0.01)
+    watch.cancel()
+    assert lag.recent() >= 0.19
+
+
 def test_metrics_count_requests_by_route_template_not_raw_path(server):
     before = scrape(server)
     for month in ("2026-01", "2026-02", "2026-03"):

@@ -205,6 +205,28 @@ async def test_the_time_limit_counts_from_the_arrival_of_the_request(database_ur
             REQUEST_STARTED.reset(fresh)
 
 
+def test_a_call_in_a_request_leaves_room_for_the_answers_own_queueing(monkeypatch):
+    """In a request, a plugin call may take the limit less the request's stay so far, less
+    twice the event loop's recent lag (the answer waits about that long to be written under
+    load), that room at most a fifth of the limit; outside a request it has the whole
+    limit. The clock is the test's."""
+    import app.plugins as plugins
+    from app.observability import REQUEST_STARTED, LoopLag
+
+    lag = LoopLag()
+    monkeypatch.setattr(plugins, "LOOP_LAG", lag)
+    monkeypatch.setattr(plugins.time, "perf_counter", lambda: 100.0)
+    lag.note(0.03, now=5.0)
+    assert plugins._left(1.0) == 1.0  # a notification: no request, no room kept
+    arrived = REQUEST_STARTED.set(99.9)  # the request arrived 0.1 s ago
+    try:
+        assert plugins._left(1.0) == pytest.approx(1.0 - 0.1 - 2 * 0.03)
+        lag.note(2.0, now=5.1)  # a long stall: the room stops at a fifth of the limit
+        assert plugins._left(1.0) == pytest.approx(1.0 - 0.1 - 0.2)
+    finally:
+        REQUEST_STARTED.reset(arrived)
+
+
 async def test_a_sponsors_refusal_does_not_wait_for_the_gift_writer(postgres_database_url):
     """While the gift writer's batch waits on a wallet another connection has locked, a
     sponsored send its plugin vetoes and one whose plugin fails are answered: a refusal

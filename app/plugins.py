@@ -471,8 +471,7 @@ class PluginHost:
         bulkhead.in_flight.add(running)
         running.add_done_callback(bulkhead.in_flight.discard)
         try:
-            # On time-out the caller is freed; a call still waiting for a thread is dropped.
-            answer = await asyncio.wait_for(asyncio.wrap_future(running), left)
+            answer = await _answer_within(running, timeout)
         except TimeoutError:
             self.record_failure(plugin, f"{hook} did not answer within {timeout:g} s", hook,
                                 timed_out=True)
@@ -608,20 +607,45 @@ def _version(entry_point: importlib.metadata.EntryPoint) -> str:
 FAIR_SHARE = 0.25
 
 
-# Under load a request waits in the server before it is read and again before its answer is
-# written, each time about as long as the event loop's lag: a call in a request leaves twice
-# the recent lag for that, up to this share of the limit, so the sender's whole wait stays
-# within the limit.
+# Under load a request waits in the server before it is read, before its task first runs,
+# and after its call times out before it is woken, each time up to the event loop's lag: a
+# call in a request leaves three times the recent lag for that, up to this share of the
+# limit, so the sender's whole wait stays within the limit.
+LAG_TURNS = 3
 QUEUEING_SHARE = 0.2
 
 
-def _left(limit: float) -> float:
+def _left(limit: float, room: float | None = None) -> float:
     """How long a plugin call may still take: the time limit counts from the arrival of
     the request being served (all of a send's plugin calls share it, and its queueing
-    and reads count) and leaves room for the answer's own queueing, or from now outside a
-    request (notifications)."""
+    and reads count) and leaves ``room`` (by default, from the loop's recent lag) for the
+    answer's own queueing, or from now outside a request (notifications)."""
     started = REQUEST_STARTED.get()
     if started is None:
         return limit
-    room = min(2 * LOOP_LAG.recent(), limit * QUEUEING_SHARE)
+    if room is None:
+        room = min(LAG_TURNS * LOOP_LAG.recent(), limit * QUEUEING_SHARE)
     return max(limit - (time.perf_counter() - started) - room, 0)
+
+
+async def _answer_within(running: Future[Any], limit: float) -> Any:
+    """The call's answer, or TimeoutError once the time left for it has passed; the caller
+    is freed then, and a call still waiting for a thread is dropped. In a request the room
+    kept for the answer is decided as late as it can be: once the least time the call can
+    have has passed, by the loop's lag as it is then (a burst of load may have begun
+    since the call started)."""
+    waiting = asyncio.wrap_future(running)
+    try:
+        done: set[Any] = set()
+        if REQUEST_STARTED.get() is not None:
+            least = _left(limit, room=limit * QUEUEING_SHARE)
+            done, _ = await asyncio.wait({waiting}, timeout=least)
+        if not done:
+            done, _ = await asyncio.wait({waiting}, timeout=_left(limit))
+    except asyncio.CancelledError:
+        waiting.cancel()
+        raise
+    if not done:
+        waiting.cancel()  # not awaited: the caller is answered without another turn
+        raise TimeoutError
+    return waiting.result()

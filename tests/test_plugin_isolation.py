@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -207,9 +208,9 @@ async def test_the_time_limit_counts_from_the_arrival_of_the_request(database_ur
 
 def test_a_call_in_a_request_leaves_room_for_the_answers_own_queueing(monkeypatch):
     """In a request, a plugin call may take the limit less the request's stay so far, less
-    twice the event loop's recent lag (the answer waits about that long to be written under
-    load), that room at most a fifth of the limit; outside a request it has the whole
-    limit. The clock is the test's."""
+    three times the event loop's recent lag (under load, the request waits up to that
+    long at each of three turns of the loop), that room at most a fifth of the limit;
+    outside a request it has the whole limit. The clock is the test's."""
     import app.plugins as plugins
     from app.observability import REQUEST_STARTED, LoopLag
 
@@ -220,9 +221,41 @@ def test_a_call_in_a_request_leaves_room_for_the_answers_own_queueing(monkeypatc
     assert plugins._left(1.0) == 1.0  # a notification: no request, no room kept
     arrived = REQUEST_STARTED.set(99.9)  # the request arrived 0.1 s ago
     try:
-        assert plugins._left(1.0) == pytest.approx(1.0 - 0.1 - 2 * 0.03)
+        assert plugins._left(1.0) == pytest.approx(1.0 - 0.1 - 3 * 0.03)
         lag.note(2.0, now=5.1)  # a long stall: the room stops at a fifth of the limit
         assert plugins._left(1.0) == pytest.approx(1.0 - 0.1 - 0.2)
+    finally:
+        REQUEST_STARTED.reset(arrived)
+
+
+async def test_the_room_for_the_answer_follows_the_lag_when_the_limit_comes_near(
+        monkeypatch):
+    """The room kept for the answer is decided when the least time the call can have has
+    passed, not when it starts: a lag that begins during the call (noted here, just after
+    it starts) shortens it. The call, 47.9 s into a 60 s limit, has at least 0.1 s; with
+    the lag it had 12 s of room and ends then, where its start alone would have given it
+    12.1 s. Cancelled, a call still waiting for a thread is dropped."""
+    from concurrent.futures import Future
+
+    import app.plugins as plugins
+    from app.observability import REQUEST_STARTED, LoopLag
+
+    lag = LoopLag()
+    monkeypatch.setattr(plugins, "LOOP_LAG", lag)
+    arrived = REQUEST_STARTED.set(time.perf_counter() - 47.9)
+    try:
+        hung = asyncio.create_task(plugins._answer_within(Future(), 60))
+        await asyncio.sleep(0)  # the call has started
+        lag.note(6.0, now=asyncio.get_running_loop().time())
+        done, _ = await asyncio.wait({hung}, timeout=5)
+        assert done and isinstance(hung.exception(), TimeoutError)
+        queued: Future[None] = Future()
+        dropped = asyncio.create_task(plugins._answer_within(queued, 60))
+        await asyncio.sleep(0)
+        dropped.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await dropped
+        assert queued.cancelled()
     finally:
         REQUEST_STARTED.reset(arrived)
 

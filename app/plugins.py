@@ -607,11 +607,13 @@ def _version(entry_point: importlib.metadata.EntryPoint) -> str:
 FAIR_SHARE = 0.25
 
 
-# Under load a request waits in the server before it is read, before its task first runs,
-# and after its call times out before it is woken, each time up to the event loop's lag: a
-# call in a request leaves three times the recent lag for that, up to this share of the
-# limit, so the sender's whole wait stays within the limit.
-LAG_TURNS = 3
+# Under load a request waits for four turns of the event loop that its own clock cannot
+# see or that come after its answer is decided: before it is read (accepted first, on a new
+# connection), before its task first runs, before the time-out's timer fires and before the
+# task it wakes runs. Each takes up to about the loop's lag, so a call in a request leaves
+# four times the recent lag, up to this share of the limit, for the sender's whole wait to
+# stay within the limit.
+LAG_TURNS = 4
 QUEUEING_SHARE = 0.2
 
 

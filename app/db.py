@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.util import greenlet_spawn
 
 from app import observability
 from app.settings import Settings
@@ -302,6 +303,33 @@ class Query:
         driver = await _driver_in_transaction(session)
         if driver is None:
             return [tuple(row) for row in await session.execute(statement, parameters)]
+        return await self._fetch(driver, statement, dialect, parameters)
+
+    async def read(self, engine: AsyncEngine, **parameters: Any) -> list[tuple[Any, ...]]:
+        """Its rows, read outside any transaction: one statement, its own snapshot. On
+        PostgreSQL the driver runs it on a pooled connection (in autocommit, as the driver
+        is outside a transaction) without SQLAlchemy's connection, execution and result,
+        which cost more than a small read itself; a connection that broke meanwhile is
+        not pooled again. On SQLite SQLAlchemy runs it."""
+        dialect = engine.dialect
+        statement = self._build(dialect.name)
+        if dialect.name != "postgresql":
+            async with engine.connect() as connection:
+                return [tuple(row) for row in await connection.execute(statement, parameters)]
+        pooled = await engine.raw_connection()
+        # The pool is SQLAlchemy's synchronous API: returning a connection may close it
+        # (one opened beyond the pool), which awaits the driver inside greenlet_spawn.
+        try:
+            return await self._fetch(pooled.driver_connection, statement, dialect, parameters)
+        except Exception as error:
+            if pooled.driver_connection.is_closed():
+                await greenlet_spawn(pooled.invalidate, error)
+            raise
+        finally:
+            await greenlet_spawn(pooled.close)
+
+    async def _fetch(self, driver: Any, statement: Any, dialect: Any,
+                     parameters: dict[str, Any]) -> list[tuple[Any, ...]]:
         text_, names, fixed, processors = self._compiled_for(statement, dialect)
         records = await driver.fetch(text_, *(parameters[name] if name in parameters
                                               else fixed[name] for name in names))

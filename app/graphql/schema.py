@@ -53,9 +53,7 @@ class Viewer(ViewerMoneyFields):
 
     @strawberry.field
     async def wallet(self, info: Info) -> Wallet:
-        async with ctx(info).runtime.read_engine.connect() as connection:
-            held = await wallets.wallet(connection, self.user_id)
-        return Wallet.of(held)
+        return Wallet.of(await wallets.current_wallet(ctx(info).runtime.engine, self.user_id))
 
     @strawberry.field(description="Transactions that moved the caller's money, newest first.")
     async def transactions(self, info: Info, first: int | None = None,

@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from app.db import Query
 from app.models import Account, Entry, LedgerTransaction
 from app.services.users import COIN_DEBT, EARNINGS, PAYOUT_HOLD, WALLET
 
@@ -20,13 +21,22 @@ class Wallet:
     coins_owed: int = 0  # debt from refunded or charged-back coins already spent
 
 
-# Built once: read on every wallet query.
-_BALANCES = select(Account.code, Account.balance).where(
-    Account.owner_user_id == bindparam("user_id"))
+# Read on every wallet query.
+_BALANCES = Query(lambda dialect: select(Account.code, Account.balance).where(
+    Account.owner_user_id == bindparam("user_id")))
 
 
-async def wallet(session: AsyncSession | AsyncConnection, user_id: int) -> Wallet:
-    rows = await session.execute(_BALANCES, {"user_id": user_id})
+async def wallet(session: AsyncSession, user_id: int) -> Wallet:
+    """What the user holds, in the session's transaction."""
+    return _held(await _BALANCES.rows(session, user_id=user_id))
+
+
+async def current_wallet(engine: AsyncEngine, user_id: int) -> Wallet:
+    """What the user holds now, read outside any transaction."""
+    return _held(await _BALANCES.read(engine, user_id=user_id))
+
+
+def _held(rows: Sequence[tuple[str, int]]) -> Wallet:
     balances = {code.rsplit(":", 1)[-1]: balance for code, balance in rows}
     return Wallet(coins=balances.get(WALLET, 0), diamonds=balances.get(EARNINGS, 0),
                   diamonds_on_hold=balances.get(PAYOUT_HOLD, 0),

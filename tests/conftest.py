@@ -9,6 +9,7 @@ set: then those tests fail instead.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.migrate import upgrade
@@ -110,14 +112,55 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def fresh_database(backend: str, request: pytest.FixtureRequest, directory: Path) -> str:
-    """An empty, migrated database on the backend; returns its URL."""
+    """An empty, migrated database on the backend; returns its URL.
+
+    On PostgreSQL a test's database is the shared test database, emptied. A fixture that
+    outlives one test (a module's server process) gets a database of its own, copied from
+    a migrated template and dropped after it: the tests beside it empty the shared one, and
+    its server's background work (relay, webhook deliveries) must not act on their data."""
     if backend == "sqlite":
         target = directory / "livegifts.db"
         shutil.copy(request.getfixturevalue("sqlite_template"), target)
         return f"sqlite+aiosqlite:///{target}"
     url = request.getfixturevalue("postgres_url")
-    asyncio.run(_truncate_postgres(url))
-    return url
+    if request.scope == "function":
+        asyncio.run(_truncate_postgres(url))
+        return url
+    template = request.getfixturevalue("postgres_template")
+    name = f"{template}_{next(_own_databases)}"
+    asyncio.run(_maintain(url, [f"DROP DATABASE IF EXISTS {name} WITH (FORCE)",
+                                f"CREATE DATABASE {name} TEMPLATE {template}"]))
+    request.addfinalizer(lambda: asyncio.run(_maintain(
+        url, [f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"])))
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+_own_databases = itertools.count(1)
+
+
+async def _maintain(url: str, statements: list[str]) -> None:
+    """Run statements that create or drop databases, from the server's ``postgres``
+    database."""
+    maintenance = make_url(url).set(database="postgres")
+    engine = create_async_engine(maintenance, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            for statement in statements:
+                await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres_url: str) -> Iterator[str]:
+    """The name of a migrated database that no one connects to, for copies."""
+    name = f"{make_url(postgres_url).database}_template"
+    asyncio.run(_maintain(postgres_url, [f"DROP DATABASE IF EXISTS {name} WITH (FORCE)",
+                                         f"CREATE DATABASE {name}"]))
+    asyncio.run(_reset_postgres(
+        make_url(postgres_url).set(database=name).render_as_string(hide_password=False)))
+    yield name
+    asyncio.run(_maintain(postgres_url, [f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"]))
 
 
 @pytest.fixture(params=BACKENDS)

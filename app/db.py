@@ -309,8 +309,8 @@ class Query:
         """Its rows, read outside any transaction: one statement, its own snapshot. On
         PostgreSQL the driver runs it on a pooled connection (in autocommit, as the driver
         is outside a transaction) without SQLAlchemy's connection, execution and result,
-        which cost more than a small read itself; a connection that broke meanwhile is
-        not pooled again. On SQLite SQLAlchemy runs it."""
+        which cost more than a small read itself; the connection of a read that failed or
+        was cancelled is not pooled again. On SQLite SQLAlchemy runs it."""
         dialect = engine.dialect
         statement = self._build(dialect.name)
         if dialect.name != "postgresql":
@@ -321,9 +321,11 @@ class Query:
         # (one opened beyond the pool), which awaits the driver inside greenlet_spawn.
         try:
             return await self._fetch(pooled.driver_connection, statement, dialect, parameters)
-        except Exception as error:
-            if pooled.driver_connection.is_closed():
-                await greenlet_spawn(pooled.invalidate, error)
+        except BaseException as error:
+            # A read fails when its connection broke (and the driver does not always know
+            # it yet: its error then varies) or when a cancellation left it in the middle
+            # of the statement: either way it is closed and replaced, not handed on.
+            await greenlet_spawn(pooled.invalidate, error)
             raise
         finally:
             await greenlet_spawn(pooled.close)

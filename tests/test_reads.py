@@ -47,8 +47,8 @@ async def test_a_read_on_a_dropped_connection_fails_and_the_next_gets_a_new_one(
             assert await other.scalar(text("SELECT pg_terminate_backend(:pid)"),
                                       {"pid": first}) is True
         before = opened()
-        with pytest.raises((asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                            ConnectionError)):
+        with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError,
+                            asyncpg.exceptions.InternalClientError, ConnectionError)):
             await BACKEND_PID.read(engine)
         [(second,)] = await BACKEND_PID.read(engine)
         assert second != first and opened() == before + 1
@@ -69,5 +69,27 @@ async def test_reads_beyond_the_pool_return_their_connections(postgres_database_
         assert engine.sync_engine.pool.checkedout() == 0
         [(again,)] = await BACKEND_PID.read(engine)
         assert again in {pid for [(pid, _)] in both} and opened() == before + 2
+    finally:
+        await engine.dispose()
+
+
+async def test_a_read_cancelled_mid_statement_does_not_hand_its_connection_on(
+        postgres_database_url):
+    """A read cancelled while PostgreSQL runs it (a client gone, a time limit) leaves its
+    connection in the middle of a statement: that connection is closed, not pooled again,
+    and the next read gets a new one and its answer."""
+    engine = create_engine(Settings(database_url=postgres_database_url, database_pool_size=1))
+    endless = Query(lambda dialect: select(func.pg_backend_pid(), func.pg_sleep(30)))
+    try:
+        [(first,)] = await BACKEND_PID.read(engine)
+        before = opened()
+        reading = asyncio.create_task(endless.read(engine))
+        await asyncio.sleep(0.2)  # it waits on PostgreSQL (or, slower, still on the pool)
+        reading.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reading
+        assert engine.sync_engine.pool.checkedout() == 0
+        [(second,)] = await asyncio.wait_for(BACKEND_PID.read(engine), 10)
+        assert second != first and opened() == before + 1
     finally:
         await engine.dispose()

@@ -74,24 +74,18 @@ class Counters:
         if not self._pending:
             return
         sent, self._pending = self._pending, {}
-        totals = await self._add(sent, known=True)
+        totals = await self._add(sent)
         for slot, total in totals.items():
             if slot in self._known:  # plus what was counted here while the answer came
                 self._known[slot] = max(self._known[slot], total + self._pending.get(slot, 0))
 
-    async def _add(self, hits: dict[str, int], *, known: bool = False) -> dict[str, int]:
+    async def _add(self, hits: dict[str, int]) -> dict[str, int]:
         """Add ``hits`` in Redis, in one round trip; the totals, or {} when Redis is away
-        (the hits are then kept, to be sent later). Each key lives two windows from its
-        first hit. Keys ``known`` to exist already (the background sync's) get no EXPIRE,
-        half the commands: only one that came back holding just these hits (Redis lost
-        it, or it was first counted while Redis was away) is given its lifetime then."""
-        lifetime = WINDOW_SECONDS * 2
+        (the hits are then kept, to be sent later)."""
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for slot, count in hits.items():
-                    pipe.incrby(slot, count)
-                    if not known:
-                        pipe.expire(slot, lifetime)
+                    pipe.incrby(slot, count).expire(slot, WINDOW_SECONDS * 2)
                 replies = await pipe.execute()
         except Exception as error:
             if self._reachable:
@@ -104,16 +98,7 @@ class Counters:
         if not self._reachable:
             logger.warning("rate-limit counts reach Redis again")
             self._reachable = True
-        totals = {slot: int(total) for slot, total in
-                  zip(hits, replies if known else replies[::2], strict=True)}
-        if known and (new := [slot for slot, total in totals.items() if total == hits[slot]]):
-            # The hits are in: losing Redis now costs a key its lifetime, not a count.
-            with contextlib.suppress(Exception):
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for slot in new:
-                        pipe.expire(slot, lifetime)
-                    await pipe.execute()
-        return totals
+        return {slot: int(total) for slot, total in zip(hits, replies[::2], strict=True)}
 
     async def start(self) -> None:
         if self._redis is not None:

@@ -226,7 +226,11 @@ class LoopLag:
         self._current = max(self._current, lag)
         EVENT_LOOP_LAG.observe(lag)
 
-    def recent(self) -> float:
+    def recent(self, now: float | None = None) -> float:
+        """The largest lag noted lately; given ``now`` (the loop's time), 0 when nothing
+        was noted in the last window or two (no watch runs on this loop any more)."""
+        if now is not None and now >= self._window_ends + self.window:
+            return 0.0
         return max(self._current, self._previous)
 
     async def watch(self) -> None:

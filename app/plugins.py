@@ -120,6 +120,11 @@ class Breaker:
     def succeeded(self) -> None:
         self.failures_in_a_row, self.opened_at, self.probing = 0, None, False
 
+    def abandoned(self) -> None:
+        """Its caller gave up on a call (cancelled): that tells nothing of the plugin, and
+        a probe abandoned so must not keep the breaker open for good."""
+        self.probing = False
+
     def failed(self, now: float) -> None:
         self.failures_in_a_row += 1
         if self.probing or self.failures_in_a_row >= self.threshold:
@@ -456,8 +461,7 @@ class PluginHost:
             raise PluginCallFailed(plugin, f"{hook} was not asked: all of its "
                                    f"{bulkhead.capacity} places are taken", retry_after=1)
         timeout = self.settings.plugin_timeout_seconds
-        left = _left(timeout)
-        if left < timeout * FAIR_SHARE:  # the request's own wait used the time: not its fault
+        if _left(timeout, room=0) < timeout * FAIR_SHARE:  # the request used the time, not it
             self._refuse(plugin, hook, "no time left")
             raise PluginCallFailed(plugin, f"{hook} was not asked: the request had used its "
                                    f"{timeout:g} s before the plugin's turn", retry_after=1)
@@ -472,6 +476,9 @@ class PluginHost:
         running.add_done_callback(bulkhead.in_flight.discard)
         try:
             answer = await _answer_within(running, timeout)
+        except asyncio.CancelledError:
+            bulkhead.breaker.abandoned()
+            raise
         except TimeoutError:
             self.record_failure(plugin, f"{hook} did not answer within {timeout:g} s", hook,
                                 timed_out=True)
@@ -626,7 +633,11 @@ def _left(limit: float, room: float | None = None) -> float:
     if started is None:
         return limit
     if room is None:
-        room = min(LAG_TURNS * LOOP_LAG.recent(), limit * QUEUEING_SHARE)
+        try:
+            now: float | None = asyncio.get_running_loop().time()
+        except RuntimeError:  # no loop: no lag either
+            now = None
+        room = min(LAG_TURNS * LOOP_LAG.recent(now), limit * QUEUEING_SHARE)
     return max(limit - (time.perf_counter() - started) - room, 0)
 
 

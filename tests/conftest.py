@@ -128,10 +128,10 @@ def fresh_database(backend: str, request: pytest.FixtureRequest, directory: Path
         return url
     template = request.getfixturevalue("postgres_template")
     name = f"{template}_{next(_own_databases)}"
-    asyncio.run(_maintain(url, [f"DROP DATABASE IF EXISTS {name} WITH (FORCE)",
-                                f"CREATE DATABASE {name} TEMPLATE {template}"]))
+    asyncio.run(_maintain(url, [f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+                                f'CREATE DATABASE "{name}" TEMPLATE "{template}"']))
     request.addfinalizer(lambda: asyncio.run(_maintain(
-        url, [f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"])))
+        url, [f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'])))
     return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
@@ -155,12 +155,12 @@ async def _maintain(url: str, statements: list[str]) -> None:
 def postgres_template(postgres_url: str) -> Iterator[str]:
     """The name of a migrated database that no one connects to, for copies."""
     name = f"{make_url(postgres_url).database}_template"
-    asyncio.run(_maintain(postgres_url, [f"DROP DATABASE IF EXISTS {name} WITH (FORCE)",
-                                         f"CREATE DATABASE {name}"]))
+    asyncio.run(_maintain(postgres_url, [f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+                                         f'CREATE DATABASE "{name}"']))
     asyncio.run(_reset_postgres(
         make_url(postgres_url).set(database=name).render_as_string(hide_password=False)))
     yield name
-    asyncio.run(_maintain(postgres_url, [f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"]))
+    asyncio.run(_maintain(postgres_url, [f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)']))
 
 
 @pytest.fixture(params=BACKENDS)

@@ -170,6 +170,8 @@ def test_the_loop_lag_is_the_largest_noted_in_the_last_one_to_two_windows():
     assert lag.recent() == 0.005
     lag.note(0.001, now=20.0)  # after a silence, nothing older is kept
     assert lag.recent() == 0.001
+    assert lag.recent(now=20.9) == lag.recent(now=21.9) == 0.001
+    assert lag.recent(now=22.0) == 0  # nothing noted for a window or two: no watch runs
 
 
 async def test_the_loop_lag_watch_notes_a_loop_held_by_a_callback():

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import pytest
 
@@ -151,6 +150,33 @@ async def test_a_hung_plugin_opens_its_breaker_and_one_probe_closes_it(database_
         assert runtime.plugins.breaker_state("acme") == CLOSED
 
 
+async def test_a_probe_whose_caller_gives_up_leaves_the_breaker_ready_to_probe_again(
+        database_url):
+    """The breaker half-open, its probe send is cancelled while the plugin holds it (its
+    client went away): the breaker is half-open again, not open for good, and the next
+    send probes the plugin and closes it."""
+    acme, clock = Held(), Clock()
+    async with core_with(database_url, ("acme", acme), plugin_timeout_seconds=60,
+                         plugin_breaker_failures=1, plugin_breaker_cooldown_seconds=30,
+                         clock=clock) as runtime:
+        stage, fan = await funded_stage(runtime)
+        acme.released.set()
+        acme.mode = "check-raises"
+        await refused(send(runtime, fan, stage, "acme-rocket"))
+        assert runtime.plugins.breaker_state("acme") == OPEN
+        clock.now += 31
+        acme.mode, acme.released = "ok", threading.Event()
+        probe = asyncio.create_task(send(runtime, fan, stage, "acme-rocket"))
+        await entered(acme, 1)
+        probe.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await probe
+        assert runtime.plugins.breaker_state("acme") == HALF_OPEN
+        acme.released.set()
+        assert (await send(runtime, fan, stage, "acme-rocket")).receipt.brand_subsidy == 25
+        assert runtime.plugins.breaker_state("acme") == CLOSED
+
+
 async def test_a_held_gift_sent_listener_holds_up_neither_senders_nor_other_plugins(
         database_url):
     """A sponsored gift's sender is answered before its plugin's ``gift_sent``; while that
@@ -231,24 +257,34 @@ def test_a_call_in_a_request_leaves_room_for_the_answers_own_queueing(monkeypatc
 async def test_the_room_for_the_answer_follows_the_lag_when_the_limit_comes_near(
         monkeypatch):
     """The room kept for the answer is decided when the least time the call can have has
-    passed, not when it starts: a lag that begins during the call (noted here, just after
-    it starts) shortens it. The call, 47.9 s into a 60 s limit, has at least 0.1 s; with
-    the lag it had 12 s of room and ends then, where its start alone would have given it
-    12.1 s. Cancelled, a call still waiting for a thread is dropped."""
+    passed, not when it starts: a lag noted during the call (here, while it waits) sets
+    it. With the clock 47.9 s into a 60 s limit, the call first waits the least it can
+    have (60 - 47.9 - 12, a fifth of the limit kept), then the rest as the lag now says
+    (60 - 47.9 - 4 x 1.5 s). The clock and the waits are the test's. Cancelled, a call
+    still waiting for a thread is dropped."""
     from concurrent.futures import Future
 
     import app.plugins as plugins
     from app.observability import REQUEST_STARTED, LoopLag
 
-    lag = LoopLag()
+    lag, waits = LoopLag(), []
+    real_wait = asyncio.wait
+
+    async def wait(futures, timeout):
+        waits.append(round(timeout, 6))
+        if len(waits) == 1:
+            lag.note(1.5, now=asyncio.get_running_loop().time())  # load begins meanwhile
+        return set(), set(futures)  # the plugin never answers
+
     monkeypatch.setattr(plugins, "LOOP_LAG", lag)
-    arrived = REQUEST_STARTED.set(time.perf_counter() - 47.9)
+    monkeypatch.setattr(plugins.time, "perf_counter", lambda: 47.9)
+    monkeypatch.setattr(plugins.asyncio, "wait", wait)
+    arrived = REQUEST_STARTED.set(0.0)
     try:
-        hung = asyncio.create_task(plugins._answer_within(Future(), 60))
-        await asyncio.sleep(0)  # the call has started
-        lag.note(6.0, now=asyncio.get_running_loop().time())
-        done, _ = await asyncio.wait({hung}, timeout=5)
-        assert done and isinstance(hung.exception(), TimeoutError)
+        with pytest.raises(TimeoutError):
+            await plugins._answer_within(Future(), 60)
+        assert waits == [round(60 - 47.9 - 12, 6), round(60 - 47.9 - 4 * 1.5, 6)]
+        monkeypatch.setattr(plugins.asyncio, "wait", real_wait)
         queued: Future[None] = Future()
         dropped = asyncio.create_task(plugins._answer_within(queued, 60))
         await asyncio.sleep(0)

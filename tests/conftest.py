@@ -14,6 +14,7 @@ import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -138,17 +139,21 @@ def fresh_database(backend: str, request: pytest.FixtureRequest, directory: Path
 _own_databases = itertools.count(1)
 
 
-async def _maintain(url: str, statements: list[str]) -> None:
-    """Run statements that create or drop databases, from the server's ``postgres``
-    database."""
-    maintenance = make_url(url).set(database="postgres")
-    engine = create_async_engine(maintenance, isolation_level="AUTOCOMMIT")
+async def run_autocommit(url: Any, statements: list[str]) -> None:
+    """Run statements one by one outside a transaction (CREATE and DROP DATABASE need it)."""
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
     try:
         async with engine.connect() as connection:
             for statement in statements:
                 await connection.execute(text(statement))
     finally:
         await engine.dispose()
+
+
+async def _maintain(url: str, statements: list[str]) -> None:
+    """Run statements that create or drop databases, from the server's ``postgres``
+    database."""
+    await run_autocommit(make_url(url).set(database="postgres"), statements)
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
+
+from tests.conftest import run_autocommit
 
 ROOT = Path(__file__).resolve().parent.parent
 REFUSING_DDL = ["CREATE FUNCTION no_ddl() RETURNS event_trigger LANGUAGE plpgsql AS "
@@ -20,25 +20,15 @@ REFUSING_DDL = ["CREATE FUNCTION no_ddl() RETURNS event_trigger LANGUAGE plpgsql
                 "CREATE EVENT TRIGGER no_ddl ON ddl_command_start EXECUTE FUNCTION no_ddl()"]
 
 
-async def _run(url: str, statements: list[str]) -> None:
-    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            for statement in statements:
-                await connection.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
 def test_a_migration_failing_on_postgresql_fails_the_run_even_outside_ci(postgres_url):
     base = make_url(postgres_url)
     name = f"livegifts_refuses_ddl_{os.getpid()}"
     maintenance = base.set(database="postgres").render_as_string(hide_password=False)
-    asyncio.run(_run(maintenance, [f"DROP DATABASE IF EXISTS {name}",
-                                   f"CREATE DATABASE {name}"]))
+    asyncio.run(run_autocommit(maintenance, [f"DROP DATABASE IF EXISTS {name}",
+                                             f"CREATE DATABASE {name}"]))
     broken = base.set(database=name).render_as_string(hide_password=False)
     try:
-        asyncio.run(_run(broken, REFUSING_DDL))
+        asyncio.run(run_autocommit(broken, REFUSING_DDL))
         environment = {key: value for key, value in os.environ.items()
                        if key not in ("CI", "LIVEGIFTS_REQUIRE_POSTGRES")}
         ran = subprocess.run(
@@ -47,7 +37,8 @@ def test_a_migration_failing_on_postgresql_fails_the_run_even_outside_ci(postgre
             cwd=ROOT, capture_output=True, text=True, timeout=300,
             env={**environment, "LIVEGIFTS_TEST_POSTGRES_URL": broken})
     finally:
-        asyncio.run(_run(maintenance, [f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"]))
+        asyncio.run(run_autocommit(maintenance,
+                                   [f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"]))
     assert ran.returncode != 0, ran.stdout
     assert f"MIGRATION FAILED on PostgreSQL at {broken}" in ran.stdout
     assert "no DDL in this database" in ran.stdout

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import msgspec
 from sqlalchemy import BigInteger, any_, bindparam, cast, event, func, literal, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -45,7 +46,8 @@ IDLE_BEFORE_PING_SECONDS = 10.0
 
 def create_engine(settings: Settings) -> AsyncEngine:
     if settings.is_sqlite:
-        engine = create_async_engine(settings.database_url, connect_args={"timeout": 30})
+        engine = create_async_engine(settings.database_url, connect_args={"timeout": 30},
+                                     json_serializer=to_json)
         _configure_sqlite(engine)
         return engine
     engine = create_async_engine(
@@ -53,11 +55,17 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_pool_size,
         connect_args=driver_arguments(settings.database_url),
+        json_serializer=to_json,
     )
     _ping_idle_connections(engine)
     event.listen(engine.sync_engine, "connect",
                  lambda *_: observability.DATABASE_CONNECTIONS_OPENED.inc())
     return engine
+
+
+def to_json(value: Any) -> str:
+    """JSON text of a JSON column's value (msgspec: several times cheaper than ``json``)."""
+    return msgspec.json.encode(value).decode()
 
 
 def _ping_idle_connections(engine: AsyncEngine) -> None:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
+
+import msgspec
 
 from app.services.event_log import session_stream
 
@@ -109,7 +110,7 @@ class RedisEventBus(LocalFanout):
         """Publish (channel, event) pairs, in order, in one round trip to Redis."""
         async with self._redis.pipeline(transaction=False) as pipeline:
             for channel, event in events:
-                pipeline.publish(self._prefix + channel, json.dumps(event))
+                pipeline.publish(self._prefix + channel, msgspec.json.encode(event))
             await pipeline.execute()
 
     async def start(self) -> None:
@@ -126,7 +127,7 @@ class RedisEventBus(LocalFanout):
                     if message["type"] == "pmessage":
                         channel = message["channel"].decode()[len(self._prefix):]
                         if channel in self._queues:  # decoded only where someone listens
-                            self.deliver(channel, json.loads(message["data"]))
+                            self.deliver(channel, msgspec.json.decode(message["data"]))
             except asyncio.CancelledError:
                 raise
             except Exception:

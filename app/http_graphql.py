@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -132,8 +131,7 @@ class GraphQLEdge:
                 await _respond(send, _conditional(answer, headers, b"private, no-cache"))
             elif not is_get and shape is not None and shape[0] in ("query", "mutation"):
                 result = await self.run(document, request, headers.get("authorization"))
-                await _respond(send, Answer(200, [], json.dumps(
-                    result, separators=(",", ":")).encode()))
+                await _respond(send, Answer(200, [], msgspec.json.encode(result)))
             else:
                 await self.app(scope, receive, send)
             return

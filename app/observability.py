@@ -317,19 +317,22 @@ POSTINGS = "ledger_postings"  # session.info key: (kind, legs) noted by post_tra
 _SAVEPOINT_MARKS = "ledger_posting_marks"  # savepoint -> how many postings preceded it
 
 
-def count_committed(kind: str, legs: Sequence[Any]) -> None:
-    """Count one committed ledger transaction: money moved by kind, and the gift it sent."""
-    credited: dict[str, int] = defaultdict(int)
-    for leg in legs:
-        if leg.amount > 0:
-            credited[leg.account.currency] += leg.amount
-    if credited["COIN"]:
-        COINS_MOVED.labels(kind).inc(credited["COIN"])
-    if credited["DIAMOND"]:
-        DIAMONDS_MOVED.labels(kind).inc(credited["DIAMOND"])
-    if kind == "gift":
-        sponsored = any(leg.account.code.startswith("brand:") for leg in legs)
-        GIFTS_SENT.labels("brand" if sponsored else "core").inc()
+_MOVED = {"COIN": COINS_MOVED, "DIAMOND": DIAMONDS_MOVED, "GIFT": GIFTS_SENT}
+
+
+def count_committed(postings: Sequence[tuple[str, Sequence[Any]]]) -> None:
+    """Count committed ledger transactions: money moved by kind, and the gifts they sent
+    (summed first: one increment a metric and label, however many postings committed)."""
+    moved: dict[tuple[str, str], int] = defaultdict(int)
+    for kind, legs in postings:
+        for leg in legs:
+            if leg.amount > 0 and leg.account.currency in _MOVED:
+                moved[leg.account.currency, kind] += leg.amount
+        if kind == "gift":
+            sponsored = any(leg.account.code.startswith("brand:") for leg in legs)
+            moved["GIFT", "brand" if sponsored else "core"] += 1
+    for (what, label), amount in moved.items():
+        _MOVED[what].labels(label).inc(amount)
 
 
 @event.listens_for(Session, "after_transaction_create")
@@ -343,8 +346,7 @@ def _mark_savepoint(session: Session, transaction: SessionTransaction) -> None:
 def _count_at_commit(session: Session) -> None:
     if session.in_nested_transaction():
         return  # a savepoint was released: its postings wait for the outer commit
-    for kind, legs in session.info.pop(POSTINGS, ()):
-        count_committed(kind, legs)
+    count_committed(session.info.pop(POSTINGS, ()))
 
 
 @event.listens_for(Session, "after_rollback")

@@ -26,6 +26,7 @@ from app.db import (
     execute_arrays,
     insert_ignoring_conflict,
     insert_rows,
+    to_json,
 )
 from app.models import Event, EventRelay, EventStream, WebhookDelivery
 from app.models.base import utcnow
@@ -72,7 +73,7 @@ async def append(session: AsyncSession, events: list[tuple[str, dict[str, Any]]]
         next_seq[stream] += 1
         event.update(stream=stream, seq=next_seq[stream])
         rows.append({"stream": stream, "seq": next_seq[stream], "type": event["type"],
-                     "body": json.dumps(event, separators=(",", ":")), "created_at": now})
+                     "body": to_json(event), "created_at": now})
     await insert_rows(session, Event.__table__, rows)
     return [event for _, event in events]
 

@@ -486,6 +486,7 @@ class _Batch:
         self.sent: list[_Sent] = []
         self.budgets_low: list[dict[str, Any]] = []  # BrandBudgetLow events
         self.ended_combos: list[int] = []  # stale combos a send of the batch ends
+        self.shown: dict[int, dict[str, Any]] = {}  # gift id -> its fields in events
 
     @classmethod
     async def load(cls, session: AsyncSession, requests: list[_Request]) -> _Batch:
@@ -597,7 +598,7 @@ class _Batch:
         events = [ended] if ended else []
         events.append({"type": "GiftSent", "session_id": live.id, "sender_id": sender_id,
                        "sender_name": sender_name, "gift_id": gift.id,
-                       "gift": gift_fields(gift), "quantity": quantity, "coins": split.value,
+                       "gift": self._shown(gift), "quantity": quantity, "coins": split.value,
                        "diamonds": split.creator_diamonds, "combo_count": combo.count})
         sent = _Sent(row, split, brand, coins, f"{gift.sku} x{quantity}",
                      combo, self.balances[coins.id],
@@ -605,6 +606,13 @@ class _Batch:
                                                  "sku": gift.sku}, events, request.request_id)
         self.sent.append(sent)
         return sent
+
+    def _shown(self, gift: Gift) -> dict[str, Any]:
+        """The gift's fields in events, built once a batch (events only read them)."""
+        shown = self.shown.get(gift.id)
+        if shown is None:
+            shown = self.shown[gift.id] = gift_fields(gift)
+        return shown
 
     def _share_with_carry(self, split: GiftSplit, brand_id: Any) -> GiftSplit:
         """The split with the brand's whole coins of its rate, the part of a coin it is

@@ -13,13 +13,13 @@ from litestar.config.cors import CORSConfig
 from litestar.datastructures import Headers, State
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
-from litestar.types import Scope
+from litestar.types import ASGIApp, Receive, Scope, Send
 from strawberry.http import process_result
 from strawberry.litestar import make_graphql_controller
 
 from app import observability
 from app.graphiql import GRAPHIQL_ROUTES, with_example
-from app.graphql.broadcast import broadcasting
+from app.graphql.broadcast import SERVER_SEND, broadcasting
 from app.graphql.context import Context
 from app.graphql.schema import schema
 from app.http_errors import OneErrorShape, error_body
@@ -88,8 +88,21 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         logging_config=None,  # logging is configured once, by app.observability.logging_config
     )
     # Outermost, so that unmatched paths and CORS preflights get a request id and are counted.
-    app.asgi_handler = observability.ObservedRequests(OneErrorShape(app.asgi_handler))
+    app.asgi_handler = _server_send_kept(
+        observability.ObservedRequests(OneErrorShape(app.asgi_handler)))
     return app
+
+
+def _server_send_kept(app: ASGIApp) -> ASGIApp:
+    """Outermost: a WebSocket's scope keeps the server's own ``send``, for the frames that
+    need none of the layers between (see :data:`app.graphql.broadcast.SERVER_SEND`)."""
+
+    async def keep(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            scope[SERVER_SEND] = send
+        await app(scope, receive, send)
+
+    return keep
 
 
 async def _run(runtime: Runtime, document: str, request: dict[str, Any],

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from graphql import GraphQLError, GraphQLSyntaxError, parse
+from litestar.exceptions import WebSocketDisconnect
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
@@ -63,6 +64,12 @@ class Subscriber:
     write: Callable[[str], Awaitable[None]]  # one text frame to the connection
 
 
+# The scope key of the server's own ``send`` (kept by app.asgi). An event's frames, one per
+# subscriber and thousands per event, are written with it: past the accept, the layers
+# between (request ids, error shapes, Litestar's exception middleware and its socket's
+# state check, repeated here) do nothing to a frame but cost a coroutine each.
+SERVER_SEND = "livegifts.server_send"
+
 _subscriber: ContextVar[Subscriber | None] = ContextVar("livegifts_subscriber", default=None)
 
 
@@ -84,8 +91,13 @@ class BroadcastingHandler(BaseGraphQLTransportWSHandler[Any, Any]):
             await operation.send_initial_errors([error])
             return
 
+        websocket = self.websocket.ws  # type: ignore[attr-defined]
+        send = websocket.scope[SERVER_SEND]
+
         async def write(text: str) -> None:
-            await self.websocket.ws.send_data(text)  # type: ignore[attr-defined]
+            if websocket.connection_state == "disconnect":
+                raise WebSocketDisconnect(detail="the client has disconnected")
+            await send({"type": "websocket.send", "text": text})
 
         _subscriber.set(Subscriber(operation.id, operation.query, operation.variables,
                                    operation.operation_name, self.schema._schema,

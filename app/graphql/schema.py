@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from typing import Any
@@ -12,6 +13,7 @@ from graphql.validation import NoSchemaIntrospectionCustomRule
 from strawberry import relay
 from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
 from strawberry.schema.config import StrawberryConfig
+from strawberry.schema.name_converter import NameConverter
 from strawberry.types import ExecutionContext, Info
 
 from app.auth import Role
@@ -252,10 +254,19 @@ def create_schema(settings: Settings) -> strawberry.Schema:
         subscription=Subscription,
         types=[User, Purchase, LedgerTransaction, CoinPackage, GiftType, LiveSession, GiftReceipt,
                Match, Brand, Payout],
-        config=StrawberryConfig(scalar_map={Long: LONG_SCALAR},
+        config=StrawberryConfig(scalar_map={Long: LONG_SCALAR}, name_converter=_Names(),
                                 disable_field_suggestions=not settings.introspection_enabled),
         extensions=extensions,
     )
+
+
+class _Names(NameConverter):
+    """Strawberry's names, each field's camelCase made once: Strawberry names the fields
+    of every input object again on every request that passes one."""
+
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - one converter a process, kept for good
+    def apply_naming_config(self, name: str) -> str:
+        return super().apply_naming_config(name)
 
 
 schema = create_schema(Settings())

@@ -625,22 +625,28 @@ class _Batch:
                                    platform_coins=split.platform_coins - coins,
                                    brand_platform_bps=None)
 
-    async def _posting(self, sent: _Sent) -> Posting:
-        """The gift's ledger transaction (accounts opened only once a send is accepted)."""
-        split, brand, session = sent.split, sent.brand, self.session
-        brand_legs = [] if brand is None else [
-            Leg(self.budgets[brand], -split.brand_subsidy),
-            Leg(await revenue_account(session, brand), split.brand_coins)]
-        legs = [
-            Leg(sent.coins, -split.coins_paid), *brand_legs,
-            Leg(await system_account(session, "platform_revenue", Currency.COIN),
-                split.platform_coins),
-            Leg(await system_account(session, "creator_earnings", Currency.COIN),
-                split.creator_coins),
-            Leg(await system_account(session, "diamond_issuance", Currency.DIAMOND),
-                -split.creator_diamonds),
-            Leg(self.earnings[sent.row["creator_id"]], split.creator_diamonds)]
-        return Posting("gift", [leg for leg in legs if leg.amount != 0], sent.memo)
+    async def _postings(self) -> list[Posting]:
+        """The gifts' ledger transactions (accounts opened only once a send is accepted)."""
+        session = self.session
+        revenues = {brand: await revenue_account(session, brand)
+                    for brand in sorted({sent.brand for sent in self.sent if sent.brand})}
+        platform = await system_account(session, "platform_revenue", Currency.COIN)
+        creators = await system_account(session, "creator_earnings", Currency.COIN)
+        issued = await system_account(session, "diamond_issuance", Currency.DIAMOND)
+        postings = []
+        for sent in self.sent:
+            split, brand = sent.split, sent.brand
+            brand_legs = [] if brand is None else [
+                Leg(self.budgets[brand], -split.brand_subsidy),
+                Leg(revenues[brand], split.brand_coins)]
+            legs = [
+                Leg(sent.coins, -split.coins_paid), *brand_legs,
+                Leg(platform, split.platform_coins), Leg(creators, split.creator_coins),
+                Leg(issued, -split.creator_diamonds),
+                Leg(self.earnings[sent.row["creator_id"]], split.creator_diamonds)]
+            postings.append(Posting("gift", [leg for leg in legs if leg.amount != 0],
+                                    sent.memo))
+        return postings
 
     def _continue_combo(self, request: _Request, live: LiveSession, gift: Gift, value: int,
                         sender_name: str) -> tuple[GiftCombo, dict[str, Any] | None]:
@@ -660,7 +666,7 @@ class _Batch:
             return combo, None
         if combo is not None:
             self.ended_combos.append(combo.id)
-            ended = _combo_ended(combo, sender_name, gift)
+            ended = _combo_ended(combo, sender_name, gift.id, self._shown(gift))
         combo = self.combos[key] = _Combo(
             None, live.id, request.sender_id, gift.id, request.quantity, 1, value, self.now,
             self.now, True)
@@ -688,8 +694,7 @@ class _Batch:
             podiums.update(await _podiums(session, {sent.row["session_id"]
                                                     for sent in self.sent}))
 
-        await post_transactions(session, [await self._posting(sent) for sent in self.sent],
-                                before_balances=record)
+        await post_transactions(session, await self._postings(), before_balances=record)
         if self.carried:
             await session.execute(upsert(session, BrandShareCarry, [
                 {"brand_id": brand, "carry": self.carries[brand]}
@@ -983,15 +988,16 @@ async def _end_combos(session: AsyncSession, conditions: list[Any], now: datetim
         return []
     names = dict((await session.execute(select(User.id, User.name).where(
         User.id.in_({r.sender_id for r in rows})))).all())
-    gifts = {g.id: g for g in (await session.scalars(select(Gift).where(
+    shown = {g.id: gift_fields(g) for g in (await session.scalars(select(Gift).where(
         Gift.id.in_({r.gift_id for r in rows})))).all()}
-    return [_combo_ended(r, names[r.sender_id], gifts[r.gift_id]) for r in rows]
+    return [_combo_ended(r, names[r.sender_id], r.gift_id, shown[r.gift_id]) for r in rows]
 
 
-def _combo_ended(combo: Any, sender_name: str, gift: Gift) -> dict[str, Any]:
+def _combo_ended(combo: Any, sender_name: str, gift_id: int, gift: dict[str, Any]
+                 ) -> dict[str, Any]:
     return {"type": "ComboEnded", "combo_id": combo.id, "session_id": combo.session_id,
-            "sender_id": combo.sender_id, "sender_name": sender_name, "gift_id": gift.id,
-            "gift": gift_fields(gift), "total_count": combo.count, "sends": combo.sends,
+            "sender_id": combo.sender_id, "sender_name": sender_name, "gift_id": gift_id,
+            "gift": gift, "total_count": combo.count, "sends": combo.sends,
             "total_coins": combo.coins}
 
 

@@ -73,6 +73,20 @@ async def test_query_cost_is_reported_and_enforced(gql):
                                                      "budget of 60")
 
 
+async def test_the_same_document_costs_what_its_variables_ask_each_time(gql):
+    """Costs are kept per document: the ``first`` a variable gives is priced on every
+    request, whatever the one before it asked."""
+    document = ("query Page($first: Int) { gifts(first: $first) "
+                "{ edges { node { name sku } } } rateCard { version } }")
+    costs = []
+    for first in (5, 30, 5, 2, None):
+        body = await gql(document, {"first": first}, expect_errors=True)
+        costs.append(body["extensions"]["cost"]["requested"] if body["data"]
+                     else body["errors"][0]["extensions"]["code"])
+    # 1 + first x (edges, node, name, sku) + rateCard { version }; no first: 20 a page
+    assert costs == [23, "QUERY_TOO_COSTLY", 23, 11, "QUERY_TOO_COSTLY"]
+
+
 @pytest.mark.parametrize("document", [
     '{ node(id: "TGl2ZVNlc3Npb246MQ==") { ... on LiveSession { topGifters(first: 30) '
     '{ edges { node { rank } } } } } }',

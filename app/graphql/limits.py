@@ -94,8 +94,7 @@ class RequestPolicy(MaskErrors):
         context = self.execution_context
         document = context.graphql_document
         if document is not None:
-            self.cost = _operation_cost(context.schema._schema, document,
-                                        context.operation_name, context.variables or {})
+            self.cost = _cost(context, document)
             if self.cost > self.maximum:
                 context.result = GraphQLExecutionResult(data=None, errors=[GraphQLError(
                     f"This query would cost {self.cost}, over the budget of {self.maximum}: "
@@ -114,6 +113,44 @@ class RequestPolicy(MaskErrors):
         if self.cost is None:
             return {}
         return {"cost": {"requested": self.cost, "maximum": self.maximum}}
+
+
+def _cost(context: Any, document: Any) -> int:
+    """The operation's cost, from the cache when the document came from the parse cache:
+    a document's cost depends on its variables only through its ``first`` arguments."""
+    query, variables = context.query, context.variables or {}
+    options = tuple(sorted(context.parse_options.items()))
+    if query is not None and document is _parsed(query, **dict(options)):
+        sizes = tuple((name, variables.get(name)) for name in _sized_by(query, options))
+        if all(isinstance(value, int | str | None) for _, value in sizes):  # hashable
+            return _known_cost(context.schema._schema, query, options,
+                               context.operation_name, sizes)
+    return _operation_cost(context.schema._schema, document, context.operation_name,
+                           variables)
+
+
+@functools.lru_cache(maxsize=1000)
+def _sized_by(query: str, options: tuple[tuple[str, Any], ...]) -> tuple[str, ...]:
+    """The variables the document's ``first`` arguments read."""
+    names: set[str] = set()
+
+    def walk(selection_set: SelectionSetNode | None) -> None:
+        for selection in selection_set.selections if selection_set else ():
+            for argument in getattr(selection, "arguments", None) or ():
+                if argument.name.value == "first" and isinstance(argument.value, VariableNode):
+                    names.add(argument.value.name.value)
+            walk(getattr(selection, "selection_set", None))
+
+    for definition in _parsed(query, **dict(options)).definitions:
+        walk(getattr(definition, "selection_set", None))
+    return tuple(sorted(names))
+
+
+@functools.lru_cache(maxsize=1000)
+def _known_cost(schema: Any, query: str, options: tuple[tuple[str, Any], ...],
+                operation_name: str | None, sizes: tuple[tuple[str, Any], ...]) -> int:
+    return _operation_cost(schema, _parsed(query, **dict(options)), operation_name,
+                           dict(sizes))
 
 
 def _operation_cost(schema: Any, document: Any, operation_name: str | None,

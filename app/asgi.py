@@ -178,10 +178,10 @@ def _tune_garbage_collector() -> None:
     # What is alive now (schema, models, plugins) lives as long as the process: keep it out
     # of the collector's scans, and collect young objects less often (every request and
     # every event delivered allocates many short-lived ones). The middle generation is
-    # collected after 5 young collections, not Python's 10: with thousands of WebSockets
-    # open, what survives a young collection (frames queued, connections' state) makes a
-    # middle collection over 20 of them a pause of about 190 ms, which every subscriber of
-    # the event being written waits through; over 5, 40-100 ms.
+    # collected after 5 young collections: with thousands of WebSockets open, what
+    # survives a young collection (frames queued, connections' state) made a middle
+    # collection after 20 of them a pause of about 190 ms, which every subscriber of the
+    # event being written waited through; after 5, 40-100 ms.
     gc.freeze()
     gc.set_threshold(20_000, 5, 20)
 

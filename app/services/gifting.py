@@ -975,11 +975,15 @@ async def _end_combos(session: AsyncSession, conditions: list[Any], now: datetim
     """End open combos matching ``conditions`` (the first ``limit`` by id, if given); only
     the caller that ends one reports it."""
     # Locked in id order, the order a batch of sends locks combos in: no deadlock with one.
-    ending = select(GiftCombo.id).where(GiftCombo.ended_at.is_(None), *conditions) \
-        .order_by(GiftCombo.id).limit(limit).with_for_update()
+    # Read first, then ended: as a subquery of the UPDATE, PostgreSQL may run the LIMIT
+    # again for each row it joins, and end more than ``limit``.
+    ending = list(await session.scalars(
+        select(GiftCombo.id).where(GiftCombo.ended_at.is_(None), *conditions)
+        .order_by(GiftCombo.id).limit(limit).with_for_update()))
+    if not ending:
+        return []
     rows = (await session.execute(
-        update(GiftCombo).where(GiftCombo.id.in_(ending.scalar_subquery()),
-                                GiftCombo.ended_at.is_(None))
+        update(GiftCombo).where(GiftCombo.id.in_(ending), GiftCombo.ended_at.is_(None))
         .values(ended_at=now)
         .returning(GiftCombo.id, GiftCombo.session_id, GiftCombo.sender_id, GiftCombo.gift_id,
                    GiftCombo.count, GiftCombo.sends, GiftCombo.coins)

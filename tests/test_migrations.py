@@ -86,6 +86,42 @@ async def test_relay_positions_survive_a_downgrade_and_upgrade(runtime, monkeypa
     assert await positions() == before
 
 
+async def test_the_counters_foreign_keys_go_and_come_back_with_their_rows(runtime):
+    """Revision 0020 drops the foreign keys of the leaderboard totals and spending
+    counters, keeping every row (SQLite copies each table); its downgrade restores them."""
+    from alembic import command
+
+    from app.migrate import alembic_config, upgrade
+    from tests.gifting_support import give_coins, new_viewer, send, stage
+
+    fan, where = await new_viewer(runtime, "fk-fan"), await stage(runtime, "fk-creator")
+    await give_coins(runtime, fan, 100)
+    await send(runtime, fan, where, "rose", 3)
+    counters = ("supporter_total", "creator_total", "session_gifter_total", "viewer_spend")
+
+    async def keys_and_rows() -> dict[str, tuple[list[str], int]]:
+        async with runtime.engine.connect() as connection:
+            keys = await connection.run_sync(lambda sync: {
+                table: sorted(key["referred_table"] for key in inspect(sync).get_foreign_keys(
+                    table)) for table in counters})
+            rows = {table: (await connection.exec_driver_sql(
+                f"SELECT count(*) FROM {table}")).scalar() for table in counters}
+        return {table: (keys[table], rows[table]) for table in counters}
+
+    after = await keys_and_rows()
+    assert all(keys == [] and rows > 0 for keys, rows in after.values()), after
+    async with runtime.engine.begin() as connection:
+        await connection.run_sync(lambda sync: command.downgrade(alembic_config(sync), "0019"))
+    before = await keys_and_rows()
+    assert before == {"supporter_total": (["app_user", "app_user"], after["supporter_total"][1]),
+                      "creator_total": (["app_user"], after["creator_total"][1]),
+                      "session_gifter_total": (["app_user", "live_session"],
+                                               after["session_gifter_total"][1]),
+                      "viewer_spend": (["app_user"], after["viewer_spend"][1])}
+    await upgrade(runtime.engine)
+    assert await keys_and_rows() == after
+
+
 async def test_the_default_gifts_pictures_move_to_this_server_and_back(runtime):
     """Revision 0016 points the default gifts seeded with the placeholder CDN at the
     pictures livegifts serves, and leaves a picture an admin chose alone."""

@@ -46,11 +46,13 @@ class LimitChange(SQLModel, table=True):
 
 class ViewerSpend(SQLModel, table=True):
     """Coins a viewer paid for gifts in one UTC day or month, maintained with every gift so
-    that spending caps are checked by reading one row, however many gifts the viewer sent."""
+    that spending caps are checked by reading one row, however many gifts the viewer sent.
+    Like the leaderboard totals (see :mod:`app.models.recognition`), no foreign key: the
+    receipts it sums, written in the same transaction, check the sender."""
 
     __tablename__ = "viewer_spend"
 
-    sender_id: int = Field(primary_key=True, foreign_key="app_user.id", sa_type=BigId)
+    sender_id: int = Field(primary_key=True, sa_type=BigId)
     period: str = Field(primary_key=True, max_length=5)  # day | month
     period_start: date = Field(primary_key=True)
     coins: int = Field(sa_type=Amount)

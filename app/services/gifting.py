@@ -55,6 +55,7 @@ from app.db import (
     as_loaded,
     execute_arrays,
     insert_rows,
+    one_of,
     total,
     update_rows,
     upsert,
@@ -983,7 +984,8 @@ async def _end_combos(session: AsyncSession, conditions: list[Any], now: datetim
     if not ending:
         return []
     rows = (await session.execute(
-        update(GiftCombo).where(GiftCombo.id.in_(ending), GiftCombo.ended_at.is_(None))
+        update(GiftCombo).where(one_of(session, GiftCombo.id, ending),
+                                GiftCombo.ended_at.is_(None))
         .values(ended_at=now)
         .returning(GiftCombo.id, GiftCombo.session_id, GiftCombo.sender_id, GiftCombo.gift_id,
                    GiftCombo.count, GiftCombo.sends, GiftCombo.coins)

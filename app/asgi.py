@@ -177,13 +177,12 @@ logger = logging.getLogger("livegifts.http")
 def _tune_garbage_collector() -> None:
     # What is alive now (schema, models, plugins) lives as long as the process: keep it out
     # of the collector's scans, and collect young objects less often (every request and
-    # every event delivered allocates many short-lived ones). The middle generation is
-    # collected after 5 young collections: with thousands of WebSockets open, what
-    # survives a young collection (frames queued, connections' state) made a middle
-    # collection after 20 of them a pause of about 190 ms, which every subscriber of the
-    # event being written waited through; after 5, 40-100 ms.
+    # every event delivered allocates many short-lived ones). The middle generation runs
+    # after 20 young collections: after 5, pauses with thousands of WebSockets open were
+    # shorter (fan-out at 5,000 subscribers), but sends beside a hung partner plugin had a
+    # worse p99 (BENCHMARKS.md, "a fifth session").
     gc.freeze()
-    gc.set_threshold(20_000, 5, 20)
+    gc.set_threshold(20_000, 20, 20)
 
 
 def _not_utf8(request: Request[Any, Any, Any], error: UnicodeDecodeError) -> Response[Any]:

@@ -179,8 +179,8 @@ def _tune_garbage_collector() -> None:
     # of the collector's scans, and collect young objects less often (every request and
     # every event delivered allocates many short-lived ones). The middle generation runs
     # after 20 young collections: after 5, pauses with thousands of WebSockets open were
-    # shorter (fan-out at 5,000 subscribers), but sends beside a hung partner plugin had a
-    # worse p99 (BENCHMARKS.md, "a fifth session").
+    # shorter (fan-out at 5,000 subscribers), but sends beside a hung partner plugin had
+    # their p99 over its target in every run (BENCHMARKS.md, "a fifth session").
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
 

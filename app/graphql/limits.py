@@ -73,9 +73,7 @@ class RequestPolicy(MaskErrors):
 
     def on_validate(self) -> Iterator[None]:
         context = self.execution_context
-        options = tuple(sorted(context.parse_options.items()))
-        if context.query is not None and \
-                context.graphql_document is _parsed(context.query, **dict(options)):
+        if (options := _cached_options(context)) is not None:
             errors = _validated(context.schema._schema, context.query, options,
                                 tuple(context.validation_rules))
         else:  # a document that did not come from the parse cache
@@ -94,7 +92,7 @@ class RequestPolicy(MaskErrors):
         context = self.execution_context
         document = context.graphql_document
         if document is not None:
-            self.cost = _cost(context, document)
+            self.cost = _cost(context)
             if self.cost > self.maximum:
                 context.result = GraphQLExecutionResult(data=None, errors=[GraphQLError(
                     f"This query would cost {self.cost}, over the budget of {self.maximum}: "
@@ -115,18 +113,27 @@ class RequestPolicy(MaskErrors):
         return {"cost": {"requested": self.cost, "maximum": self.maximum}}
 
 
-def _cost(context: Any, document: Any) -> int:
+def _cached_options(context: Any) -> tuple[tuple[str, Any], ...] | None:
+    """The parse options (the caches' key with the text), if the request's document came
+    from the parse cache; else None (the caches do not describe it)."""
+    options = tuple(sorted(context.parse_options.items()))
+    if context.query is not None and \
+            context.graphql_document is _parsed(context.query, **dict(options)):
+        return options
+    return None
+
+
+def _cost(context: Any) -> int:
     """The operation's cost, from the cache when the document came from the parse cache:
     a document's cost depends on its variables only through its ``first`` arguments."""
     query, variables = context.query, context.variables or {}
-    options = tuple(sorted(context.parse_options.items()))
-    if query is not None and document is _parsed(query, **dict(options)):
+    if (options := _cached_options(context)) is not None:
         sizes = tuple((name, variables.get(name)) for name in _sized_by(query, options))
         if all(isinstance(value, int | str | None) for _, value in sizes):  # hashable
             return _known_cost(context.schema._schema, query, options,
                                context.operation_name, sizes)
-    return _operation_cost(context.schema._schema, document, context.operation_name,
-                           variables)
+    return _operation_cost(context.schema._schema, context.graphql_document,
+                           context.operation_name, variables)
 
 
 @functools.lru_cache(maxsize=1000)

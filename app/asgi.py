@@ -17,7 +17,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from strawberry.http import process_result
 from strawberry.litestar import make_graphql_controller
 
-from app import observability
+from app import long_lived, observability
 from app.graphiql import GRAPHIQL_ROUTES, with_example
 from app.graphql.broadcast import SERVER_SEND, broadcasting
 from app.graphql.context import Context
@@ -95,12 +95,19 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
 def _server_send_kept(app: ASGIApp) -> ASGIApp:
     """Outermost: a WebSocket's scope keeps the server's own ``send``, for the frames that
-    need none of the layers between (see :data:`app.graphql.broadcast.SERVER_SEND`)."""
+    need none of the layers between (see :data:`app.graphql.broadcast.SERVER_SEND`); the
+    collector learns of each connection's opening and closing (:mod:`app.long_lived`)."""
 
     async def keep(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
-            scope[SERVER_SEND] = send
-        await app(scope, receive, send)
+        if scope["type"] != "websocket":
+            await app(scope, receive, send)
+            return
+        scope[SERVER_SEND] = send
+        long_lived.PROCESS.connection_opened()
+        try:
+            await app(scope, receive, send)
+        finally:
+            long_lived.PROCESS.connection_closed()
 
     return keep
 
@@ -176,12 +183,12 @@ logger = logging.getLogger("livegifts.http")
 @functools.cache  # once per process, however many apps it starts
 def _tune_garbage_collector() -> None:
     # What is alive now (schema, models, plugins) lives as long as the process: keep it out
-    # of the collector's scans, and collect young objects less often (every request and
-    # every event delivered allocates many short-lived ones). The middle generation runs
-    # after 20 young collections: after 5, pauses with thousands of WebSockets open were
-    # shorter (fan-out at 5,000 subscribers), but sends beside a hung partner plugin had
-    # their p99 over its target in every run (BENCHMARKS.md, "a fifth session").
-    gc.freeze()
+    # of the collector's scans (so are a crowd of WebSockets', once it has arrived), and
+    # collect young objects less often (every request and every event delivered allocates
+    # many short-lived ones). The middle generation runs after 20 young collections: after
+    # 5, sends beside a hung partner plugin had their p99 over its target in every run
+    # (BENCHMARKS.md, "a fifth session").
+    long_lived.PROCESS.freeze_now()
     gc.set_threshold(20_000, 20, 20)
 
 

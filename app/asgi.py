@@ -188,7 +188,7 @@ def _tune_garbage_collector() -> None:
     # many short-lived ones). The middle generation runs after 20 young collections: after
     # 5, sends beside a hung partner plugin had their p99 over its target in every run
     # (BENCHMARKS.md, "a fifth session").
-    long_lived.PROCESS.freeze_now()
+    long_lived.PROCESS.start()
     gc.set_threshold(20_000, 20, 20)
 
 

@@ -15,8 +15,8 @@ since the last freeze, then ``settle`` seconds for the burst's handshakes to fin
 frozen object is still freed as soon as nothing refers to it; only a reference cycle among
 frozen objects stays until they are handed back. So once as many connections have closed
 since the freeze as it kept open (and at least ``burst``), everything frozen is handed back
-to the collector (``gc.unfreeze()``), whose next full collection reclaims the closed
-connections' cycles; the next burst freezes again.
+to the collector (``gc.unfreeze()``); its next full collection reclaims the closed
+connections' cycles, and what survives it is frozen again.
 """
 
 from __future__ import annotations
@@ -44,14 +44,22 @@ class LongLivedObjects:
         self.closed = 0  # connections closed since the last freeze
         self.kept = 0  # connections open at the last freeze (0: nothing of theirs frozen)
         self.due: float | None = None  # when the burst under way is frozen
+        self.refreeze = False  # freeze what survives the next full collection
         self._timer: asyncio.TimerHandle | None = None
 
+    def start(self) -> None:
+        """Freeze what lives as long as the process, and follow the collector."""
+        if self.collected not in gc.callbacks:
+            gc.callbacks.append(self.collected)
+        self.freeze_now()
+
     def freeze_now(self) -> None:
-        """Freeze everything alive: at start-up, what lives as long as the process."""
+        """Freeze everything alive."""
         self._freeze()
         self.opened = self.closed = 0
         self.kept = self.open
         self.due = None
+        self.refreeze = False
 
     def connection_opened(self) -> None:
         self.open += 1
@@ -67,6 +75,13 @@ class LongLivedObjects:
             self._unfreeze()  # the closed ones' cycles go back to the collector
             self.kept = 0
             self.closed = 0
+            self.refreeze = True
+
+    def collected(self, phase: str, info: dict[str, int]) -> None:
+        """A ``gc.callbacks`` entry: after a full collection that followed a hand-back,
+        what is left is long-lived again."""
+        if phase == "stop" and info["generation"] == 2 and self.refreeze:
+            self.freeze_now()
 
     def tick(self) -> None:
         """Freeze the burst under way if its time has come."""

@@ -73,6 +73,13 @@ def test_what_was_frozen_is_handed_back_once_as_many_have_closed_as_it_kept():
         objects.connection_closed()
     assert calls == ["freeze", "unfreeze"]
 
+    objects.collected("stop", {"generation": 1, "collected": 0, "uncollectable": 0})
+    assert calls == ["freeze", "unfreeze"]  # the closed ones' cycles are still there
+    objects.collected("stop", {"generation": 2, "collected": 7, "uncollectable": 0})
+    assert calls == ["freeze", "unfreeze", "freeze"]  # what survived is long-lived again
+    objects.collected("stop", {"generation": 2, "collected": 0, "uncollectable": 0})
+    assert calls == ["freeze", "unfreeze", "freeze"]  # once a hand-back
+
 
 def test_a_freeze_with_few_connections_open_waits_for_a_burst_of_closures():
     objects, clock, calls = _objects(burst=3, settle=1.0)
@@ -99,6 +106,41 @@ def test_freezing_at_start_up_keeps_no_connection_to_hand_back():
     objects.connection_opened()
     objects.connection_closed()
     assert calls == ["freeze"]
+    objects.collected("stop", {"generation": 2, "collected": 0, "uncollectable": 0})
+    assert calls == ["freeze"]
+
+
+def test_a_cycle_left_by_a_closed_connection_is_reclaimed_after_the_hand_back():
+    """With the interpreter's own collector: a reference cycle frozen with a burst survives
+    collections until it is handed back, then the next full collection reclaims it and the
+    survivors are frozen again."""
+    import gc
+    import weakref
+
+    class Connection:
+        pass
+
+    objects = long_lived.LongLivedObjects(burst=1, settle=0.0, clock=lambda: 0.0)
+    gc.callbacks.append(objects.collected)
+    try:
+        connection = Connection()
+        connection.self = connection  # a cycle, as a closed connection's state leaves one
+        alive = weakref.ref(connection)
+        objects.connection_opened()
+        objects.tick()
+        assert objects.kept == 1 and gc.get_freeze_count() > 0
+        del connection
+        gc.collect()
+        assert alive() is not None  # frozen: the collector does not see it
+
+        objects.connection_closed()  # handed back
+        assert gc.get_freeze_count() == 0
+        gc.collect()
+        assert alive() is None
+        assert gc.get_freeze_count() > 0  # the survivors, frozen again
+    finally:
+        gc.callbacks.remove(objects.collected)
+        gc.unfreeze()
 
 
 async def test_the_event_loop_freezes_a_burst_when_its_time_comes():

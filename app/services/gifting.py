@@ -241,9 +241,10 @@ class _Request:
 class _Writer:
     """One database's gift writer in one event loop: while it writes and delivers a batch
     (callers answered, events published), new sends wait and form the next batch (no
-    timer: an idle writer writes a send at once). Delivering before writing on keeps
-    batches large: callers answered sooner would only send again into a smaller one
-    (measured: a third fewer gifts a second when delivery ran beside the next batch)."""
+    timer: an idle writer writes a send after one turn of the loop). Delivering before
+    writing on keeps batches large: callers answered sooner would only send again into a
+    smaller one (measured: a third fewer gifts a second when delivery ran beside the next
+    batch)."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self.sessions = sessions
@@ -273,6 +274,10 @@ class _Writer:
         batch: list[_Request] = []
         try:
             while self.waiting:
+                # One turn of the event loop first: sends already under way (their
+                # requests read, their documents executing) join this batch instead of
+                # forming the next, nearly empty one (measured: a fifth more gifts a second).
+                await asyncio.sleep(0)
                 batch, self.waiting = _next_batch(self.waiting)
                 if batch:
                     await self._deliver(await _write(self.sessions, batch))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
@@ -192,3 +193,52 @@ async def test_brand_transfers_made_before_their_records_get_them(database_url):
                                      for brand, kind, coins, _, transaction in kept]
         async with runtime.sessions() as session:
             assert await audit(session) == []
+
+
+async def test_receipts_and_entries_lose_their_foreign_keys_and_keep_their_rows(runtime):
+    """Revision 0021 drops the gift receipts' and ledger entries' foreign keys, keeping every
+    row, a clawback's key to its receipt, the entries' immutability (SQLite copies the
+    tables) and a clean audit; its downgrade restores the keys."""
+    from alembic import command
+
+    from app.ledger import audit
+    from app.migrate import alembic_config, upgrade
+    from tests.gifting_support import new_viewer, send, stage
+    from tests.money_support import buy, store_webhook
+    from tests.support import execute_sql
+
+    where, fan = await stage(runtime, "fk-creator"), await new_viewer(runtime, "fk-fan")
+    await buy(runtime, fan, "coins-700", txn="fk-card")
+    await send(runtime, fan, where, "doughnut", quantity=2)
+    await store_webhook(runtime, "chargeback", "fk-card")  # a clawback names the receipt
+    tables = ("gift_send", "ledger_entry", "clawback")
+
+    async def keys_and_rows() -> dict[str, tuple[list[str], int]]:
+        async with runtime.engine.connect() as connection:
+            keys = await connection.run_sync(lambda sync: {
+                table: sorted(key["referred_table"] for key in inspect(sync).get_foreign_keys(
+                    table)) for table in tables})
+            rows = {table: (await connection.exec_driver_sql(
+                f"SELECT count(*) FROM {table}")).scalar() for table in tables}
+        return {table: (keys[table], rows[table]) for table in tables}
+
+    clawback_keys = ["app_user", "gift_send", "ledger_transaction", "purchase_reversal"]
+    after = await keys_and_rows()
+    assert {table: keys for table, (keys, _) in after.items()} == {
+        "gift_send": [], "ledger_entry": [], "clawback": clawback_keys}
+    assert all(rows > 0 for _, rows in after.values()), after
+    async with runtime.engine.begin() as connection:
+        await connection.run_sync(lambda sync: command.downgrade(alembic_config(sync), "0020"))
+    assert await keys_and_rows() == {
+        "gift_send": (["app_user", "app_user", "gift", "gift_combo", "ledger_transaction",
+                       "live_session", "rate_card"], after["gift_send"][1]),
+        "ledger_entry": (["ledger_account", "ledger_transaction"], after["ledger_entry"][1]),
+        "clawback": (clawback_keys, after["clawback"][1])}
+    await upgrade(runtime.engine)
+    assert await keys_and_rows() == after
+    for statement in ("UPDATE ledger_entry SET amount = amount + 1",
+                      "DELETE FROM ledger_entry"):
+        with pytest.raises(Exception, match="ledger rows are immutable"):
+            await execute_sql(runtime.settings.database_url, statement)
+    async with runtime.sessions() as session:
+        assert await audit(session, test_grants=True) == []

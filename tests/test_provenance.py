@@ -7,7 +7,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from app.ledger import Currency, Leg, audit, post_transaction, system_account
-from app.models import GiftSend, Purchase, PurchaseReversal
+from app.models import Entry, GiftSend, Purchase, PurchaseReversal
 from app.services.users import coin_account
 from app.testing import audit as kit_audit
 from tests.gifting_support import new_viewer, send, stage
@@ -111,3 +111,31 @@ async def test_the_test_kits_grants_pass_only_the_test_kits_audit(runtime):
         grant = await session.scalar(select(GiftSend.transaction_id)) - 1
     assert findings == [f"source record: transaction {grant} (test_grant): a test kit's grant, "
                         "which only a test database holds"]
+
+
+async def test_receipts_and_entries_naming_missing_rows_are_named(runtime):
+    """Receipts and entries hold their ids without foreign keys: a receipt or an entry
+    written by hand that names a gift, an account or a transaction that does not exist is
+    named by the audit, each missing row once."""
+    where = await stage(runtime)
+    fan = await new_viewer(runtime, "fan")
+    await buy(runtime, fan)
+    gift = (await send(runtime, fan, where, "rose")).receipt
+    async with runtime.sessions() as session:
+        assert await audit(session) == []
+    await execute_sql(runtime.settings.database_url,
+                      f"UPDATE gift_send SET gift_id = 9999, combo_id = 8888 WHERE id = {gift.id}")
+    await execute_sql(runtime.settings.database_url,
+                      "INSERT INTO ledger_entry (transaction_id, account_id, currency, amount) "
+                      "VALUES (7777, 6666, 'COIN', 1), (7777, 6666, 'COIN', -1)")
+    async with runtime.sessions() as session:
+        findings = [str(f) for f in await audit(session) if f.check == "reference"]
+        entries = list(await session.scalars(select(Entry.id).where(Entry.transaction_id == 7777)
+                                             .order_by(Entry.id)))
+    assert findings == [
+        *(f"reference: ledger entry {entry}: its {column} is {value}, and no {row} has it"
+          for entry in entries for column, value, row in (
+              ("transaction_id", 7777, "ledger transaction"),
+              ("account_id", 6666, "ledger account"))),
+        f"reference: gift receipt {gift.id}: its gift_id is 9999, and no gift has it",
+        f"reference: gift receipt {gift.id}: its combo_id is 8888, and no gift combo has it"]

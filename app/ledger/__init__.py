@@ -19,7 +19,9 @@ Rules (each enforced in exactly one place):
   the same key and input return the first result and move nothing again; the
   same key with other input is refused; a business refusal stays refused.
 * :func:`audit` proves it all after the fact: per-currency conservation, cached
-  balance = sum of entries, no limited account below zero, every transaction balanced.
+  balance = sum of entries, no limited account below zero, every transaction balanced,
+  every row an entry names present (entries hold their transaction's and account's ids
+  without foreign keys: those rows can be neither deleted nor renumbered).
 """
 
 from app.ledger.accounts import (

@@ -1,7 +1,8 @@
 """The ledger audit: proofs that no coin was lost or created, run by ``livegifts audit``.
 
 Besides the ledger's own invariants it checks every transaction against the record it was
-posted for (:mod:`app.services.provenance`)."""
+posted for (:mod:`app.services.provenance`), and that every row an entry or a gift receipt
+names exists (:mod:`app.ledger.references`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from app.models import Account, Entry
 
 # Told (check, done, total) as the audit goes, so a long audit can show its progress.
 AuditProgress = Callable[[str, int, int], None]
-BATCH = 50_000  # transaction or account ids per query
+BATCH = 50_000  # transaction, account, entry or receipt ids per query
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +37,7 @@ async def audit(session: AsyncSession, progress: AuditProgress | None = None, *,
     ``progress``. ``test_grants`` accepts the test kit's grants, which have no source
     record (:func:`app.testing.audit` passes it; a production ledger holds none).
     """
-    from app.ledger import journal
+    from app.ledger import journal, references
     from app.services import provenance
 
     report = progress or (lambda check, done, total: None)
@@ -77,6 +78,15 @@ async def audit(session: AsyncSession, progress: AuditProgress | None = None, *,
         end = min(start + BATCH, last)
         findings.extend(await _check_accounts(session, start, end))
         report("accounts", end, last)
+
+    for referring in references.REFERRING:
+        last = await references.last_id(session, referring)
+        name = f"{referring.called} references"
+        report(name, 0, last)
+        for start in range(0, last, BATCH):
+            end = min(start + BATCH, last)
+            findings.extend(await references.check(session, referring, start, end))
+            report(name, end, last)
     return findings
 
 

@@ -60,6 +60,12 @@ class LedgerSeal(SQLModel, table=True):
 
 
 class Entry(SQLModel, table=True):
+    """One leg of a ledger transaction. Its transaction and account ids are not declared
+    foreign keys (revision 0021): :func:`app.ledger.posting.post_transactions` is the only
+    writer, with ids the database returned in the same transaction; neither row can be
+    deleted or renumbered (the ledger's triggers), and the audit names any entry whose
+    rows are missing (:mod:`app.ledger.references`)."""
+
     __tablename__ = "ledger_entry"
     __table_args__ = (
         CheckConstraint("amount <> 0", name="amount_not_zero"),
@@ -67,8 +73,8 @@ class Entry(SQLModel, table=True):
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
-    transaction_id: int = Field(foreign_key="ledger_transaction.id", index=True, sa_type=BigId)
-    account_id: int = Field(foreign_key="ledger_account.id", sa_type=BigId)
+    transaction_id: int = Field(index=True, sa_type=BigId)
+    account_id: int = Field(sa_type=BigId)
     currency: str = Field(max_length=8)
     amount: int = Field(sa_type=Amount)
 

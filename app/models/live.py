@@ -141,7 +141,12 @@ class GiftCombo(SQLModel, table=True):
 
 
 class GiftSend(SQLModel, table=True):
-    """One sendGift: the receipt of where every coin went, and the rate card it used."""
+    """One sendGift: the receipt of where every coin went, and the rate card it used.
+
+    Its ids are not declared foreign keys (revision 0021): the gift writer takes each from
+    the row it read, locked or inserted in the same transaction, none of those rows is ever
+    deleted, and the ledger audit names any receipt whose rows are missing
+    (:mod:`app.ledger.references`)."""
 
     __tablename__ = "gift_send"
     __table_args__ = (
@@ -154,10 +159,10 @@ class GiftSend(SQLModel, table=True):
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
-    session_id: int = Field(foreign_key="live_session.id", sa_type=BigId)
-    gift_id: int = Field(foreign_key="gift.id", sa_type=BigId)
-    sender_id: int = Field(foreign_key="app_user.id", sa_type=BigId)
-    creator_id: int = Field(foreign_key="app_user.id", sa_type=BigId)
+    session_id: int = Field(sa_type=BigId)
+    gift_id: int = Field(sa_type=BigId)
+    sender_id: int = Field(sa_type=BigId)
+    creator_id: int = Field(sa_type=BigId)
     quantity: int
     unit_price: int = Field(sa_type=Amount)
     coins_paid: int = Field(sa_type=Amount)
@@ -166,8 +171,8 @@ class GiftSend(SQLModel, table=True):
     platform_coins: int = Field(sa_type=Amount)
     brand_coins: int = Field(default=0, sa_type=Amount)
     creator_diamonds: int = Field(sa_type=Amount)
-    rate_card_version: int = Field(foreign_key="rate_card.version")
-    transaction_id: int = Field(foreign_key="ledger_transaction.id", sa_type=BigId)
-    combo_id: int = Field(foreign_key="gift_combo.id", sa_type=BigId)
+    rate_card_version: int
+    transaction_id: int = Field(sa_type=BigId)
+    combo_id: int = Field(sa_type=BigId)
     combo_count: int = Field(sa_type=Amount)
     created_at: datetime = created_at_field()

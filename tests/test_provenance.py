@@ -1,6 +1,7 @@
 """The audit ties every ledger transaction to its source record, on SQLite and PostgreSQL:
-a transaction nothing stands behind, a record and a transaction that disagree, and the test
-kit's grants outside a test database are each named."""
+a transaction nothing stands behind, a record and a transaction that disagree, the test
+kit's grants outside a test database, and a receipt or an entry naming a row that does not
+exist are each named."""
 
 from __future__ import annotations
 

@@ -30,6 +30,17 @@ from app.settings import Settings
 
 WINDOW_SECONDS = 60
 SYNC_SECONDS = 0.1
+# Adds ARGV[i + 1] to KEYS[i] and keeps the key ARGV[1] seconds from now; the totals. One
+# command and one reply however many keys a sync sends (a pipeline's replies, two a key,
+# each cost more to read than the command to send).
+ADD_ALL = """
+local totals = {}
+for i, key in ipairs(KEYS) do
+  totals[i] = redis.call('INCRBY', key, ARGV[i + 1])
+  redis.call('EXPIRE', key, ARGV[1])
+end
+return totals
+"""
 logger = logging.getLogger(__name__)
 
 
@@ -45,6 +56,7 @@ class Counters:
             import redis.asyncio as redis
 
             self._redis = redis.from_url(redis_url)
+            self._add_all = self._redis.register_script(ADD_ALL)
         self._window: int | None = None
         self._known: dict[str, int] = {}  # slot -> hits of every process, as known here
         self._pending: dict[str, int] = {}  # slot -> hits counted here, not yet in Redis
@@ -83,10 +95,8 @@ class Counters:
         """Add ``hits`` in Redis, in one round trip; the totals, or {} when Redis is away
         (the hits are then kept, to be sent later)."""
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for slot, count in hits.items():
-                    pipe.incrby(slot, count).expire(slot, WINDOW_SECONDS * 2)
-                replies = await pipe.execute()
+            totals = await self._add_all(keys=list(hits), args=[WINDOW_SECONDS * 2,
+                                                               *hits.values()])
         except Exception as error:
             if self._reachable:
                 logger.warning("rate-limit counts cannot reach Redis (%s); each process keeps "
@@ -98,7 +108,7 @@ class Counters:
         if not self._reachable:
             logger.warning("rate-limit counts reach Redis again")
             self._reachable = True
-        return {slot: int(total) for slot, total in zip(hits, replies[::2], strict=True)}
+        return {slot: int(total) for slot, total in zip(hits, totals, strict=True)}
 
     async def start(self) -> None:
         if self._redis is not None:

@@ -313,6 +313,7 @@ async def test_a_deleted_transaction_breaks_the_chain(runtime):
     "UPDATE ledger_account SET code = 'system:elsewhere:COIN' WHERE code LIKE 'user%wallet'",
     "UPDATE ledger_account SET limited = false",
     "DELETE FROM ledger_account WHERE code LIKE 'user%wallet'",
+    "UPDATE ledger_account SET id = id + 1000 WHERE code LIKE 'user%wallet'",
 ])
 async def test_the_database_refuses_to_change_what_an_account_is(runtime, statement):
     alice = await make_user(runtime, "alice")

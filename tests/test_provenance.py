@@ -116,8 +116,8 @@ async def test_the_test_kits_grants_pass_only_the_test_kits_audit(runtime):
 
 async def test_receipts_and_entries_naming_missing_rows_are_named(runtime):
     """Receipts and entries hold their ids without foreign keys: a receipt or an entry
-    written by hand that names a gift, an account or a transaction that does not exist is
-    named by the audit, each missing row once."""
+    written by hand that names a gift, a combo, an account or a transaction that does not
+    exist is named by the audit, once for each reference that is missing."""
     where = await stage(runtime)
     fan = await new_viewer(runtime, "fan")
     await buy(runtime, fan)

@@ -116,10 +116,10 @@ async def lock_accounts(session: AsyncSession, accounts: Iterable[AccountRef]) -
     cached balances by id.
 
     The lock is ``FOR NO KEY UPDATE``, the lock an UPDATE of the balance takes itself.
-    Unlike ``FOR UPDATE`` it does not wait for the key-share locks that inserting ledger
-    entries (a foreign key to the account) takes, so a writer that inserts its entries
-    before updating the balance can never deadlock with a writer waiting here. Id order
-    is every writer's lock order.
+    Unlike ``FOR UPDATE`` it does not wait for key-share locks (a foreign key's check
+    from another table's insert, should one refer to accounts), so a writer holding such
+    a lock can never deadlock with a writer waiting here. Id order is every writer's lock
+    order.
     """
     ids = sorted({account.id for account in accounts})
     balances = dict(await _LOCK.rows(session, ids=ids))

@@ -62,9 +62,11 @@ class LedgerSeal(SQLModel, table=True):
 class Entry(SQLModel, table=True):
     """One leg of a ledger transaction. Its transaction and account ids are not declared
     foreign keys (revision 0021): :func:`app.ledger.posting.post_transactions` is the only
-    writer, with ids the database returned in the same transaction; neither row can be
-    deleted or renumbered (the ledger's triggers), and the audit names any entry whose
-    rows are missing (:mod:`app.ledger.references`)."""
+    writer, with the transaction's id the database returned in the same transaction and
+    accounts' ids it returned when they were opened (a user's read in the transaction, a
+    system account's once a process); neither row can be deleted or renumbered (the
+    ledger's triggers), and the audit names any entry whose rows are missing
+    (:mod:`app.ledger.references`)."""
 
     __tablename__ = "ledger_entry"
     __table_args__ = (

@@ -6,9 +6,11 @@ order by the total, then by user id, both descending, so each index serves its
 leaderboard by a backward scan that stops after one page.
 
 The totals have no foreign keys: they are sums of the gift receipts, written in the
-receipts' own transaction, and each id in them is the id of a receipt beside it, which
-the receipt's keys check already. Checking them again cost every gift about ten more
-lookups (each locking the user's or the session's row), for nothing.
+receipts' own transaction, and each id in them is the id of a receipt beside it. The
+receipts have none either (revision 0021): the gift writer takes every id from a row it
+read, locked or inserted, and the audit names any receipt whose rows are missing
+(:mod:`app.ledger.references`). A key on each total cost every gift about ten more lookups,
+each locking the user's or the session's row.
 """
 
 from __future__ import annotations

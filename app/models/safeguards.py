@@ -47,8 +47,8 @@ class LimitChange(SQLModel, table=True):
 class ViewerSpend(SQLModel, table=True):
     """Coins a viewer paid for gifts in one UTC day or month, maintained with every gift so
     that spending caps are checked by reading one row, however many gifts the viewer sent.
-    Like the leaderboard totals (see :mod:`app.models.recognition`), no foreign key: the
-    receipts it sums, written in the same transaction, check the sender."""
+    Like the leaderboard totals (see :mod:`app.models.recognition`), no foreign key: it sums
+    the receipts written in the same transaction, whose sender the audit checks."""
 
     __tablename__ = "viewer_spend"
 

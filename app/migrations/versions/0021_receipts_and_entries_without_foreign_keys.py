@@ -3,7 +3,8 @@
 Every gift wrote one receipt and five entries, and their foreign keys made PostgreSQL look
 up and lock seventeen rows a gift, several of them rows every writer shares (the system
 accounts, the gift, the rate card): a quarter of a gift's database time. The ids they hold
-come from rows the same transaction read, locked or inserted; those rows are never deleted
+come from rows the database returned (in the same transaction, or a system account's once a
+process, when it was opened); those rows are never deleted
 (ledger transactions and accounts refuse it, the others have no way to be), an account's
 id no longer changes (the trigger that fixes what an account is now includes it), and the
 ledger audit names any receipt or entry whose rows are missing (app.ledger.references).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -44,3 +45,15 @@ async def median_ms(work: Callable[[], Awaitable[object]], repeat: int) -> float
         await work()
         samples.append((time.perf_counter() - started) * 1000)
     return statistics.median(samples)
+
+
+def own_cpu() -> float:
+    """This process's user and system CPU seconds so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def process_cpu(pid: int) -> float:
+    """Another process's user and system CPU seconds so far (from ``/proc``)."""
+    fields = open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import resource
 from collections.abc import Awaitable, Callable
 
 import msgspec
@@ -26,18 +24,9 @@ import redis.asyncio as redis
 
 from app.events import PUBLISH_ALL
 from app.ratelimit import ADD_ALL, WINDOW_SECONDS
+from bench.common import own_cpu, process_cpu
 
 PREFIX = "livegifts-bench"
-
-
-def _client_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _redis_cpu(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _cost(batch: Callable[[], Awaitable[object]], batches: int, server: int
@@ -45,18 +34,18 @@ async def _cost(batch: Callable[[], Awaitable[object]], batches: int, server: in
     """Microseconds of this process's CPU and of Redis's a batch."""
     for _ in range(50):  # warm: the script loaded, the connection open
         await batch()
-    client, redis_cpu = _client_cpu(), _redis_cpu(server)
+    client, redis_cpu = own_cpu(), process_cpu(server)
     for _ in range(batches):
         await batch()
-    return ((_client_cpu() - client) / batches * 1e6,
-            (_redis_cpu(server) - redis_cpu) / batches * 1e6)
+    return ((own_cpu() - client) / batches * 1e6,
+            (process_cpu(server) - redis_cpu) / batches * 1e6)
 
 
 async def main(options: argparse.Namespace) -> None:
     client = redis.from_url(options.redis)
     server = int((await client.info("server"))["process_id"])
     try:
-        _redis_cpu(server)
+        process_cpu(server)
     except OSError:
         raise SystemExit(f"{options.redis} is not a Redis on this machine: its CPU cannot "
                          "be read") from None

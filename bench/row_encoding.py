@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import resource
 from datetime import UTC, datetime
 
 from sqlalchemy import BigInteger, Column, MetaData, Table, text
@@ -26,22 +24,12 @@ from sqlalchemy import BigInteger, Column, MetaData, Table, text
 from app.db import ArrayStatement, _driver_in_transaction, execute_arrays, insert_rows
 from app.models import Event
 from app.models.base import UTCDateTime
-from bench.common import fresh_runtime
+from bench.common import fresh_runtime, own_cpu, process_cpu
 
 NUMBERS = tuple(f"n{number:02}" for number in range(12))
 RECEIPTS = Table("bench_receipt", MetaData(), Column("id", BigInteger, primary_key=True),
                  *(Column(name, BigInteger, nullable=False) for name in NUMBERS),
                  Column("created_at", UTCDateTime, nullable=False))
-
-
-def _client_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _backend_cpu(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _arrays_statement(table: Table, columns: tuple[str, ...]) -> ArrayStatement:
@@ -108,13 +96,13 @@ async def _compare(runtime, table: Table, batch, batches: int) -> None:  # noqa:
                     for _ in range(20):  # warm: statements prepared, plans cached
                         await write(session)
                     loop = asyncio.get_running_loop()
-                    wall, client, server = loop.time(), _client_cpu(), _backend_cpu(backend)
+                    wall, client, server = loop.time(), own_cpu(), process_cpu(backend)
                     for _ in range(batches // 6):
                         await write(session)
                     spent = totals[name]
                     spent[0] += loop.time() - wall
-                    spent[1] += _client_cpu() - client
-                    spent[2] += _backend_cpu(backend) - server
+                    spent[1] += own_cpu() - client
+                    spent[2] += process_cpu(backend) - server
                 await session.execute(text(f"TRUNCATE {table.name}"))
                 await session.commit()
 

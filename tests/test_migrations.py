@@ -87,6 +87,17 @@ async def test_relay_positions_survive_a_downgrade_and_upgrade(runtime, monkeypa
     assert await positions() == before
 
 
+async def _keys_and_rows(runtime, tables: tuple[str, ...]) -> dict[str, tuple[list[str], int]]:
+    """Each table's foreign keys (the tables they refer to, sorted) and its count of rows."""
+    async with runtime.engine.connect() as connection:
+        keys = await connection.run_sync(lambda sync: {
+            table: sorted(key["referred_table"] for key in inspect(sync).get_foreign_keys(
+                table)) for table in tables})
+        rows = {table: (await connection.exec_driver_sql(
+            f"SELECT count(*) FROM {table}")).scalar() for table in tables}
+    return {table: (keys[table], rows[table]) for table in tables}
+
+
 async def test_the_counters_foreign_keys_go_and_come_back_with_their_rows(runtime):
     """Revision 0020 drops the foreign keys of the leaderboard totals and spending
     counters, keeping every row (SQLite copies each table); its downgrade restores them."""
@@ -100,27 +111,18 @@ async def test_the_counters_foreign_keys_go_and_come_back_with_their_rows(runtim
     await send(runtime, fan, where, "rose", 3)
     counters = ("supporter_total", "creator_total", "session_gifter_total", "viewer_spend")
 
-    async def keys_and_rows() -> dict[str, tuple[list[str], int]]:
-        async with runtime.engine.connect() as connection:
-            keys = await connection.run_sync(lambda sync: {
-                table: sorted(key["referred_table"] for key in inspect(sync).get_foreign_keys(
-                    table)) for table in counters})
-            rows = {table: (await connection.exec_driver_sql(
-                f"SELECT count(*) FROM {table}")).scalar() for table in counters}
-        return {table: (keys[table], rows[table]) for table in counters}
-
-    after = await keys_and_rows()
+    after = await _keys_and_rows(runtime, counters)
     assert all(keys == [] and rows > 0 for keys, rows in after.values()), after
     async with runtime.engine.begin() as connection:
         await connection.run_sync(lambda sync: command.downgrade(alembic_config(sync), "0019"))
-    before = await keys_and_rows()
+    before = await _keys_and_rows(runtime, counters)
     assert before == {"supporter_total": (["app_user", "app_user"], after["supporter_total"][1]),
                       "creator_total": (["app_user"], after["creator_total"][1]),
                       "session_gifter_total": (["app_user", "live_session"],
                                                after["session_gifter_total"][1]),
                       "viewer_spend": (["app_user"], after["viewer_spend"][1])}
     await upgrade(runtime.engine)
-    assert await keys_and_rows() == after
+    assert await _keys_and_rows(runtime, counters) == after
 
 
 async def test_the_default_gifts_pictures_move_to_this_server_and_back(runtime):
@@ -213,29 +215,20 @@ async def test_receipts_and_entries_lose_their_foreign_keys_and_keep_their_rows(
     await store_webhook(runtime, "chargeback", "fk-card")  # a clawback names the receipt
     tables = ("gift_send", "ledger_entry", "clawback")
 
-    async def keys_and_rows() -> dict[str, tuple[list[str], int]]:
-        async with runtime.engine.connect() as connection:
-            keys = await connection.run_sync(lambda sync: {
-                table: sorted(key["referred_table"] for key in inspect(sync).get_foreign_keys(
-                    table)) for table in tables})
-            rows = {table: (await connection.exec_driver_sql(
-                f"SELECT count(*) FROM {table}")).scalar() for table in tables}
-        return {table: (keys[table], rows[table]) for table in tables}
-
     clawback_keys = ["app_user", "gift_send", "ledger_transaction", "purchase_reversal"]
-    after = await keys_and_rows()
+    after = await _keys_and_rows(runtime, tables)
     assert {table: keys for table, (keys, _) in after.items()} == {
         "gift_send": [], "ledger_entry": [], "clawback": clawback_keys}
     assert all(rows > 0 for _, rows in after.values()), after
     async with runtime.engine.begin() as connection:
         await connection.run_sync(lambda sync: command.downgrade(alembic_config(sync), "0020"))
-    assert await keys_and_rows() == {
+    assert await _keys_and_rows(runtime, tables) == {
         "gift_send": (["app_user", "app_user", "gift", "gift_combo", "ledger_transaction",
                        "live_session", "rate_card"], after["gift_send"][1]),
         "ledger_entry": (["ledger_account", "ledger_transaction"], after["ledger_entry"][1]),
         "clawback": (clawback_keys, after["clawback"][1])}
     await upgrade(runtime.engine)
-    assert await keys_and_rows() == after
+    assert await _keys_and_rows(runtime, tables) == after
     for statement in ("UPDATE ledger_entry SET amount = amount + 1",
                       "DELETE FROM ledger_entry"):
         with pytest.raises(Exception, match="ledger rows are immutable"):
